@@ -1,0 +1,1 @@
+"""Pure domain logic: no processes, no network, no clock."""
