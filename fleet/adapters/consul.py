@@ -1,0 +1,67 @@
+"""Consul through py-consul: KV with check-and-set and the server's health. Its dicts stop here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from fleet.errors import DependencyDown, FleetError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One KV entry: its value and the ModifyIndex a check-and-set write must name."""
+
+    key: str
+    value: bytes
+    modify_index: int
+
+
+class Consul:
+    """A Consul HTTP API client scoped to one address and token."""
+
+    def __init__(self, address: str, token: str | None = None, timeout: float = 5.0) -> None:
+        import consul  # lazy: keeps `fleet --help` fast
+
+        url = urlparse(address)
+        if not url.hostname or not url.port:
+            raise FleetError(f"Consul address {address!r} has no host:port",
+                             "set fleet.consul or CONSUL_HTTP_ADDR to http://HOST:PORT")
+        self.address = address
+        self._exc = consul.ConsulException
+        self._client: Any = consul.Consul(host=url.hostname, port=url.port, token=token,
+                                          scheme=url.scheme or "http")
+        self._timeout = timeout
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            return fn(*args, connections_timeout=self._timeout, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            raise DependencyDown(f"Consul at {self.address} is not reachable ({what})",
+                                 "start it with `fleet lab up` or set CONSUL_HTTP_ADDR") from exc
+        except self._exc as exc:
+            raise FleetError(f"Consul refused {what}: {exc}") from exc
+
+    def leader(self) -> str:
+        """The raft leader's address, '' while there is none."""
+        return str(self._call("status/leader", self._client.status.leader) or "")
+
+    def version(self) -> str:
+        self_info = self._call("agent/self", self._client.agent.self)
+        return str(self_info["Config"]["Version"])
+
+    def get(self, key: str) -> Entry | None:
+        _, item = self._call(f"read {key}", self._client.kv.get, key)
+        if item is None:
+            return None
+        return Entry(item["Key"], item["Value"] or b"", int(item["ModifyIndex"]))
+
+    def put(self, key: str, value: bytes | str, *, cas: int) -> bool:
+        """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""
+        return bool(self._call(f"write {key}", self._client.kv.put, key, value, cas=cas))
+
+    def delete(self, key: str) -> None:
+        self._call(f"delete {key}", self._client.kv.delete, key)

@@ -1,0 +1,76 @@
+"""Docker through its CLI: daemon info, networks, images, lab containers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.adapters import process
+from fleet.errors import DependencyDown
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    tags: tuple[str, ...]
+    created: str
+    labels: dict[str, str]
+
+def server_version() -> str | None:
+    """The daemon's version, None when no daemon answers."""
+    result = process.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                         check=False, timeout=10)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
+
+def network_gateway(name: str) -> str | None:
+    """The gateway address of a network, None if the network does not exist."""
+    result = process.run(["docker", "network", "inspect", name], check=False, timeout=10)
+    if result.returncode != 0:
+        return None
+    data = json.loads(result.stdout)
+    return str(data[0]["IPAM"]["Config"][0]["Gateway"])
+
+def create_network(name: str, subnet: str, gateway: str, bridge: str) -> None:
+    process.run(["docker", "network", "create", "--driver", "bridge", "--subnet", subnet,
+                 "--gateway", gateway, "--opt", f"com.docker.network.bridge.name={bridge}",
+                 "--label", "fleet.lab=1", name], timeout=30,
+                fix=f"another network may use {subnet}: change targets.lab.subnet in fleet.toml")
+
+def remove_network(name: str) -> None:
+    process.run(["docker", "network", "rm", name], check=False, timeout=30)
+
+def image(ref: str) -> Image | None:
+    """Inspect an image; None if it does not exist."""
+    result = process.run(["docker", "image", "inspect", ref], check=False, timeout=10)
+    if result.returncode != 0:
+        return None
+    data = json.loads(result.stdout)[0]
+    labels = data["Config"]["Labels"] or {}
+    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels))
+
+def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
+    """docker import a root filesystem tarball; return the image id."""
+    argv = ["docker", "import"]
+    for change in changes:
+        argv += ["--change", change]
+    result = process.run([*argv, str(tarball), ref], timeout=600)
+    return result.stdout.strip()
+
+def tag(source: str, target: str) -> None:
+    process.run(["docker", "tag", source, target], timeout=30)
+
+def lab_containers() -> list[str]:
+    """Names of the containers the lab created (label fleet.lab=1)."""
+    result = process.run(["docker", "ps", "-a", "--filter", "label=fleet.lab=1",
+                          "--format", "{{.Names}}"], timeout=30)
+    return [line for line in result.stdout.splitlines() if line]
+
+def remove_containers(names: list[str]) -> None:
+    if names:
+        process.run(["docker", "rm", "-f", *names], timeout=120)
+
+def require_daemon() -> str:
+    version = server_version()
+    if version is None:
+        raise DependencyDown("dockerd is not running", "run `fleet lab up` to start it")
+    return version

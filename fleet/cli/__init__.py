@@ -1,0 +1,1 @@
+"""The thin command line: parse arguments, call a workflow, render its result."""

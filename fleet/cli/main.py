@@ -1,0 +1,199 @@
+"""`fleet`: the console script. One error boundary turns every failure into one line and an exit code.
+
+Exit codes: 0 ok; 1 a failure (bad config, a dependency down, a command that failed);
+2 usage error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fleet import __version__
+from fleet.cli import render
+from fleet.errors import FleetError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Session:
+    """What every command gets: the fleet file it works on."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def context(self) -> Any:
+        from fleet.workflows.context import load
+
+        return load(self.file)
+
+
+def json_option(fn: F) -> F:
+    """--json on every command: the result as JSON on stdout."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as JSON on stdout.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--file", type=click.Path(path_type=Path), default="fleet.toml",
+              envvar="FLEET_FILE", show_default=True, help="The fleet definition.")
+@click.version_option(__version__, prog_name="fleet")
+@click.pass_context
+def cli(ctx: click.Context, file: Path) -> None:
+    """Bake, catalog and promote immutable images; Terraform for every machine."""
+    ctx.obj = Session(file)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def validate(session: Session, as_json: bool) -> None:
+    """Check fleet.toml and report every problem at once."""
+    from fleet.workflows.validate import validate as run
+
+    result = run(session.file)
+    if as_json:
+        render.emit_json(result)
+    elif result.ok:
+        classes = sorted(set(result.roles.values()))
+        counts = ", ".join(f"{list(result.roles.values()).count(c)} {c}" for c in classes)
+        click.echo(f"{result.file.name}: ok: {len(result.roles)} roles ({counts}); "
+                   f"environments {' -> '.join(result.environments)}")
+    if not result.ok:
+        if not as_json:
+            for line in result.problems:
+                click.echo(line, err=True)
+        raise FleetError(f"{result.file.name} has {len(result.problems)} problem(s)",
+                         "fix them and run `fleet validate` again")
+
+
+@cli.command()
+@json_option
+def schema(as_json: bool) -> None:
+    """Print the JSON Schema of fleet.toml (it is JSON either way)."""
+    from fleet.model.definition import json_schema
+
+    render.emit_json(json_schema())
+
+
+@cli.group()
+def lab() -> None:
+    """The local lab: real Consul, OpenBao, Docker and the base image on this machine."""
+
+
+def _lab_result(report: Any, as_json: bool, *, fail_unhealthy: bool) -> None:
+    if as_json:
+        render.emit_json(report)
+    else:
+        for action in report.actions:
+            render.progress(action)
+        render.table("lab", ["part", "state", "version", "address", "detail"], [
+            [p.name, _state(p.state.value), p.version, p.address, p.detail] for p in report.parts
+        ])
+    down = [p.name for p in report.parts if p.state.value != "up"]
+    if fail_unhealthy and down:
+        raise FleetError(f"lab part(s) not up: {', '.join(down)}",
+                         "run `fleet lab up` (or scripts/setup.sh for a missing tool)")
+
+
+def _state(state: str) -> str:
+    colour = {"up": "green", "down": "red"}.get(state, "yellow")
+    return f"[{colour}]{state}[/{colour}]"
+
+
+@lab.command()
+@json_option
+@click.pass_obj
+def up(session: Session, as_json: bool) -> None:
+    """Start every part of the lab; does nothing when all are up."""
+    from fleet.workflows import lab as workflow
+
+    started = time.monotonic()
+    report = workflow.up(session.context(), render.progress)
+    _lab_result(report, as_json, fail_unhealthy=True)
+    render.progress(f"lab up in {time.monotonic() - started:.1f}s")
+
+
+@lab.command()
+@json_option
+@click.pass_obj
+def down(session: Session, as_json: bool) -> None:
+    """Stop what the lab started, by PID; its data stays."""
+    from fleet.workflows import lab as workflow
+
+    _lab_result(workflow.down(session.context(), render.progress), as_json,
+                fail_unhealthy=False)
+
+
+@lab.command()
+@json_option
+@click.pass_obj
+def status(session: Session, as_json: bool) -> None:
+    """Each part of the lab: state, version, address. Exit 1 if any is not up."""
+    from fleet.workflows import lab as workflow
+
+    _lab_result(workflow.status(session.context()), as_json, fail_unhealthy=True)
+
+
+@lab.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def reset(session: Session, yes: bool, as_json: bool) -> None:
+    """Wipe the lab: its containers, network, Consul data and OpenBao data and keys."""
+    from fleet.workflows import lab as workflow
+
+    ctx = session.context()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FleetError("lab reset wipes all lab state and needs confirmation",
+                             "pass --yes to confirm without a terminal")
+        click.confirm(f"Wipe all lab state under {ctx.state_dir / 'lab'}?", abort=True)
+    _lab_result(workflow.reset(ctx, render.progress), as_json, fail_unhealthy=False)
+
+
+def _internal_error() -> Path:
+    """Write the traceback where the user can find it; return the path."""
+    log_dir = Path.cwd() / ".fleet" / "log"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import tempfile
+
+        log_dir = Path(tempfile.gettempdir())
+    path = log_dir / "fleet-internal-error.log"
+    with path.open("a") as handle:
+        handle.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} fleet {' '.join(sys.argv[1:])}\n")
+        handle.write(traceback.format_exc())
+    return path
+
+
+def main() -> None:
+    """Entry point of the console script: the one error boundary."""
+    try:
+        code = cli.main(prog_name="fleet", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("fleet: interrupted", err=True)
+        code = 130
+    except click.ClickException as exc:  # usage errors: exit 2
+        exc.show()
+        code = exc.exit_code
+    except FleetError as exc:
+        click.echo(f"fleet: error: {exc.line()}", err=True)
+        code = 1
+    except Exception as exc:  # the last resort: never a traceback in front of a user
+        path = _internal_error()
+        click.echo(f"fleet: internal error: {type(exc).__name__}: {exc} "
+                   f"(traceback in {path}; please report it)", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+

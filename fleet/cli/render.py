@@ -1,0 +1,55 @@
+"""Rendering: results to stdout (human tables, or JSON with --json), progress to stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from fleet.model.secret import Secret
+
+
+def jsonable(value: Any) -> Any:
+    """Result objects as plain JSON: dataclasses, enums, paths; secrets as ***."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        for name in dir(type(value)):  # derived facts (ok, healthy) belong in the result too
+            if isinstance(getattr(type(value), name), property):
+                out[name] = jsonable(getattr(value, name))
+        return out
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Secret):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(value), indent=2) + "\n")
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(f"fleet: {message}\n")
+    sys.stderr.flush()
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout, for people."""
+    from rich.console import Console  # lazy: keeps `fleet --help` fast
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*row)
+    Console(soft_wrap=False, width=max(100, Console().width)).print(grid)

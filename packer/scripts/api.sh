@@ -1,0 +1,6 @@
+#!/bin/sh
+# api: REST and GraphQL API.
+set -eu
+. /tmp/fleet/common.sh
+mkdir -p /srv/gitlab /etc/gitlab && chmod 0750 /etc/gitlab
+install_services

@@ -1,0 +1,6 @@
+#!/bin/sh
+# web: Rails front end (Puma stand-in on the web port).
+set -eu
+. /tmp/fleet/common.sh
+mkdir -p /srv/gitlab/public /etc/gitlab && chmod 0750 /etc/gitlab
+install_services
