@@ -31,17 +31,20 @@ class Consul:
         self.address = address
         self._exc = consul.ConsulException
         self._client: Any = consul.Consul(host=url.hostname, port=url.port, token=token,
-                                          scheme=url.scheme or "http")
-        self._timeout = timeout
+                                          scheme=url.scheme or "http",
+                                          connections_timeout=timeout)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import requests
 
         try:
-            return fn(*args, connections_timeout=self._timeout, **kwargs)
+            return fn(*args, **kwargs)
         except requests.exceptions.ConnectionError as exc:
             raise DependencyDown(f"Consul at {self.address} is not reachable ({what})",
                                  "start it with `fleet lab up` or set CONSUL_HTTP_ADDR") from exc
+        except requests.exceptions.Timeout as exc:
+            raise DependencyDown(f"Consul at {self.address} did not answer in time ({what})",
+                                 "check that it is healthy (`fleet lab status`)") from exc
         except self._exc as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
 

@@ -12,6 +12,7 @@ from fleet.errors import DependencyDown, FleetError
 class SealState(StrEnum):
     UNINITIALIZED = "uninitialized"
     SEALED = "sealed"
+    STANDBY = "standby"  # unsealed but not (yet) the active node: reads only
     UNSEALED = "unsealed"
 
 
@@ -47,6 +48,9 @@ class Vault:
         except requests.exceptions.ConnectionError as exc:
             raise DependencyDown(f"Vault at {self.address} is not reachable ({what})",
                                  "start it with `fleet lab up` or set VAULT_ADDR") from exc
+        except requests.exceptions.Timeout as exc:
+            raise DependencyDown(f"Vault at {self.address} did not answer in time ({what})",
+                                 "check that it is healthy (`fleet lab status`)") from exc
         except hvac.exceptions.VaultDown as exc:
             raise DependencyDown(f"Vault at {self.address} is sealed ({what})",
                                  "unseal it (`fleet lab up` does so for the lab)") from exc
@@ -64,6 +68,8 @@ class Vault:
             state = SealState.UNINITIALIZED
         elif data["sealed"]:
             state = SealState.SEALED
+        elif data["standby"]:
+            state = SealState.STANDBY
         else:
             state = SealState.UNSEALED
         return Health(state, str(data["version"]))

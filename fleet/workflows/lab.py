@@ -4,7 +4,8 @@ Choices, for whoever runs it:
 - Consul runs in server mode with its data dir under .fleet/lab/consul (not -dev, which keeps
   nothing). Its HTTP API listens on 127.0.0.1 and on the lab network's gateway, where nodes
   join it; DNS is off.
-- OpenBao runs with file storage under .fleet/lab/openbao, initialised with one key share and
+- OpenBao runs with integrated (raft) storage under .fleet/lab/openbao (its file backend was
+  removed in OpenBao 2.7; raft is the supported persistent store), initialised with one key share and
   unsealed by `lab up`; the unseal key and root token sit 0600 in .fleet/lab/openbao-init.json.
   That is a lab convenience, never a production pattern.
 - dockerd is started only if none answers, and only a dockerd the lab started is stopped by
@@ -213,11 +214,13 @@ def _consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list
 
 def _openbao_config(p: Paths, net: Network, port: int) -> str:
     return "\n".join([
-        f'storage "file" {{ path = "{p.openbao_data}" }}',
+        # Integrated storage (raft): the file backend was removed in OpenBao 2.7
+        f'storage "raft" {{\n  path = "{p.openbao_data}"\n  node_id = "lab"\n'
+        f'  performance_multiplier = 1\n}}',  # 1 s elections: a lab restart is quick
         f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}',
         f'listener "tcp" {{\n  address = "{net.gateway}:{port}"\n  tls_disable = true\n}}',
         f'api_addr = "http://127.0.0.1:{port}"',
-        "disable_mlock = true",
+        f'cluster_addr = "http://127.0.0.1:{port + 1}"',
         "",
     ])
 
@@ -257,7 +260,7 @@ def _openbao_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> lis
         state = _vault_health(vault)
     if state is SealState.UNINITIALIZED:
         progress("initialising openbao")
-        keys = vault.initialize()
+        keys = Vault(ctx.vault_addr, timeout=60).initialize()  # raft elects itself during init
         _write_private(p.openbao_init, json.dumps(
             {"unseal_key": keys.unseal_key, "root_token": keys.root_token}))
         actions.append("initialised openbao")
@@ -266,6 +269,9 @@ def _openbao_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> lis
     if state is SealState.SEALED:
         vault.unseal(init.unseal_key)
         actions.append("unsealed openbao")
+    # raft elects its (single) leader a moment after unseal; writes need the active node
+    _wait("openbao (active after unseal)", lambda: _vault_health(vault) is SealState.UNSEALED,
+          60, p.log("openbao"))
     root = Vault(ctx.vault_addr, init.root_token)
     if root.ensure_kv(ctx.fleet.secrets_mount):
         actions.append(f"enabled kv-v2 at {ctx.fleet.secrets_mount}/")
@@ -418,7 +424,7 @@ def _openbao_part(ctx: Context, p: Paths) -> Part:
     if health.state is not SealState.UNSEALED:
         return Part("openbao", PartState.DOWN, health.version, ctx.vault_addr,
                     f"{health.state}; run `fleet lab up`")
-    return Part("openbao", PartState.UP, health.version, ctx.vault_addr, "unsealed, file storage")
+    return Part("openbao", PartState.UP, health.version, ctx.vault_addr, "unsealed, raft storage")
 
 
 def _base_part(ctx: Context, name: str) -> Part:
