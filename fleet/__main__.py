@@ -1,0 +1,5 @@
+"""`python -m fleet` is the `fleet` console script."""
+
+from fleet.cli.main import main
+
+main()

@@ -1,0 +1,94 @@
+"""The lab against the real Consul, OpenBao and Docker the setup installs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from fleet.adapters import process
+from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
+from fleet.workflows import lab as lab_workflow
+from tests.conftest import fleet
+
+pytestmark = pytest.mark.lab
+
+
+def parts(run_json: Any) -> dict[str, dict[str, str]]:
+    return {p["name"]: p for p in run_json["parts"]}
+
+
+def test_up_is_idempotent(lab: Any) -> None:
+    again = fleet("lab", "up", "--json")
+    assert again.code == 0, again.stderr
+    report = again.json()
+    assert report["actions"] == []
+    assert report["healthy"] is True
+    states = {name: p["state"] for name, p in parts(report).items()}
+    assert states == {"dockerd": "up", "network fleet-lab": "up", "consul": "up",
+                      "openbao": "up", "base image bookworm": "up"}
+
+
+def test_status_shows_versions_and_addresses(lab: Any) -> None:
+    status = fleet("lab", "status", "--json")
+    assert status.code == 0, status.stderr
+    by_name = parts(status.json())
+    assert by_name["consul"]["version"] == "1.8.7"
+    assert by_name["consul"]["address"] == "http://127.0.0.1:8500"
+    assert by_name["openbao"]["address"] == "http://127.0.0.1:8200"
+    assert by_name["base image bookworm"]["address"].startswith("fleet-base-bookworm:")
+    for tool in ("terraform", "packer", "vagrant", "ruby"):
+        assert by_name[tool]["state"] == "up", by_name[tool]
+    assert by_name["packer"]["version"] == "1.6.6"
+
+
+def test_data_survives_down_and_up(lab: Any) -> None:
+    key = f"{lab.fleet.kv_prefix}/test/survives-{uuid.uuid4().hex[:8]}"
+    consul = Consul(lab.consul_addr)
+    assert consul.put(key, b"kept", cas=0)
+    assert not consul.put(key, b"lost", cas=0), "check-and-set must refuse a second create"
+    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    vault.kv_put(lab.fleet.secrets_mount, "test/survives", {"value": key})
+
+    down = fleet("lab", "down", "--json")
+    assert down.code == 0, down.stderr
+    assert {"stopped consul", "stopped openbao"} <= set(down.json()["actions"])
+    stopped = parts(down.json())
+    assert stopped["consul"]["state"] == "down"
+    assert stopped["openbao"]["state"] == "down"
+
+    up = fleet("lab", "up", "--json")
+    assert up.code == 0, up.stderr
+    assert "unsealed openbao" in up.json()["actions"]
+    entry = Consul(lab.consul_addr).get(key)
+    assert entry is not None and entry.value == b"kept"
+    secret = Vault(lab.vault_addr, lab.vault_token.reveal()).kv_get(
+        lab.fleet.secrets_mount, "test/survives")
+    assert secret == {"value": key}
+    consul.delete(key)
+
+
+def test_status_reports_a_stopped_part(lab: Any) -> None:
+    p = lab_workflow.paths(lab)
+    pid = int(p.pid("openbao").read_text())
+    assert process.stop(pid, "bao")
+    status = fleet("lab", "status", "--json")
+    assert status.code == 1
+    openbao = parts(status.json())["openbao"]
+    assert openbao["state"] == "down"
+    assert "exited" in openbao["detail"]
+    assert "fleet: error: lab part(s) not up: openbao" in status.stderr
+    assert "Traceback" not in status.stderr
+
+    back = fleet("lab", "up", "--json")
+    assert back.code == 0, back.stderr
+    assert {"started openbao", "unsealed openbao"} <= set(back.json()["actions"])
+
+
+def test_consul_down_is_one_clear_line(lab: Any) -> None:
+    status = fleet("lab", "status", env={"CONSUL_HTTP_ADDR": "127.0.0.1:1"})
+    assert status.code == 1
+    assert "consul" in status.stderr
+    assert "Traceback" not in status.stderr

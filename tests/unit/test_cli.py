@@ -1,0 +1,132 @@
+"""The command line's contract: help and --json everywhere, exit codes, one line per failure."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet.cli.main import cli, main
+from tests.conftest import EXAMPLE
+
+
+def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+           *args: str) -> tuple[int, str, str]:
+    """Run main() in-process, as the console script does; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["fleet", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def all_commands() -> list[list[str]]:
+    found = []
+    for name, command in cli.commands.items():
+        sub = getattr(command, "commands", None)
+        if sub:
+            found += [[name, child] for child in sub]
+        else:
+            found.append([name])
+    return found
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
+def test_every_command_has_help_and_json(path: list[str], capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = invoke(capsys, monkeypatch, *path, "--help")
+    assert code == 0
+    assert "--json" in out
+
+
+def test_validate_example(capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
+    assert code == 0
+    assert "9 roles (4 cattle, 3 pet, 2 snowflake)" in out
+    assert "canary -> staging -> production" in out
+
+
+def test_validate_json(capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ok"] is True and data["problems"] == []
+    assert data["environments"] == ["canary", "staging", "production"]
+    assert data["roles"]["gitaly"] == "pet"
+
+
+def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = invoke(capsys, monkeypatch, "-f", str(tmp_path / "nope.toml"), "validate")
+    assert code == 1
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"fleet: error: {tmp_path / 'nope.toml'} does not exist: run fleet from the fleet's "
+        "directory or pass --file PATH"]
+
+
+def test_missing_script_is_reported_with_its_line(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    text = EXAMPLE.read_text().replace("packer/scripts/web.sh", "packer/scripts/nope.sh")
+    (tmp_path / "fleet.toml").write_text(text)
+    code, _, err = invoke(capsys, monkeypatch, "-f", str(tmp_path / "fleet.toml"), "validate")
+    assert code == 1
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "nope.sh" in t)
+    assert (f"fleet.toml:{line}: roles.web.provisioner.scripts[0]: script "
+            "packer/scripts/nope.sh does not exist") in err
+    assert "Traceback" not in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = invoke(capsys, monkeypatch, "no-such-command")
+    assert code == 2
+    assert "No such command" in err
+
+
+def test_schema_is_json(capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = invoke(capsys, monkeypatch, "schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["title"] == "fleet.toml"
+    assert schema["properties"]["roles"]["additionalProperties"]["properties"]["class"]["enum"] \
+        == ["cattle", "pet", "snowflake"]
+
+
+def test_internal_error_has_no_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr("fleet.workflows.validate.validate", boom)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
+    assert code == 1
+    assert "fleet: internal error: RuntimeError: unexpected" in err
+    assert "Traceback" not in err
+    assert "Traceback" in (tmp_path / ".fleet/log/fleet-internal-error.log").read_text()
+
+
+def test_lab_reset_without_terminal_needs_yes(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "lab", "reset")
+    assert code == 1
+    assert "pass --yes" in err
+
+
+def test_interrupt_exits_130(capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fleet.workflows.validate.validate", interrupted)
+    code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
+    assert code == 130
+    assert "interrupted" in err
