@@ -1,3 +1,3 @@
-"""fleet: immutable images for cattle, Terraform for every machine, Vault for secrets, Consul for discovery."""
+"""fleet: immutable images for cattle, Terraform for every machine, Vault secrets, Consul discovery."""
 
 __version__ = "0.1.0"

@@ -9,6 +9,7 @@ from pathlib import Path
 from fleet.adapters import process
 from fleet.errors import DependencyDown
 
+
 @dataclass(frozen=True)
 class Image:
     id: str

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'))*)\s*=""")
+PART = r"""(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')"""
+KEY = re.compile(rf"^\s*({PART}(?:\s*\.\s*{PART})*)\s*=")
 INDEX = re.compile(r"\[(\d+)\]")
 
 
