@@ -62,6 +62,11 @@ class Consul:
             return None
         return Entry(item["Key"], item["Value"] or b"", int(item["ModifyIndex"]))
 
+    def list(self, prefix: str) -> list[Entry]:
+        """Every entry under prefix, in one request."""
+        _, items = self._call(f"list {prefix}", self._client.kv.get, prefix, recurse=True)
+        return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"])) for i in items or []]
+
     def put(self, key: str, value: bytes | str, *, cas: int) -> bool:
         """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""
         return bool(self._call(f"write {key}", self._client.kv.put, key, value, cas=cas))

@@ -75,3 +75,29 @@ def require_daemon() -> str:
     if version is None:
         raise DependencyDown("dockerd is not running", "run `fleet lab up` to start it")
     return version
+
+
+def remove_image(ref: str) -> None:
+    """Remove an image we made; quietly nothing if it is already gone."""
+    process.run(["docker", "image", "rm", "--force", ref], check=False, timeout=120)
+
+
+def images(repository: str) -> list[tuple[str, str]]:
+    """(tag, image id) of every image in a repository."""
+    result = process.run(["docker", "images", "--no-trunc", "--format", "{{.Tag}} {{.ID}}",
+                          repository], timeout=30)
+    pairs = [line.split(" ", 1) for line in result.stdout.splitlines() if " " in line]
+    return [(tag, image_id) for tag, image_id in pairs]
+
+
+def create_container(image_id: str) -> str:
+    """A stopped container of an image (for `docker export`); returns its id."""
+    return process.run(["docker", "create", image_id], timeout=60).stdout.strip()
+
+
+def remove_container(container: str) -> None:
+    process.run(["docker", "rm", "--force", container], check=False, timeout=60)
+
+
+def export_argv(container: str) -> list[str]:
+    return ["docker", "export", container]

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from fleet.errors import CommandFailed, DependencyDown
+
+
+# No tool phones home: Packer, Terraform and Consul check HashiCorp's checkpoint service for
+# updates unless told not to, Vagrant likewise. Every child we spawn gets these.
+QUIET = {"CHECKPOINT_DISABLE": "1", "VAGRANT_CHECKPOINT_DISABLE": "1"}
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our environment, the QUIET settings and the caller's extras."""
+    return {**os.environ, **QUIET, **(extra or {})}
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ def run(
     fix: str = "",
 ) -> Result:
     """Run argv to completion; raise CommandFailed on a non-zero exit when check is set."""
-    full_env = {**os.environ, **env} if env else None
+    full_env = child_env(env)
     try:
         proc = subprocess.run(
             list(argv),
@@ -58,6 +70,71 @@ def run(
     return result
 
 
+def stream(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str], None],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Result:
+    """Run argv, handing each output line to on_line as it comes and appending it to log.
+
+    stderr is merged into stdout (Packer's -machine-readable stream carries its errors in-band);
+    the result's stdout holds the whole stream. Never raises on a non-zero exit: the caller
+    parses the stream for the real reason.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = child_env(env)
+    lines: list[str] = []
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=full_env, cwd=cwd)
+    except FileNotFoundError as exc:
+        raise DependencyDown(
+            f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
+        ) from exc
+    assert proc.stdout is not None  # PIPE was asked for
+    with log.open("a") as out:
+        for line in proc.stdout:
+            out.write(line)
+            lines.append(line)
+            on_line(line.rstrip("\n"))
+    proc.wait()
+    return Result(tuple(argv), proc.returncode, "".join(lines), "")
+
+
+@contextlib.contextmanager
+def reading(argv: Sequence[str], *, fix: str = "") -> Iterator[IO[bytes]]:
+    """Run argv and yield its stdout as a binary stream (e.g. `docker export`).
+
+    CommandFailed if it exits non-zero once the stream was read (or abandoned).
+    """
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=child_env())
+    except FileNotFoundError as exc:
+        raise DependencyDown(
+            f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
+        ) from exc
+    assert proc.stdout is not None and proc.stderr is not None  # PIPEs were asked for
+    abandoned = False
+    try:
+        yield proc.stdout
+    except BaseException:
+        abandoned = True
+        raise
+    finally:
+        if abandoned:
+            proc.kill()
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        code = proc.wait()
+    if code != 0:
+        raise CommandFailed(list(argv), code, err, fix)
+
+
 def spawn(argv: Sequence[str], *, log: Path, cwd: Path | None = None) -> int:
     """Start a long-running server detached from our session, output to log; return its PID."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +146,7 @@ def spawn(argv: Sequence[str], *, log: Path, cwd: Path | None = None) -> int:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=child_env(),
                 start_new_session=True,  # survives the CLI; Ctrl-C on fleet does not kill the lab
             )
         except FileNotFoundError as exc:

@@ -111,3 +111,25 @@ class Vault:
                 return None
             raise
         return {str(k): str(v) for k, v in data["data"]["data"].items()}
+
+    def kv_walk(self, mount: str, path: str = "") -> list[tuple[str, dict[str, str]]]:
+        """Every secret under mount/path, depth first: (path, data) pairs."""
+        import hvac.exceptions
+
+        try:
+            listing = self._call(f"list {mount}/{path}",
+                                 self._client.secrets.kv.v2.list_secrets, path, mount_point=mount)
+        except FleetError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                return []  # nothing stored under it
+            raise
+        found: list[tuple[str, dict[str, str]]] = []
+        for key in listing["data"]["keys"]:
+            child = f"{path}{key}"
+            if key.endswith("/"):
+                found += self.kv_walk(mount, child)
+            else:
+                data = self.kv_get(mount, child)
+                if data is not None:
+                    found.append((child, data))
+        return found

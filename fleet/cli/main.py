@@ -158,6 +158,90 @@ def reset(session: Session, yes: bool, as_json: bool) -> None:
     _lab_result(workflow.reset(ctx, render.progress), as_json, fail_unhealthy=False)
 
 
+@cli.command()
+@click.argument("roles", nargs=-1)
+@click.option("--all", "all_cattle", is_flag=True, help="Bake every cattle role.")
+@click.option("--version", help="The version to bake (e.g. v1.2); derived from git if omitted.")
+@click.option("--rebake", is_flag=True, help="Build even if an image with the same inputs exists.")
+@click.option("--target", default="lab", show_default=True,
+              help="A target of fleet.toml: lab builds; aws renders and validates.")
+@click.option("--parallel", default=2, show_default=True, type=int,
+              help="How many roles bake at once.")
+@json_option
+@click.pass_obj
+def bake(session: Session, roles: tuple[str, ...], all_cattle: bool, version: str | None,
+         rebake: bool, target: str, parallel: int, as_json: bool) -> None:
+    """Bake role images with Packer and record them in the catalog."""
+    from fleet.workflows import bake as workflow
+
+    ctx = session.context()
+    names = [r.name for r in workflow.select_roles(ctx, roles, all_cattle)]
+    with render.RoleProgress(names) as say:
+        report = workflow.bake(ctx, roles, all_cattle=all_cattle, version=version,
+                               rebake=rebake, target_name=target, parallel=parallel, say=say)
+    if as_json:
+        render.emit_json(report)
+    else:
+        render.table("bake", ["role", "outcome", "version", "digest", "image", "seconds", "detail"], [
+            [r.role, _outcome(r.outcome.value), r.version, r.digest[:12], r.artifact[7:19],
+             f"{r.seconds:.1f}", r.detail] for r in report.results])
+    failed = [r for r in report.results if r.outcome.value == "failed"]
+    if failed:
+        raise FleetError(f"bake of {', '.join(r.role for r in failed)} failed: {failed[0].detail}")
+
+
+def _outcome(outcome: str) -> str:
+    colour = {"built": "green", "cached": "cyan", "failed": "red"}.get(outcome, "yellow")
+    return f"[{colour}]{outcome}[/{colour}]"
+
+
+@cli.command()
+@click.argument("args", nargs=-1, metavar="[ROLE] | show ROLE:VERSION")
+@json_option
+@click.pass_obj
+def images(session: Session, args: tuple[str, ...], as_json: bool) -> None:
+    """List the catalog's images (of one role), or show one: images show ROLE:VERSION."""
+    from fleet.workflows import images as workflow
+
+    ctx = session.context()
+    if args[:1] == ("show",):
+        if len(args) != 2:
+            raise click.UsageError("usage: fleet images show ROLE:VERSION")
+        record = workflow.show(ctx, args[1])
+        if as_json:
+            render.emit_json(record)
+        else:
+            render.table(record.ref, ["field", "value"],
+                         [[k, str(v)] for k, v in render.jsonable(record).items()])
+        return
+    if len(args) > 1:
+        raise click.UsageError("usage: fleet images [ROLE] | fleet images show ROLE:VERSION")
+    records = workflow.list_images(ctx, args[0] if args else None)
+    if as_json:
+        render.emit_json(records)
+        return
+    render.table("images", ["image", "digest", "artifact", "git", "baked", "by", "state"], [
+        [r.ref, r.digest[:12], r.artifact[7:19], r.git_commit[:8] + ("+" if r.git_dirty else ""),
+         r.baked_at, r.baked_by, f"[red]revoked: {r.revoked_reason}[/red]" if r.revoked else "ok"]
+        for r in records])
+
+
+@cli.command()
+@click.argument("ref", metavar="ROLE:VERSION")
+@click.option("--reason", required=True, help="Why it must not be promoted (recorded).")
+@json_option
+@click.pass_obj
+def revoke(session: Session, ref: str, reason: str, as_json: bool) -> None:
+    """Revoke an image: it can no longer be promoted, and plan flags nodes still running it."""
+    from fleet.workflows import images as workflow
+
+    record = workflow.revoke(session.context(), ref, reason)
+    if as_json:
+        render.emit_json(record)
+    else:
+        click.echo(f"revoked {record.ref}: {record.revoked_reason}")
+
+
 def _internal_error() -> Path:
     """Write the traceback where the user can find it; return the path."""
     log_dir = Path.cwd() / ".fleet" / "log"

@@ -53,3 +53,45 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         grid.add_row(*row)
     Console(soft_wrap=False, width=max(100, Console().width)).print(grid)
+
+
+class RoleProgress:
+    """A live line per role on stderr (a terminal), or plain `fleet: [role] ...` lines."""
+
+    def __init__(self, roles: list[str]) -> None:
+        import threading
+
+        self.roles = roles
+        self.state = {r: "waiting" for r in roles}
+        self.lock = threading.Lock()
+        self.live: Any = None
+
+    def __enter__(self) -> RoleProgress:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=Console(stderr=True), refresh_per_second=8)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        for role in self.roles:
+            grid.add_row(f"[bold]{role}[/bold]", self.state[role])
+        return grid
+
+    def __call__(self, role: str, message: str) -> None:
+        with self.lock:
+            self.state[role] = message
+            if self.live is not None:
+                self.live.update(self._render())
+            else:
+                progress(f"[{role}] {message}")

@@ -1,0 +1,146 @@
+"""Images: versions, inputs digests, catalog records, and the decision a bake takes. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from fleet.errors import FleetError
+
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+class ImageError(FleetError):
+    """An image reference, version or catalog record that cannot be used."""
+
+
+def check_version(version: str) -> str:
+    if not VERSION.fullmatch(version):
+        raise ImageError(f"version {version!r} is not usable as an image tag",
+                         "use letters, digits, '.', '_', '+' or '-', e.g. v1.2")
+    return version
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """'web:v1.2' -> ('web', 'v1.2')."""
+    role, sep, version = ref.partition(":")
+    if not sep or not role or not version:
+        raise ImageError(f"{ref!r} is not ROLE:VERSION", "write it as e.g. web:v1.2")
+    return role, check_version(version)
+
+
+def inputs_digest(inputs: Mapping[str, bytes]) -> str:
+    """sha256 over named inputs; the names are part of it, so moving a file changes it."""
+    outer = hashlib.sha256()
+    for name in sorted(inputs):
+        outer.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
+    return outer.hexdigest()
+
+
+def derive_version(describe: str, taken: Iterable[str]) -> str:
+    """git describe plus a counter: 'v1.2-3-gabc1234.2' is the second bake of that commit."""
+    base = re.sub(r"[^A-Za-z0-9._+-]", "-", describe) or "untagged"
+    used = {v for v in taken if v.startswith(base + ".")}
+    n = 1
+    while f"{base}.{n}" in used:
+        n += 1
+    return check_version(f"{base}.{n}")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One baked image in the catalog, with its provenance."""
+
+    role: str
+    version: str
+    digest: str
+    artifact: str          # docker image id (lab) or AMI id (aws)
+    target: str
+    builder: str           # the Packer builder that made it
+    base_ref: str
+    base_id: str
+    git_commit: str
+    git_dirty: bool
+    packer_version: str
+    baked_at: str          # ISO 8601, UTC
+    baked_by: str          # user@host
+    revoked: bool = False
+    revoked_reason: str = ""
+    revoked_at: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.role}:{self.version}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ImageRecord:
+        data: dict[str, Any] = json.loads(text)
+        try:
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise ImageError(f"catalog record is missing {exc}",
+                             "the catalog was written by another tool; inspect it in Consul") from exc
+
+    def revoke(self, reason: str, at: str) -> ImageRecord:
+        if self.revoked:
+            raise ImageError(f"{self.ref} is already revoked ({self.revoked_reason})")
+        if not reason.strip():
+            raise ImageError("a revocation needs a reason", "pass --reason TEXT")
+        return replace(self, revoked=True, revoked_reason=reason, revoked_at=at)
+
+
+class Action(StrEnum):
+    BUILD = "build"
+    CACHED = "cached"     # an image with these inputs exists under this version
+    ALIAS = "alias"       # an image with these inputs exists under another version: record it anew
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    version: str
+    existing: ImageRecord | None = None
+
+
+def decide(records: Iterable[ImageRecord], digest: str, version: str | None, rebake: bool,
+           describe: str) -> Decision:
+    """What a bake of one role does, given the role's catalog records and its inputs digest.
+
+    A ROLE:VERSION is immutable: baking it again with other inputs, or rebaking it, is refused.
+    An image with the same inputs is reused unless rebake is asked for; a revoked image is
+    never reused.
+    """
+    records = list(records)
+    by_version = {r.version: r for r in records}
+    same = [r for r in records if r.digest == digest and not r.revoked]
+    if version is not None:
+        check_version(version)
+        existing = by_version.get(version)
+        if existing is not None:
+            if existing.digest != digest:
+                raise ImageError(
+                    f"{existing.ref} exists with other inputs (digest {existing.digest[:12]}, "
+                    f"now {digest[:12]}); an image version is immutable",
+                    "bake a new version")
+            if rebake:
+                raise ImageError(f"{existing.ref} exists; an image version is immutable",
+                                 "rebake under a new version")
+            if existing.revoked:
+                raise ImageError(f"{existing.ref} is revoked ({existing.revoked_reason})",
+                                 "bake a new version")
+            return Decision(Action.CACHED, version, existing)
+        if same and not rebake:
+            return Decision(Action.ALIAS, version, same[-1])
+        return Decision(Action.BUILD, version)
+    if same and not rebake:
+        newest = max(same, key=lambda r: r.baked_at)
+        return Decision(Action.CACHED, newest.version, newest)
+    return Decision(Action.BUILD, derive_version(describe, by_version))

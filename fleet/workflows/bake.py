@@ -1,0 +1,422 @@
+"""fleet bake: immutable, content-addressed role images with Packer, recorded in the catalog.
+
+What a bake does, for each role:
+1. digest every input that decides the image (template, scripts, cookbooks, base image id,
+   the role's settings, Packer's version, the target);
+2. decide, against the catalog: reuse an image with the same digest ("cached"), refuse to
+   change an existing ROLE:VERSION, or build;
+3. build with `packer build -machine-readable` on the lab's base image;
+4. scan the image's files and the bake log for the lab's secret values, private keys and
+   Vault tokens; a finding removes the image and fails the bake;
+5. record the image in the catalog with check-and-set, then tag it fleet-ROLE:VERSION.
+A failure at any step leaves no record and no tagged image.
+
+Choices: `--all` means every cattle role (pets and snowflakes can be baked by name). A chef-solo
+role is checked (ruby -c, run_list, packer validate of the aws template) but cannot bake in the
+lab: no Chef Infra Client package is reachable from here. `--target aws` renders and validates
+the aws template and records nothing: an AMI is built in a real account.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from fleet.adapters import chef, docker, git, packer, process
+from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
+from fleet.errors import DependencyDown, FleetError
+from fleet.model import secretscan
+from fleet.model.definition import Role, RoleClass, Target
+from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide, inputs_digest
+from fleet.model.spec import did_you_mean
+from fleet.workflows import baseimage
+from fleet.workflows.catalog import Catalog
+from fleet.workflows.context import Context
+
+Say = Callable[[str, str], None]  # (role, what is happening)
+
+AWS_DEFAULTS = {"source_ami_owner": "136693071363", "source_ami_name": "debian-12-amd64-*",
+                "ssh_username": "admin"}
+
+
+class Outcome(StrEnum):
+    BUILT = "built"
+    CACHED = "cached"
+    VALIDATED = "validated"   # aws: rendered and `packer validate`d, not built here
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RoleBake:
+    role: str
+    outcome: Outcome
+    version: str = ""
+    digest: str = ""
+    artifact: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+    log: str = ""
+
+
+@dataclass(frozen=True)
+class BakeReport:
+    results: tuple[RoleBake, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.outcome is not Outcome.FAILED for r in self.results)
+
+
+def image_repository(role: str) -> str:
+    return f"fleet-{role}"
+
+
+def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[Role]:
+    """The roles a bake names, or every cattle role; unknown names are one clear error."""
+    names = list(names)
+    if all_cattle and names:
+        raise FleetError("name roles or pass --all, not both")
+    if all_cattle:
+        return [r for r in ctx.fleet.roles.values() if r.cls is RoleClass.CATTLE]
+    if not names:
+        raise FleetError("no role named", "name one or more roles, or pass --all")
+    unknown = [n for n in names if n not in ctx.fleet.roles]
+    if unknown:
+        raise FleetError(f'unknown role "{unknown[0]}"{did_you_mean(unknown[0], ctx.fleet.roles)}',
+                         f"roles: {', '.join(ctx.fleet.roles)}")
+    return [ctx.fleet.roles[n] for n in dict.fromkeys(names)]
+
+
+class Bakery:
+    """What every role's bake shares: the catalog, Packer's version, git, the secret needles."""
+
+    def __init__(self, ctx: Context, target: Target) -> None:
+        self.ctx = ctx
+        self.target = target
+        self.packer_version = packer.version()
+        self.revision = git.revision(ctx.root)
+        self._needles: dict[bytes, str] | None = None
+        self._lock = threading.Lock()
+        self.catalog: Catalog | None = None
+        if target.kind == "lab":
+            consul = Consul(ctx.consul_addr,
+                            ctx.consul_token.reveal() if ctx.consul_token else None)
+            consul.leader()  # fail before building if the catalog cannot be written
+            self.catalog = Catalog(consul, ctx.fleet.kv_prefix)
+            docker.require_daemon()
+
+    def needles(self) -> dict[bytes, str]:
+        """The lab's secret values, read once from Vault; the scan fails closed without them."""
+        with self._lock:
+            if self._needles is None:
+                if self.ctx.vault_token is None:
+                    raise DependencyDown("no Vault token to read the lab's secrets for the "
+                                         "secret scan", "set VAULT_TOKEN or run `fleet lab up`")
+                vault = Vault(self.ctx.vault_addr, self.ctx.vault_token.reveal())
+                mount = self.ctx.fleet.secrets_mount
+                pairs = [(f"{mount}/{path}:{key}", value)
+                         for path, data in vault.kv_walk(mount) for key, value in data.items()]
+                self._needles = secretscan.needles(pairs)
+                self._needles.update(secretscan.needles([
+                    ("the Vault token fleet uses", self.ctx.vault_token.reveal())]))
+            return self._needles
+
+    def log_path(self, role: str) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+        return self.ctx.state_dir / "logs" / "bake" / f"{role}-{stamp}.log"
+
+
+# ---- inputs ------------------------------------------------------------------------------
+
+def template_for(ctx: Context, target: Target, role: Role) -> Path:
+    path = ctx.root / "packer" / f"{target.kind}-{role.provisioner.kind}.pkr.hcl"
+    if not path.is_file():
+        raise FleetError(f"no Packer template for {role.provisioner.kind} on target "
+                         f"{target.name}: {path.relative_to(ctx.root)} does not exist",
+                         "use a provisioner this target supports")
+    return path
+
+
+def _cookbooks(ctx: Context, role: Role) -> list[Path]:
+    names = {e[len("recipe["):-1].split("::")[0] for e in role.provisioner.run_list}
+    return [ctx.root / "cookbooks" / name for name in sorted(names)]
+
+
+def _files(ctx: Context, role: Role) -> dict[str, Path]:
+    """Every file the image is made from, by a stable name."""
+    files = {f"lib/{p.name}": p for p in sorted((ctx.root / "packer/scripts/lib").glob("*"))
+             if p.is_file()}
+    files.update({f"script/{s}": ctx.root / s for s in role.provisioner.scripts})
+    for book in _cookbooks(ctx, role):
+        files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
+                      for p in sorted(book.rglob("*")) if p.is_file()})
+    return files
+
+
+def role_document(role: Role) -> bytes:
+    """The role's settings that shape its image, canonically."""
+    return json.dumps({
+        "name": role.name, "base": role.base, "class": role.cls.value,
+        "provisioner": {"kind": role.provisioner.kind, "scripts": list(role.provisioner.scripts),
+                        "run_list": list(role.provisioner.run_list),
+                        "attributes": dict(role.provisioner.attributes)},
+        "services": [[s.name, s.port, s.check.kind] for s in role.services],
+        "settings": dict(role.settings),
+    }, sort_keys=True).encode()
+
+
+def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str) -> str:
+    inputs = {name: path.read_bytes() for name, path in _files(ctx, role).items()}
+    inputs["template"] = template_for(ctx, target, role).read_bytes()
+    inputs["base"] = base_id.encode()
+    inputs["role"] = role_document(role)
+    inputs["packer"] = packer_version.encode()
+    inputs["target"] = target.kind.encode()
+    return inputs_digest(inputs)
+
+
+def environment(role: Role) -> list[str]:
+    """NAME=VALUE for the provisioning scripts: role, services, settings. Never a secret."""
+    services = " ".join(f"{s.name}:{s.check.kind}:{s.port}" for s in role.services)
+    env = [f"FLEET_ROLE={role.name}", f"FLEET_SERVICES={services}"]
+    env += [f"FLEET_SETTING_{k.upper()}={v}" for k, v in sorted(role.settings.items())]
+    return env
+
+
+# ---- chef-solo ---------------------------------------------------------------------------
+
+def check_chef(ctx: Context, role: Role) -> None:
+    """What can be verified of a chef-solo role without Chef: run_list and recipe syntax."""
+    from fleet.workflows.validate import missing_files
+
+    missing = [msg for path, msg in missing_files(ctx.fleet, ctx.root)
+               if path.startswith(f"roles.{role.name}.")]
+    if missing:
+        raise FleetError(f"{role.name}: {missing[0]}", "add the recipe or fix the run_list")
+    for book in _cookbooks(ctx, role):
+        for recipe in sorted(book.rglob("*.rb")):
+            error = chef.syntax_error(recipe)
+            if error is not None:
+                raise FleetError(f"{role.name}: {recipe.relative_to(ctx.root)} does not parse: "
+                                 f"{error}", "fix the recipe (ruby -c must pass)")
+
+
+def write_chef_role(ctx: Context, role: Role) -> Path:
+    """A Chef role file fleet-ROLE.json with the run_list and attributes; returns its folder."""
+    folder = ctx.state_dir / "bake" / "chef-roles"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"fleet-{role.name}.json").write_text(json.dumps({
+        "name": f"fleet-{role.name}", "json_class": "Chef::Role", "chef_type": "role",
+        "default_attributes": dict(role.provisioner.attributes),
+        "run_list": list(role.provisioner.run_list),
+    }, indent=2))
+    return folder
+
+
+def validate_aws(ctx: Context, aws: Target, role: Role, version: str, digest: str) -> str:
+    """Render the aws template for a role and `packer validate` it; return the template's name."""
+    template = template_for(ctx, aws, role)
+    variables: dict[str, packer.VarValue] = {
+        "role": role.name, "digest": digest, "version": version,
+        **{k: aws.settings.get(k, AWS_DEFAULTS.get(k, "")) for k in  # documented defaults
+           ("region", "instance_type", "source_ami_owner", "source_ami_name", "ssh_username")},
+    }
+    if role.provisioner.kind == "chef-solo":
+        variables["cookbooks_dir"] = str(ctx.root / "cookbooks")
+        variables["roles_dir"] = str(write_chef_role(ctx, role))
+    else:
+        variables["lib_dir"] = str(ctx.root / "packer/scripts/lib")
+        variables["scripts"] = [str(ctx.root / s) for s in role.provisioner.scripts]
+        variables["environment"] = environment(role)
+    packer.validate(template, variables, cwd=ctx.root)
+    return template.name
+
+
+# ---- one role ----------------------------------------------------------------------------
+
+def bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Say) -> RoleBake:
+    started = time.monotonic()
+    try:
+        result = _bake_role(b, role, version, rebake, say)
+    except FleetError as exc:
+        return RoleBake(role.name, Outcome.FAILED, version or "", seconds=_since(started),
+                        detail=exc.line())
+    return replace(result, seconds=_since(started))
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
+
+
+def _bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Say) -> RoleBake:
+    ctx = b.ctx
+    if role.provisioner.kind == "chef-solo":
+        say(role.name, "checking chef-solo inputs (run_list, ruby -c)")
+        check_chef(ctx, role)
+    if b.target.kind == "aws":
+        digest = digest_of(ctx, b.target, role, "aws", b.packer_version)
+        chosen = version or f"{b.revision.describe}-{digest[:8]}"
+        name = validate_aws(ctx, b.target, role, chosen, digest)
+        return RoleBake(role.name, Outcome.VALIDATED, chosen, digest,
+                        detail=f"{name} passes packer validate; AMIs are built in a real account")
+    if role.provisioner.kind == "chef-solo":
+        aws = [t for t in ctx.fleet.targets.values() if t.kind == "aws"]
+        checked = "run_list and ruby -c pass"
+        if aws:
+            validate_aws(ctx, aws[0], role, version or "check", "check")
+            checked += ", the aws template passes packer validate"
+        raise FleetError(f"{role.name} is provisioned by chef-solo, which cannot run in the lab "
+                         f"(no Chef Infra Client package is reachable here); {checked}",
+                         f"bake it with --target {aws[0].name if aws else 'aws'} in a real account")
+    assert b.catalog is not None  # a lab Bakery always has one
+    base = ctx.fleet.bases[role.base]
+    base_ref, base_image = baseimage.current(base, ctx.root / "packer" / "base")
+    if base_image is None:
+        raise DependencyDown(f"base image {base_ref} is not built", "run `fleet lab up`")
+    digest = digest_of(ctx, b.target, role, base_image.id, b.packer_version)
+    decision = decide(b.catalog.records(role.name), digest, version, rebake, b.revision.describe)
+    if decision.action is not Action.BUILD:
+        return _reuse(b, role, decision, say)
+    return _build(b, role, decision.version, digest, base_ref, base_image.id, say)
+
+
+def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
+    assert b.catalog is not None and decision.existing is not None
+    existing = decision.existing
+    if docker.image(existing.artifact) is None:
+        raise ImageError(f"the catalog records {existing.ref} as {existing.artifact[:19]}, "
+                         "but docker has no such image",
+                         "bake a new version (--rebake) to make it again")
+    detail = "same inputs"
+    if decision.action is Action.ALIAS:
+        record = replace(existing, version=decision.version, baked_at=_now(), baked_by=_who())
+        if not b.catalog.create(record):
+            return _lost_race(b, role, decision.version, existing.digest, existing.artifact)
+        detail = f"same inputs as {existing.ref}"
+    docker.tag(existing.artifact, f"{image_repository(role.name)}:{decision.version}")
+    say(role.name, f"cached ({detail})")
+    return RoleBake(role.name, Outcome.CACHED, decision.version, existing.digest,
+                    existing.artifact, detail=detail)
+
+
+def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base_id: str,
+           say: Say) -> RoleBake:
+    assert b.catalog is not None
+    ctx = b.ctx
+    log = b.log_path(role.name)
+    say(role.name, f"building {role.name}:{version} (digest {digest[:12]})")
+    variables: dict[str, packer.VarValue] = {
+        "base_image": base_id, "role": role.name, "digest": digest,
+        "lib_dir": str(ctx.root / "packer/scripts/lib"),
+        "scripts": [str(ctx.root / s) for s in role.provisioner.scripts],
+        "environment": environment(role),
+    }
+
+    def on_line(line: packer.Line) -> None:
+        if line.kind == "ui" and len(line.data) > 1 and line.data[0] in ("say", "error"):
+            text = line.data[1].strip().removeprefix("==> ").removeprefix("docker.role: ")
+            if text:
+                say(role.name, text.splitlines()[0])
+
+    try:
+        output = packer.build(template_for(ctx, b.target, role), variables, log=log,
+                              on_line=on_line, cwd=ctx.root)
+    except FleetError:
+        _scrub_log(b, log)
+        raise
+    artifact = output.artifacts[0].id
+    try:
+        say(role.name, "scanning the image and the bake log for secrets")
+        _scan(b, role, artifact, log)
+        record = ImageRecord(
+            role=role.name, version=version, digest=digest, artifact=artifact, target="lab",
+            builder="docker", base_ref=base_ref, base_id=base_id,
+            git_commit=b.revision.commit, git_dirty=b.revision.dirty,
+            packer_version=b.packer_version, baked_at=_now(), baked_by=_who())
+        if not b.catalog.create(record):
+            docker.remove_image(artifact)
+            return _lost_race(b, role, version, digest, None)
+    except BaseException:
+        docker.remove_image(artifact)  # nothing recorded: leave no image either
+        raise
+    docker.tag(artifact, f"{image_repository(role.name)}:{version}")
+    say(role.name, f"built {image_repository(role.name)}:{version}")
+    return RoleBake(role.name, Outcome.BUILT, version, digest, artifact, log=str(log))
+
+
+def _lost_race(b: Bakery, role: Role, version: str, digest: str, artifact: str | None) -> RoleBake:
+    """Another bake recorded ROLE:VERSION between our read and our write."""
+    assert b.catalog is not None
+    winner = b.catalog.require(role.name, version).record
+    if winner.digest != digest:
+        raise ImageError(f"{winner.ref} was just recorded by another bake with other inputs",
+                         "bake a new version")
+    docker.tag(winner.artifact, f"{image_repository(role.name)}:{version}")
+    return RoleBake(role.name, Outcome.CACHED, version, digest, winner.artifact,
+                    detail="another bake of the same inputs recorded it first")
+
+
+def _scan(b: Bakery, role: Role, artifact: str, log: Path) -> None:
+    needles = b.needles()
+    findings = secretscan.scan(log.name, log.read_bytes(), needles) if log.exists() else []
+    container = docker.create_container(artifact)
+    try:
+        with process.reading(docker.export_argv(container)) as stream:
+            findings += list(secretscan.scan_tar(stream, needles))
+    finally:
+        docker.remove_container(container)
+    if findings:
+        if any(f.where == log.name for f in findings):
+            log.unlink(missing_ok=True)  # the log itself holds a secret: it must not stay
+        first = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        raise FleetError(f"{role.name} would ship a secret: {first.where} holds {first.what}{more}; "
+                         "the image was removed",
+                         "secrets come from Vault at boot: remove it from the role's scripts")
+
+
+def _scrub_log(b: Bakery, log: Path) -> None:
+    """A failed bake's log stays for diagnosis, unless it holds a secret."""
+    if log.exists() and b.ctx.vault_token is not None:
+        try:
+            if secretscan.scan(log.name, log.read_bytes(), b.needles()):
+                log.unlink()
+        except FleetError:
+            log.unlink()  # cannot check it: do not keep it
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+# ---- the command -------------------------------------------------------------------------
+
+def bake(ctx: Context, names: Iterable[str], *, all_cattle: bool = False,
+         version: str | None = None, rebake: bool = False, target_name: str = "lab",
+         parallel: int = 2, say: Say) -> BakeReport:
+    """Bake roles concurrently (at most `parallel` at once); one role's failure hides no other."""
+    roles = select_roles(ctx, names, all_cattle)
+    if target_name not in ctx.fleet.targets:
+        raise FleetError(f'unknown target "{target_name}"'
+                         f"{did_you_mean(target_name, ctx.fleet.targets)}",
+                         f"targets: {', '.join(ctx.fleet.targets)}")
+    if parallel < 1:
+        raise FleetError("--parallel must be at least 1")
+    bakery = Bakery(ctx, ctx.fleet.targets[target_name])
+    with ThreadPoolExecutor(max_workers=min(parallel, len(roles))) as pool:
+        results = list(pool.map(lambda r: bake_role(bakery, r, version, rebake, say), roles))
+    return BakeReport(tuple(results))
