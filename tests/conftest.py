@@ -44,3 +44,48 @@ def lab() -> Any:
     result = fleet("lab", "up")
     assert result.code == 0, result.stderr
     return load(EXAMPLE)
+
+
+@dataclass(frozen=True)
+class FleetCopy:
+    """A copy of the example fleet under its own name: its own catalog prefix and image tags,
+    on the shared lab."""
+
+    root: Path
+    name: str
+    env: dict[str, str]
+
+    @property
+    def file(self) -> Path:
+        return self.root / "fleet.toml"
+
+    def run(self, *args: str) -> Run:
+        return fleet(*args, file=self.file, env=self.env)
+
+    def edit(self, relative: str, old: str, new: str) -> None:
+        path = self.root / relative
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {relative}"
+        path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def fleet_copy(lab: Any, tmp_path: Path) -> Any:
+    """A fresh copy of the example fleet; its images are removed afterwards."""
+    import shutil
+    import uuid
+
+    from fleet.adapters import docker
+
+    name = f"t{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "fleet"
+    root.mkdir()
+    for part in ("packer", "cookbooks"):
+        shutil.copytree(ROOT / part, root / part)
+    text = EXAMPLE.read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
+    (root / "fleet.toml").write_text(text)
+    env = {"VAULT_TOKEN": lab.vault_token.reveal()}
+    yield FleetCopy(root, name, env)
+    for role in lab.fleet.roles:
+        for tag, _ in docker.images(f"fleet-{name}-{role}"):
+            docker.remove_image(f"fleet-{name}-{role}:{tag}")

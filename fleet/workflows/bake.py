@@ -77,8 +77,13 @@ class BakeReport:
         return all(r.outcome is not Outcome.FAILED for r in self.results)
 
 
-def image_repository(role: str) -> str:
-    return f"fleet-{role}"
+def image_repository(fleet: str, role: str) -> str:
+    """fleet-FLEET-ROLE: one repository per fleet and role, so two fleets never share a tag.
+
+    Tags are for people; fleet itself always runs images by id, so a missing image is never
+    looked for in a registry.
+    """
+    return f"fleet-{fleet}-{role}"
 
 
 def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[Role]:
@@ -130,6 +135,12 @@ class Bakery:
                 self._needles.update(secretscan.needles([
                     ("the Vault token fleet uses", self.ctx.vault_token.reveal())]))
             return self._needles
+
+    def tag(self, role: str, version: str, artifact: str) -> str:
+        """Tag an image fleet-FLEET-ROLE:VERSION for people; return the tag."""
+        name = f"{image_repository(self.ctx.fleet.name, role)}:{version}"
+        docker.tag(artifact, name)
+        return name
 
     def log_path(self, role: str) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
@@ -303,7 +314,7 @@ def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
         if not b.catalog.create(record):
             return _lost_race(b, role, decision.version, existing.digest, existing.artifact)
         detail = f"same inputs as {existing.ref}"
-    docker.tag(existing.artifact, f"{image_repository(role.name)}:{decision.version}")
+    b.tag(role.name, decision.version, existing.artifact)
     say(role.name, f"cached ({detail})")
     return RoleBake(role.name, Outcome.CACHED, decision.version, existing.digest,
                     existing.artifact, detail=detail)
@@ -349,8 +360,7 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     except BaseException:
         docker.remove_image(artifact)  # nothing recorded: leave no image either
         raise
-    docker.tag(artifact, f"{image_repository(role.name)}:{version}")
-    say(role.name, f"built {image_repository(role.name)}:{version}")
+    say(role.name, f"built {b.tag(role.name, version, artifact)}")
     return RoleBake(role.name, Outcome.BUILT, version, digest, artifact, log=str(log))
 
 
@@ -361,7 +371,7 @@ def _lost_race(b: Bakery, role: Role, version: str, digest: str, artifact: str |
     if winner.digest != digest:
         raise ImageError(f"{winner.ref} was just recorded by another bake with other inputs",
                          "bake a new version")
-    docker.tag(winner.artifact, f"{image_repository(role.name)}:{version}")
+    b.tag(role.name, version, winner.artifact)
     return RoleBake(role.name, Outcome.CACHED, version, digest, winner.artifact,
                     detail="another bake of the same inputs recorded it first")
 

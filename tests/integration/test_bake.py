@@ -1,0 +1,208 @@
+"""fleet bake against the real Packer, Docker, Consul and OpenBao of the lab."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from typing import Any
+
+import pytest
+
+from fleet.adapters import docker
+from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
+from tests.conftest import FleetCopy
+
+pytestmark = pytest.mark.lab
+
+
+def images_of(copy: FleetCopy, role: str) -> list[tuple[str, str]]:
+    return docker.images(f"fleet-{copy.name}-{role}")
+
+
+def role_images(role: str) -> set[str]:
+    """Every image (dangling ones too) that a bake of this role committed."""
+    out = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc", "--filter",
+                          f"label=fleet.role={role}"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def catalog_keys(lab: Any, copy: FleetCopy) -> list[str]:
+    return [e.key for e in Consul(lab.consul_addr).list(f"fleet/{copy.name}/catalog/")]
+
+
+def bake(copy: FleetCopy, *args: str) -> tuple[int, dict[str, Any], str]:
+    run = copy.run("bake", *args, "--json")
+    return run.code, json.loads(run.stdout) if run.stdout else {}, run.stderr
+
+
+def test_bake_records_provenance_and_then_is_cached(lab: Any, fleet_copy: FleetCopy) -> None:
+    code, report, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 0, err
+    (result,) = report["results"]
+    assert result["outcome"] == "built" and result["version"] == "v1"
+    assert images_of(fleet_copy, "web") == [("v1", result["artifact"])]
+    image = docker.image(result["artifact"])
+    assert image is not None
+    assert image.labels["fleet.digest"] == result["digest"]
+
+    shown = fleet_copy.run("images", "show", "web:v1", "--json")
+    assert shown.code == 0, shown.stderr
+    record = shown.json()
+    assert record["digest"] == result["digest"] and record["artifact"] == result["artifact"]
+    assert record["builder"] == "docker" and record["packer_version"] == "1.6.6"
+    assert record["base_ref"].startswith("fleet-base-bookworm:")
+    assert record["base_id"].startswith("sha256:")
+    assert record["git_commit"] == "unknown"  # the copy is not a git checkout
+    assert "@" in record["baked_by"] and record["baked_at"].endswith("+00:00")
+
+    # The image starts its real init and its service, not Packer's /bin/sh.
+    container = docker.create_container(result["artifact"])
+    try:
+        subprocess.run(["docker", "start", container], check=True, capture_output=True)
+        probe = subprocess.run(
+            ["docker", "exec", container, "python3", "-c",
+             "import time, urllib.request as u\n"
+             "for _ in range(50):\n"
+             "    try: print(u.urlopen('http://127.0.0.1:8080/-/health').status); break\n"
+             "    except OSError: time.sleep(0.1)"],
+            capture_output=True, text=True, check=True)
+        assert probe.stdout.strip() == "200"
+    finally:
+        docker.remove_container(container)
+
+    code, again, err = bake(fleet_copy, "web")
+    assert code == 0, err
+    assert again["results"][0]["outcome"] == "cached"
+    assert again["results"][0]["version"] == "v1"
+    assert again["results"][0]["seconds"] < 1.0
+    assert catalog_keys(lab, fleet_copy) == [f"fleet/{fleet_copy.name}/catalog/web/v1"]
+
+
+def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: FleetCopy) -> None:
+    code, first, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 0, err
+    fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo tuned\ninstall_services")
+
+    code, refused, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 1
+    assert "web:v1 exists with other inputs" in err and "immutable" in err
+
+    code, second, err = bake(fleet_copy, "web", "--version", "v2")
+    assert code == 0, err
+    assert second["results"][0]["outcome"] == "built"
+    assert second["results"][0]["digest"] != first["results"][0]["digest"]
+    assert sorted(t for t, _ in images_of(fleet_copy, "web")) == ["v1", "v2"]
+
+
+def test_failing_provisioner_leaves_nothing_behind(lab: Any, fleet_copy: FleetCopy) -> None:
+    before = role_images("web")
+    fleet_copy.edit("packer/scripts/web.sh", "install_services",
+                    "echo 'cannot reach the gem mirror' >&2\nexit 7\ninstall_services")
+    run = fleet_copy.run("bake", "web", "--version", "v1")
+    assert run.code == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("fleet: error: bake of web failed:")
+    assert "cannot reach the gem mirror" in last and "exit status: 7" in last
+    assert "Traceback" not in run.stderr
+    assert images_of(fleet_copy, "web") == []
+    assert role_images("web") == before
+    assert catalog_keys(lab, fleet_copy) == []
+
+
+def test_a_planted_secret_fails_the_bake(lab: Any, fleet_copy: FleetCopy) -> None:
+    value = "lab-" + secrets.token_hex(12)
+    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    vault.kv_put(lab.fleet.secrets_mount, f"{fleet_copy.name}/web/canary",
+                 {"db_password": value})
+    before = role_images("web")
+    fleet_copy.edit("packer/scripts/web.sh", "install_services",
+                    f"echo '{value}' | tee /etc/gitlab/db_password\ninstall_services")
+    run = fleet_copy.run("bake", "web", "--version", "v1")
+    assert run.code == 1
+    assert "web would ship a secret" in run.stderr
+    assert "db_password" in run.stderr
+    assert value not in run.stderr + run.stdout
+    assert images_of(fleet_copy, "web") == []
+    assert role_images("web") == before
+    assert catalog_keys(lab, fleet_copy) == []
+    logs = fleet_copy.root / ".fleet" / "logs" / "bake"
+    assert not any(value in p.read_text() for p in logs.glob("*.log"))
+
+
+def test_aws_template_passes_packer_validate(lab: Any, fleet_copy: FleetCopy) -> None:
+    code, report, err = bake(fleet_copy, "web", "monitoring", "--target", "aws",
+                             "--version", "v1")
+    assert code == 0, err
+    outcomes = {r["role"]: (r["outcome"], r["detail"]) for r in report["results"]}
+    assert outcomes["web"][0] == "validated" and "aws-shell.pkr.hcl" in outcomes["web"][1]
+    assert outcomes["monitoring"][0] == "validated"
+    assert "aws-chef-solo.pkr.hcl" in outcomes["monitoring"][1]
+    assert catalog_keys(lab, fleet_copy) == []
+
+
+def test_chef_checks_catch_a_broken_recipe_and_an_unknown_entry(lab: Any,
+                                                                 fleet_copy: FleetCopy) -> None:
+    fleet_copy.edit("cookbooks/monitoring/recipes/default.rb", "recursive true", "recursive true\nend end")
+    run = fleet_copy.run("bake", "monitoring", "--target", "aws")
+    assert run.code == 1
+    assert "cookbooks/monitoring/recipes/default.rb does not parse" in run.stderr
+
+    fleet_copy.edit("fleet.toml", 'run_list = ["recipe[monitoring]"]',
+                    'run_list = ["recipe[monitoring]", "recipe[alerting::pager]"]')
+    run = fleet_copy.run("bake", "monitoring", "--target", "aws")
+    assert run.code == 1
+    assert ("recipe[alerting::pager] resolves to no recipe: "
+            "cookbooks/alerting/recipes/pager.rb does not exist") in run.stderr
+
+
+def test_chef_solo_role_is_refused_in_the_lab_after_its_checks(lab: Any,
+                                                              fleet_copy: FleetCopy) -> None:
+    run = fleet_copy.run("bake", "monitoring")
+    assert run.code == 1
+    assert "chef-solo, which cannot run in the lab" in run.stderr
+    assert "the aws template passes packer validate" in run.stderr
+
+
+def test_all_bakes_every_cattle_role(lab: Any, fleet_copy: FleetCopy) -> None:
+    code, report, err = bake(fleet_copy, "--all", "--version", "v1", "--parallel", "2")
+    assert code == 0, err
+    assert sorted(r["role"] for r in report["results"]) == ["api", "git", "sidekiq", "web"]
+    assert {r["outcome"] for r in report["results"]} == {"built"}
+
+
+def test_revoke_is_recorded(lab: Any, fleet_copy: FleetCopy) -> None:
+    code, _, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 0, err
+    run = fleet_copy.run("revoke", "web:v1", "--reason", "CVE-2026-0001 in the base")
+    assert run.code == 0, run.stderr
+    shown = fleet_copy.run("images", "web", "--json").json()
+    assert shown[0]["revoked"] is True and shown[0]["revoked_reason"] == "CVE-2026-0001 in the base"
+    again = fleet_copy.run("revoke", "web:v1", "--reason", "again")
+    assert again.code == 1 and "already revoked" in again.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("bake", "wbe"), 'unknown role "wbe" (did you mean "web"?)'),
+    (("bake",), "no role named"),
+    (("bake", "web", "--target", "gcp"), 'unknown target "gcp"'),
+    (("images", "show", "web"), "'web' is not ROLE:VERSION"),
+    (("images", "show", "web:v404"), "no image web:v404 in the catalog"),
+])
+def test_bad_input_is_one_line(lab: Any, fleet_copy: FleetCopy, args: tuple[str, ...],
+                               message: str) -> None:
+    run = fleet_copy.run(*args)
+    assert run.code == 1
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_consul_down_fails_before_building(lab: Any, fleet_copy: FleetCopy) -> None:
+    env = {**fleet_copy.env, "CONSUL_HTTP_ADDR": "127.0.0.1:1"}
+    from tests.conftest import fleet
+
+    run = fleet("bake", "web", file=fleet_copy.file, env=env)
+    assert run.code == 1
+    assert "Consul at http://127.0.0.1:1 is not reachable" in run.stderr
+    assert images_of(fleet_copy, "web") == []
