@@ -73,3 +73,6 @@ class Consul:
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self._client.kv.delete, key)
+
+    def delete_tree(self, prefix: str) -> None:
+        self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)

@@ -16,6 +16,7 @@ class Image:
     tags: tuple[str, ...]
     created: str
     labels: dict[str, str]
+    top_layer: Path | None  # overlay2: the directory holding what the newest layer changed
 
 def server_version() -> str | None:
     """The daemon's version, None when no daemon answers."""
@@ -40,14 +41,21 @@ def create_network(name: str, subnet: str, gateway: str, bridge: str) -> None:
 def remove_network(name: str) -> None:
     process.run(["docker", "network", "rm", name], check=False, timeout=30)
 
+DAEMON_DOWN = "Cannot connect to the Docker daemon"
+
+
 def image(ref: str) -> Image | None:
     """Inspect an image; None if it does not exist."""
     result = process.run(["docker", "image", "inspect", ref], check=False, timeout=10)
     if result.returncode != 0:
+        if DAEMON_DOWN in result.stderr:
+            raise DependencyDown("dockerd is not running", "run `fleet lab up` to start it")
         return None
     data = json.loads(result.stdout)[0]
     labels = data["Config"]["Labels"] or {}
-    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels))
+    driver = data["GraphDriver"]
+    top = Path(driver["Data"]["UpperDir"]) if driver["Name"] == "overlay2" else None
+    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels), top)
 
 def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
     """docker import a root filesystem tarball; return the image id."""

@@ -14,7 +14,6 @@ from typing import IO
 
 from fleet.errors import CommandFailed, DependencyDown
 
-
 # No tool phones home: Packer, Terraform and Consul check HashiCorp's checkpoint service for
 # updates unless told not to, Vagrant likewise. Every child we spawn gets these.
 QUIET = {"CHECKPOINT_DISABLE": "1", "VAGRANT_CHECKPOINT_DISABLE": "1"}

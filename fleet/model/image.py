@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -111,12 +111,12 @@ class Decision:
 
 
 def decide(records: Iterable[ImageRecord], digest: str, version: str | None, rebake: bool,
-           describe: str) -> Decision:
+           describe: Callable[[], str]) -> Decision:
     """What a bake of one role does, given the role's catalog records and its inputs digest.
 
     A ROLE:VERSION is immutable: baking it again with other inputs, or rebaking it, is refused.
     An image with the same inputs is reused unless rebake is asked for; a revoked image is
-    never reused.
+    never reused. describe (git describe) is asked only when a version must be derived.
     """
     records = list(records)
     by_version = {r.version: r for r in records}
@@ -143,4 +143,4 @@ def decide(records: Iterable[ImageRecord], digest: str, version: str | None, reb
     if same and not rebake:
         newest = max(same, key=lambda r: r.baked_at)
         return Decision(Action.CACHED, newest.version, newest)
-    return Decision(Action.BUILD, derive_version(describe, by_version))
+    return Decision(Action.BUILD, derive_version(describe(), by_version))

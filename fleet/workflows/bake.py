@@ -20,7 +20,10 @@ the aws template and records nothing: an AMI is built in a real account.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import json
+import shutil
 import socket
 import threading
 import time
@@ -39,7 +42,7 @@ from fleet.model import secretscan
 from fleet.model.definition import Role, RoleClass, Target
 from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide, inputs_digest
 from fleet.model.spec import did_you_mean
-from fleet.workflows import baseimage
+from fleet.workflows import baseimage, memo
 from fleet.workflows.catalog import Catalog
 from fleet.workflows.context import Context
 
@@ -108,17 +111,28 @@ class Bakery:
     def __init__(self, ctx: Context, target: Target) -> None:
         self.ctx = ctx
         self.target = target
-        self.packer_version = packer.version()
-        self.revision = git.revision(ctx.root)
+        binary = shutil.which("packer")
+        if binary is None:
+            raise DependencyDown("packer is not installed", "run scripts/setup.sh")
+        self.packer_version = memo.by_stat(ctx.state_dir / "cache", Path(binary), packer.version)
+        self._revision: git.Revision | None = None
         self._needles: dict[bytes, str] | None = None
         self._lock = threading.Lock()
+        self.scan_lock = threading.Lock()  # one base scan at a time
         self.catalog: Catalog | None = None
         if target.kind == "lab":
             consul = Consul(ctx.consul_addr,
                             ctx.consul_token.reveal() if ctx.consul_token else None)
             consul.leader()  # fail before building if the catalog cannot be written
             self.catalog = Catalog(consul, ctx.fleet.kv_prefix)
-            docker.require_daemon()
+
+    @property
+    def revision(self) -> git.Revision:
+        """The fleet's git commit: asked only when a bake needs it (build or derived version)."""
+        with self._lock:
+            if self._revision is None:
+                self._revision = git.revision(self.ctx.root)
+            return self._revision
 
     def needles(self) -> dict[bytes, str]:
         """The lab's secret values, read once from Vault; the scan fails closed without them."""
@@ -291,11 +305,12 @@ def _bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Sa
                          f"bake it with --target {aws[0].name if aws else 'aws'} in a real account")
     assert b.catalog is not None  # a lab Bakery always has one
     base = ctx.fleet.bases[role.base]
-    base_ref, base_image = baseimage.current(base, ctx.root / "packer" / "base")
+    base_ref, base_image = baseimage.current(base, ctx.root / "packer" / "base", ctx.state_dir / "cache")
     if base_image is None:
         raise DependencyDown(f"base image {base_ref} is not built", "run `fleet lab up`")
     digest = digest_of(ctx, b.target, role, base_image.id, b.packer_version)
-    decision = decide(b.catalog.records(role.name), digest, version, rebake, b.revision.describe)
+    decision = decide(b.catalog.records(role.name), digest, version, rebake,
+                      lambda: b.revision.describe)
     if decision.action is not Action.BUILD:
         return _reuse(b, role, decision, say)
     return _build(b, role, decision.version, digest, base_ref, base_image.id, say)
@@ -304,6 +319,12 @@ def _bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Sa
 def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
     assert b.catalog is not None and decision.existing is not None
     existing = decision.existing
+    tag = f"{image_repository(b.ctx.fleet.name, role.name)}:{decision.version}"
+    tagged = docker.image(tag)
+    if decision.action is Action.CACHED and tagged is not None and tagged.id == existing.artifact:
+        say(role.name, "cached (same inputs)")
+        return RoleBake(role.name, Outcome.CACHED, decision.version, existing.digest,
+                        existing.artifact, detail="same inputs")
     if docker.image(existing.artifact) is None:
         raise ImageError(f"the catalog records {existing.ref} as {existing.artifact[:19]}, "
                          "but docker has no such image",
@@ -348,7 +369,7 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     artifact = output.artifacts[0].id
     try:
         say(role.name, "scanning the image and the bake log for secrets")
-        _scan(b, role, artifact, log)
+        _scan(b, role, artifact, base_id, log)
         record = ImageRecord(
             role=role.name, version=version, digest=digest, artifact=artifact, target="lab",
             builder="docker", base_ref=base_ref, base_id=base_id,
@@ -376,15 +397,22 @@ def _lost_race(b: Bakery, role: Role, version: str, digest: str, artifact: str |
                     detail="another bake of the same inputs recorded it first")
 
 
-def _scan(b: Bakery, role: Role, artifact: str, log: Path) -> None:
+def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None:
+    """Scan the bake log, what the bake added to the image, and (once per secret set) the base.
+
+    On overlay2 the role's own layer is a directory on disk: its files are read directly. The
+    base image's files are scanned through `docker export` once for each set of secret values
+    and the result remembered, since base and values change rarely and a full export costs
+    seconds per bake.
+    """
     needles = b.needles()
     findings = secretscan.scan(log.name, log.read_bytes(), needles) if log.exists() else []
-    container = docker.create_container(artifact)
-    try:
-        with process.reading(docker.export_argv(container)) as stream:
-            findings += list(secretscan.scan_tar(stream, needles))
-    finally:
-        docker.remove_container(container)
+    image = docker.image(artifact)
+    if image is not None and image.top_layer is not None and image.top_layer.is_dir():
+        findings += _scan_tree(image.top_layer, needles)
+        findings += _scan_base_once(b, base_id, needles)
+    else:
+        findings += _scan_export(artifact, needles)
     if findings:
         if any(f.where == log.name for f in findings):
             log.unlink(missing_ok=True)  # the log itself holds a secret: it must not stay
@@ -393,6 +421,44 @@ def _scan(b: Bakery, role: Role, artifact: str, log: Path) -> None:
         raise FleetError(f"{role.name} would ship a secret: {first.where} holds {first.what}{more}; "
                          "the image was removed",
                          "secrets come from Vault at boot: remove it from the role's scripts")
+
+
+def _scan_tree(top: Path, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    found: list[secretscan.Finding] = []
+    for path in sorted(top.rglob("*")):
+        if path.is_file() and not path.is_symlink():  # whiteouts are devices; links point away
+            found += secretscan.scan("/" + str(path.relative_to(top)), path.read_bytes(), needles)
+    return found
+
+
+def _scan_export(image_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    container = docker.create_container(image_id)
+    try:
+        with process.reading(docker.export_argv(container)) as stream:
+            return list(secretscan.scan_tar(stream, needles))
+    finally:
+        docker.remove_container(container)
+
+
+def _scan_base_once(b: Bakery, base_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    # keyed by an HMAC of the values under the Vault token: the cache file reveals nothing
+    assert b.ctx.vault_token is not None  # needles() demanded one
+    values = hmac.new(b.ctx.vault_token.reveal().encode(), b"\0".join(sorted(needles)),
+                      hashlib.sha256).hexdigest()
+    memo_file = b.ctx.state_dir / "cache" / "clean-bases.json"
+    key = f"{base_id}:{values}"
+    with b.scan_lock:
+        try:
+            clean = set(json.loads(memo_file.read_text()))
+        except (FileNotFoundError, ValueError):
+            clean = set()
+        if key in clean:
+            return []
+        found = _scan_export(base_id, needles)
+        if not found:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            memo_file.write_text(json.dumps(sorted(clean | {key})))
+        return found
 
 
 def _scrub_log(b: Bakery, log: Path) -> None:

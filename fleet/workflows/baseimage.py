@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fleet.adapters import debootstrap, docker, process
 from fleet.model.definition import Base
+from fleet.workflows import memo
 
 CONSUL_BINARY = Path("/usr/bin/consul")  # Debian bullseye's consul package, see DESIGN.md
 FILES = ("fleet-init", "finish.sh")
@@ -37,13 +38,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def inputs_digest(base: Base, files_dir: Path, consul_binary: Path = CONSUL_BINARY) -> str:
-    """sha256 over everything that decides the base image."""
+def inputs_digest(base: Base, files_dir: Path, cache_dir: Path,
+                  consul_binary: Path = CONSUL_BINARY) -> str:
+    """sha256 over everything that decides the base image (the 68 MB consul binary's digest
+    is remembered by its stat, so a cached bake stays quick)."""
     inputs = {
         "suite": base.suite,
         "packages": sorted(base.packages),
         "files": {name: _sha256(files_dir / name) for name in FILES},
-        "consul": _sha256(consul_binary),
+        "consul": memo.by_stat(cache_dir, consul_binary, lambda: _sha256(consul_binary)),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -52,17 +55,17 @@ def repository(base: Base) -> str:
     return f"fleet-base-{base.name}"
 
 
-def current(base: Base, files_dir: Path) -> tuple[str, docker.Image | None]:
+def current(base: Base, files_dir: Path, cache_dir: Path) -> tuple[str, docker.Image | None]:
     """The ref the inputs call for, and the image if it is already built."""
-    digest = inputs_digest(base, files_dir)
+    digest = inputs_digest(base, files_dir, cache_dir)
     ref = f"{repository(base)}:{digest[:12]}"
     return ref, docker.image(ref)
 
 
-def ensure(base: Base, files_dir: Path, build_dir: Path,
+def ensure(base: Base, files_dir: Path, build_dir: Path, cache_dir: Path,
            progress: Callable[[str], None]) -> BaseImage:
     """Build the base image unless an image with the same inputs digest exists."""
-    digest = inputs_digest(base, files_dir)
+    digest = inputs_digest(base, files_dir, cache_dir)
     ref = f"{repository(base)}:{digest[:12]}"
     existing = docker.image(ref)
     if existing is not None:

@@ -300,7 +300,8 @@ def _read_init(p: Paths) -> InitKeys:
 def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
     actions = []
     for base in ctx.fleet.bases.values():
-        image = baseimage.ensure(base, ctx.root / "packer" / "base", p.build, progress)
+        image = baseimage.ensure(base, ctx.root / "packer" / "base", p.build,
+                                 ctx.state_dir / "cache", progress)
         if image.built_now:
             actions.append(f"built base image {image.ref}")
     return actions
@@ -431,7 +432,7 @@ def _base_part(ctx: Context, name: str) -> Part:
     base = ctx.fleet.bases[name]
     label = f"base image {name}"
     try:
-        ref, image = baseimage.current(base, ctx.root / "packer" / "base")
+        ref, image = baseimage.current(base, ctx.root / "packer" / "base", ctx.state_dir / "cache")
     except OSError as exc:
         return Part(label, PartState.MISSING, detail=f"inputs unreadable: {exc}")
     except DependencyDown:

@@ -85,7 +85,7 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
     assert code == 0, err
     fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo tuned\ninstall_services")
 
-    code, refused, err = bake(fleet_copy, "web", "--version", "v1")
+    code, _, err = bake(fleet_copy, "web", "--version", "v1")
     assert code == 1
     assert "web:v1 exists with other inputs" in err and "immutable" in err
 
@@ -206,3 +206,14 @@ def test_consul_down_fails_before_building(lab: Any, fleet_copy: FleetCopy) -> N
     assert run.code == 1
     assert "Consul at http://127.0.0.1:1 is not reachable" in run.stderr
     assert images_of(fleet_copy, "web") == []
+
+
+def test_docker_down_is_one_clear_line(lab: Any, fleet_copy: FleetCopy) -> None:
+    from tests.conftest import fleet
+
+    env = {**fleet_copy.env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    run = fleet("bake", "web", file=fleet_copy.file, env=env)
+    assert run.code == 1
+    assert "dockerd is not running" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert catalog_keys(lab, fleet_copy) == []

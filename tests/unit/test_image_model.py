@@ -43,38 +43,38 @@ def test_derived_versions_count_up() -> None:
 
 
 def test_same_inputs_are_cached() -> None:
-    d = decide([record("v1", "aaa")], "aaa", None, False, "abc")
+    d = decide([record("v1", "aaa")], "aaa", None, False, lambda: "abc")
     assert (d.action, d.version) == (Action.CACHED, "v1")
 
 
 def test_new_inputs_build_a_derived_version() -> None:
-    d = decide([record("abc.1", "aaa")], "bbb", None, False, "abc")
+    d = decide([record("abc.1", "aaa")], "bbb", None, False, lambda: "abc")
     assert (d.action, d.version) == (Action.BUILD, "abc.2")
 
 
 def test_rebake_builds_even_with_same_inputs() -> None:
-    d = decide([record("abc.1", "aaa")], "aaa", None, True, "abc")
+    d = decide([record("abc.1", "aaa")], "aaa", None, True, lambda: "abc")
     assert (d.action, d.version) == (Action.BUILD, "abc.2")
 
 
 def test_a_version_is_immutable() -> None:
     with pytest.raises(ImageError, match="exists with other inputs"):
-        decide([record("v1", "aaa")], "bbb", "v1", False, "abc")
+        decide([record("v1", "aaa")], "bbb", "v1", False, lambda: "abc")
     with pytest.raises(ImageError, match="immutable"):
-        decide([record("v1", "aaa")], "aaa", "v1", True, "abc")
+        decide([record("v1", "aaa")], "aaa", "v1", True, lambda: "abc")
 
 
 def test_explicit_version_reuses_an_image_with_the_same_inputs() -> None:
-    d = decide([record("v1", "aaa")], "aaa", "v2", False, "abc")
+    d = decide([record("v1", "aaa")], "aaa", "v2", False, lambda: "abc")
     assert (d.action, d.version) == (Action.ALIAS, "v2")
     assert d.existing is not None and d.existing.version == "v1"
 
 
 def test_revoked_images_are_never_reused() -> None:
-    d = decide([record("v1", "aaa", revoked=True)], "aaa", None, False, "abc")
+    d = decide([record("v1", "aaa", revoked=True)], "aaa", None, False, lambda: "abc")
     assert d.action is Action.BUILD
     with pytest.raises(ImageError, match="revoked"):
-        decide([record("v1", "aaa", revoked=True)], "aaa", "v1", False, "abc")
+        decide([record("v1", "aaa", revoked=True)], "aaa", "v1", False, lambda: "abc")
 
 
 def test_record_round_trips_and_parses_strictly() -> None:

@@ -1,0 +1,106 @@
+"""Bake benchmarks, in one run, on a throwaway copy of the example fleet (own catalog prefix):
+
+1. a cached re-bake of web against a real Packer rebuild of the same role (--rebake), measured
+   as the bake operation in this process (digest, catalog read, image check) and as whole
+   `fleet bake` commands (which add the interpreter's start and imports, ~0.3 s);
+   target: cached at least 20x faster;
+2. `fleet bake --all` (cattle roles, --parallel 2) against the sum of the single bakes.
+
+Needs the lab up (`fleet lab up`). Usage: .venv/bin/python bench/bake.py [REPEATS]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fleet.adapters import docker  # noqa: E402  (after the path is set)
+from fleet.adapters.consul import Consul  # noqa: E402
+from fleet.workflows import bake  # noqa: E402
+from fleet.workflows.context import Context, load  # noqa: E402
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def in_process(ctx: Context, roles: list[str], **options: object) -> None:
+    report = bake.bake(ctx, roles, say=lambda role, message: None, **options)  # type: ignore[arg-type]
+    if not report.ok:
+        sys.exit(f"bench: bake failed: {[r.detail for r in report.results if r.detail]}")
+
+
+def command(file: Path, env: dict[str, str], *args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(file), "bake", *args, "--json"],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"bench: fleet bake {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
+
+
+def report(name: str, samples: list[float]) -> float:
+    median = statistics.median(samples)
+    print(f"{name:<44} median {median:7.3f} s  (min {min(samples):.3f}, max {max(samples):.3f})")
+    return median
+
+
+def main() -> None:
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    lab = load(ROOT / "fleet.toml")
+    token = lab.vault_token.reveal() if lab.vault_token else ""
+    env = {**os.environ, "VAULT_TOKEN": token}
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for part in ("packer", "cookbooks"):
+            shutil.copytree(ROOT / part, root / part)
+        text = (ROOT / "fleet.toml").read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
+        (root / "fleet.toml").write_text(text)
+        ctx = load(root / "fleet.toml", {**os.environ, "VAULT_TOKEN": token})
+        try:
+            in_process(ctx, ["web"], version="b0")
+            rebuild = [timed(lambda i=i: in_process(ctx, ["web"], version=f"r{i}", rebake=True))
+                       for i in range(repeats)]
+            cached = [timed(lambda: in_process(ctx, ["web"], version="b0"))
+                      for _ in range(repeats)]
+            rebuild_cmd = [timed(lambda i=i: command(root / "fleet.toml", env, "web", "--rebake",
+                                                     "--version", f"c{i}"))
+                           for i in range(repeats)]
+            cached_cmd = [timed(lambda: command(root / "fleet.toml", env, "web", "--version", "b0"))
+                          for _ in range(repeats)]
+            roles = ["web", "api", "git", "sidekiq"]
+            singles = [timed(lambda r=r: in_process(ctx, [r], version="s1", rebake=True))
+                       for r in roles]
+            together = timed(lambda: in_process(ctx, [], all_cattle=True, version="a1",
+                                                rebake=True, parallel=2))
+        finally:
+            for role in ctx.fleet.roles:
+                for tag, _ in docker.images(f"fleet-{name}-{role}"):
+                    docker.remove_image(f"fleet-{name}-{role}:{tag}")
+            Consul(lab.consul_addr).delete_tree(f"fleet/{name}/")
+    print(f"repeats: {repeats}")
+    r, c = report("real rebuild of web (bake operation)", rebuild), report(
+        "cached re-bake of web (bake operation)", cached)
+    print(f"  cached is {r / c:.0f}x faster (target >= 20x): {'ok' if r / c >= 20 else 'UNDER TARGET'}")
+    r, c = report("real rebuild of web (`fleet bake` command)", rebuild_cmd), report(
+        "cached re-bake of web (`fleet bake` command)", cached_cmd)
+    print(f"  cached is {r / c:.0f}x faster end to end, interpreter start included")
+    print(f"single bakes of {', '.join(roles):<28} sum    {sum(singles):7.3f} s")
+    print(f"{'bake --all --parallel 2':<44}        {together:7.3f} s "
+          f"({together / sum(singles):.0%} of the sum)")
+
+
+if __name__ == "__main__":
+    main()

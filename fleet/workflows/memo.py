@@ -1,0 +1,36 @@
+"""Facts that are slow to learn and change only with a file (a tool's version, a binary's
+digest), remembered under .fleet/cache keyed by the file's path, size and mtime."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+
+_LOCK = threading.Lock()  # concurrent bakes in one process share the file
+
+
+def by_stat(cache_dir: Path, subject: Path, compute: Callable[[], str]) -> str:
+    stat = subject.stat()
+    key = f"{subject.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    with _LOCK:
+        return _lookup(cache_dir / "by-stat.json", key, compute)
+
+
+def _lookup(cache: Path, key: str, compute: Callable[[], str]) -> str:
+    try:
+        known: dict[str, str] = json.loads(cache.read_text())
+    except (FileNotFoundError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    value = compute()
+    known[key] = value
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=cache.parent, suffix=".tmp", delete=False) as out:
+        out.write(json.dumps(known, indent=1, sort_keys=True))
+    Path(out.name).replace(cache)  # atomic: another process reads the old or the new file
+    return value
