@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-
 _LOCK = threading.Lock()  # concurrent bakes in one process share the file
 
 
