@@ -35,14 +35,21 @@ def index(text: str) -> dict[str, int]:
                 table = f"{name}[{counters[name]}]"
             else:
                 table = _with_indices(name, counters)
-            lines.setdefault(table, number)
+            _claim(lines, table, number)
             continue
         if depth == 0 and (k := KEY.match(line)):
             path = ".".join([*([table] if table else []), *_keys(k.group(1))])
-            lines.setdefault(path, number)
+            _claim(lines, path, number)
         value = line.split("#", 1)[0]
         depth = max(0, depth + value.count("[") - value.count("]"))
     return lines
+
+
+def _claim(lines: dict[str, int], path: str, number: int) -> None:
+    """A header or dotted key also defines its parents ([a.b] defines a): first line wins."""
+    parts = path.split(".")
+    for end in range(1, len(parts) + 1):
+        lines.setdefault(".".join(parts[:end]), number)
 
 
 def _with_indices(name: str, counters: dict[str, int]) -> str:

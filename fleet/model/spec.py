@@ -234,11 +234,12 @@ class Union(Node):
     def check(self, value: object, path: str) -> list[Problem]:
         if not isinstance(value, dict):
             return [(path, f"expected a table, got {show(value)}")]
-        kind = value.get(self.tag)  # the tag selects the variant; its absence is reported below
-        if kind not in self.variants:
-            return Str(choices=tuple(self.variants)).check(kind, join(path, self.tag)) if kind \
-                is not None else [(join(path, self.tag), "missing required key")]
-        return self.variants[str(kind)].check(value, path)
+        if self.tag not in value:
+            return [(join(path, self.tag), "missing required key")]
+        kind = value[self.tag]
+        if not isinstance(kind, str) or kind not in self.variants:
+            return Str(choices=tuple(self.variants)).check(kind, join(path, self.tag))
+        return self.variants[kind].check(value, path)
 
     def schema(self) -> JSON:
         return self._with_doc({"oneOf": [v.schema() for v in self.variants.values()]})
