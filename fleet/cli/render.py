@@ -52,7 +52,8 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         grid.add_column(column)
     for row in rows:
         grid.add_row(*row)
-    Console(soft_wrap=False, width=max(100, Console().width)).print(grid)
+    # a pipe or a log gets the whole table: wide enough that ids and paths are not cut
+    Console(width=None if sys.stdout.isatty() else 200).print(grid)
 
 
 class RoleProgress:
