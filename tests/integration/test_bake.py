@@ -217,3 +217,29 @@ def test_docker_down_is_one_clear_line(lab: Any, fleet_copy: FleetCopy) -> None:
     assert "dockerd is not running" in run.stderr
     assert "Traceback" not in run.stderr
     assert catalog_keys(lab, fleet_copy) == []
+
+
+def test_two_concurrent_bakes_of_one_version_cannot_both_win(lab: Any,
+                                                              fleet_copy: FleetCopy) -> None:
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    before = role_images("git")
+    argv = [sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "bake", "git",
+            "--version", "v7", "--json"]
+    env = {**os.environ, **fleet_copy.env}
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=ROOT, env=env) for _ in range(2)]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        outcomes.append(json.loads(out)["results"][0])
+    assert sorted(o["outcome"] for o in outcomes) == ["built", "cached"]
+    assert catalog_keys(lab, fleet_copy) == [f"fleet/{fleet_copy.name}/catalog/git/v7"]
+    recorded = fleet_copy.run("images", "show", "git:v7", "--json").json()["artifact"]
+    assert images_of(fleet_copy, "git") == [("v7", recorded)]
+    assert {o["artifact"] for o in outcomes} == {recorded}
+    assert role_images("git") - before == {recorded}, "the losing bake must remove its image"
