@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from fleet.errors import DependencyDown, FleetError
+from fleet.adapters.http import answering
+from fleet.errors import FleetError
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,9 @@ class Consul:
                                           connections_timeout=timeout)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import requests
-
         try:
-            return fn(*args, **kwargs)
-        except requests.exceptions.ConnectionError as exc:
-            raise DependencyDown(f"Consul at {self.address} is not reachable ({what})",
-                                 "start it with `fleet lab up` or set CONSUL_HTTP_ADDR") from exc
-        except requests.exceptions.Timeout as exc:
-            raise DependencyDown(f"Consul at {self.address} did not answer in time ({what})",
-                                 "check that it is healthy (`fleet lab status`)") from exc
+            with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
+                return fn(*args, **kwargs)
         except self._exc as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
 

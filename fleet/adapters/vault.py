@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from fleet.adapters.http import answering
 from fleet.errors import DependencyDown, FleetError
 
 
@@ -41,16 +42,10 @@ class Vault:
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import hvac.exceptions
-        import requests
 
         try:
-            return fn(*args, **kwargs)
-        except requests.exceptions.ConnectionError as exc:
-            raise DependencyDown(f"Vault at {self.address} is not reachable ({what})",
-                                 "start it with `fleet lab up` or set VAULT_ADDR") from exc
-        except requests.exceptions.Timeout as exc:
-            raise DependencyDown(f"Vault at {self.address} did not answer in time ({what})",
-                                 "check that it is healthy (`fleet lab status`)") from exc
+            with answering("Vault", self.address, what, "VAULT_ADDR"):
+                return fn(*args, **kwargs)
         except hvac.exceptions.VaultDown as exc:
             raise DependencyDown(f"Vault at {self.address} is sealed ({what})",
                                  "unseal it (`fleet lab up` does so for the lab)") from exc
