@@ -80,12 +80,14 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     name = f"t{uuid.uuid4().hex[:8]}"
     root = tmp_path / "fleet"
     root.mkdir()
-    for part in ("packer", "cookbooks"):
+    for part in ("packer", "cookbooks", "terraform"):
         shutil.copytree(ROOT / part, root / part)
     text = EXAMPLE.read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
     (root / "fleet.toml").write_text(text)
     env = {"VAULT_TOKEN": lab.vault_token.reveal()}
     yield FleetCopy(root, name, env)
+    leftovers = [n for n in docker.lab_containers() if n.startswith(f"{name}-")]
+    docker.remove_containers(leftovers)
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")

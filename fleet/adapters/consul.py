@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -17,6 +18,18 @@ class Entry:
     key: str
     value: bytes
     modify_index: int
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One registered instance of a service, as the health endpoint reports it."""
+
+    node: str
+    address: str
+    service: str
+    meta: dict[str, str]
+    passing: bool      # every check of the instance and its node passes
+    weight: int        # Weights.Passing
 
 
 class Consul:
@@ -60,6 +73,19 @@ class Consul:
         """Every entry under prefix, in one request."""
         _, items = self._call(f"list {prefix}", self._client.kv.get, prefix, recurse=True)
         return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"])) for i in items or []]
+
+    def instances(self, service: str, tag: str) -> builtins.list[Instance]:
+        """Every instance of a service carrying tag, with its health, in one request."""
+        _, items = self._call(f"health of {service}", self._client.health.service, service,
+                              tag=tag)
+        return [Instance(
+            node=i["Node"]["Node"],
+            address=i["Service"]["Address"] or i["Node"]["Address"],
+            service=i["Service"]["Service"],
+            meta=dict(i["Service"]["Meta"] or {}),
+            passing=all(c["Status"] == "passing" for c in i["Checks"]),
+            weight=int(i["Service"]["Weights"]["Passing"]),
+        ) for i in items]
 
     def put(self, key: str, value: bytes | str, *, cas: int) -> bool:
         """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""

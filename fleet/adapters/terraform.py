@@ -1,11 +1,19 @@
-"""Terraform through its CLI and machine-readable output."""
+"""Terraform through its CLI: init with the consul backend, apply with a JSON var file.
+
+Each working state gets its own TF_DATA_DIR under .fleet, so the module directory in the repo
+stays clean and several environments can be applied from one module.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet.adapters import process
+from fleet.errors import CommandFailed
 
 
 def cli_env(state_dir: Path) -> dict[str, str]:
@@ -20,3 +28,66 @@ def cli_env(state_dir: Path) -> dict[str, str]:
 def version(state_dir: Path) -> str:
     result = process.run(["terraform", "version", "-json"], env=cli_env(state_dir), timeout=30)
     return str(json.loads(result.stdout)["terraform_version"])
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One Terraform state: a module, its data dir, and where its state lives in Consul."""
+
+    module: Path
+    data_dir: Path          # TF_DATA_DIR plus the var file
+    consul_address: str     # host:port
+    state_path: str         # KV path of the state (the backend locks it at path/.lock)
+    state_dir: Path         # .fleet, for the CLI config
+
+    def env(self) -> dict[str, str]:
+        return {**cli_env(self.state_dir), "TF_DATA_DIR": str(self.data_dir / ".terraform")}
+
+    def run(self, *args: str, timeout: float = 900) -> process.Result:
+        argv = ["terraform", f"-chdir={self.module}", *args]
+        result = process.run(argv, check=False, env=self.env(), timeout=timeout)
+        if result.returncode != 0:
+            raise CommandFailed(argv[:3], result.returncode, _error_lines(result.stderr),
+                                _fix(result.stderr))
+        return result
+
+    def init(self) -> None:
+        """Once per workspace: the consul backend, locked, at state_path."""
+        marker = self.data_dir / ".terraform" / "terraform.tfstate"
+        if marker.exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.run("init", "-input=false", "-no-color",
+                 f"-backend-config=address={self.consul_address}",
+                 f"-backend-config=path={self.state_path}",
+                 "-backend-config=lock=true", "-reconfigure")
+
+    def apply(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply the module with these variables; return its outputs."""
+        self.init()
+        var_file = self.data_dir / "fleet.auto.tfvars.json"
+        var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
+        self.run("apply", "-input=false", "-no-color", "-auto-approve", f"-var-file={var_file}")
+        outputs = json.loads(self.run("output", "-json", "-no-color").stdout)
+        return {name: value["value"] for name, value in outputs.items()}
+
+
+def _error_lines(stderr: str) -> str:
+    """Terraform's `Error: ...` lines and the line after each, without box drawing."""
+    lines = [line.strip(" │╷╵") for line in stderr.splitlines()]
+    picked = []
+    for i, line in enumerate(lines):
+        if line.startswith("Error:"):
+            detail = next((x for x in lines[i + 1:] if x.strip()), "")
+            picked.append(f"{line} {detail}".strip())
+    return "\n".join(picked) or stderr
+
+
+def _fix(stderr: str) -> str:
+    if "Error acquiring the state lock" in stderr:
+        holder = next((line.strip(" │") for line in stderr.splitlines() if "Who:" in line), "")
+        return f"another apply holds the state lock ({holder.strip()}); wait for it or see " \
+               "`terraform force-unlock` if it died"
+    return "see the Terraform error above"
+
+

@@ -1,0 +1,65 @@
+"""Cattle nodes as Terraform creates them: names, and the Consul services each one registers. Pure."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from fleet.model.definition import Role
+
+
+@dataclass(frozen=True)
+class Node:
+    """One cattle node of a server group (role x version) in one environment."""
+
+    name: str
+    role: str
+    env: str
+    version: str
+    image: str       # the image id: never a name, so nothing is pulled from a registry
+    services: str    # Consul service definitions, JSON
+
+    def tfvar(self) -> dict[str, str]:
+        return {"image": self.image, "role": self.role, "env": self.env,
+                "version": self.version, "class": "cattle", "services": self.services}
+
+
+def node_name(fleet: str, role: str, env: str, version: str, index: int) -> str:
+    """fleet-role-env-version-N, as a hostname and container name allow."""
+    safe = re.sub(r"[^a-z0-9-]", "-", version.lower())
+    return f"{fleet}-{role}-{env}-{safe}-{index}"
+
+
+def tags(fleet: str, role: Role, env: str, version: str) -> list[str]:
+    return [f"fleet:{fleet}", f"role:{role.name}", f"env:{env}", f"version:{version}",
+            f"class:{role.cls.value}"]
+
+
+def services_json(fleet: str, role: Role, env: str, version: str, weight: int) -> str:
+    """The agent's service definitions: tags, a health check per service, and Weights."""
+    services = []
+    for service in role.services:
+        check: dict[str, str] = {"interval": service.check.interval,
+                                 "timeout": service.check.timeout}
+        if service.check.kind == "http":
+            check["http"] = f"http://127.0.0.1:{service.port}{service.check.path}"
+        else:
+            check["tcp"] = f"127.0.0.1:{service.port}"
+        services.append({
+            "name": service.name,
+            "port": service.port,
+            "tags": tags(fleet, role, env, version),
+            "meta": {"fleet": fleet, "role": role.name, "env": env, "version": version},
+            "weights": {"passing": weight, "warning": 1},
+            "checks": [check],
+        })
+    return json.dumps({"services": services}, sort_keys=True)
+
+
+def group(fleet: str, role: Role, env: str, version: str, image: str, count: int,
+          weight: int) -> list[Node]:
+    """The nodes of one server group."""
+    services = services_json(fleet, role, env, version, weight)
+    return [Node(node_name(fleet, role.name, env, version, i), role.name, env, version, image,
+                 services) for i in range(count)]

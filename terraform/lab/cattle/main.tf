@@ -1,0 +1,77 @@
+# Lab cattle for one environment: every node of every server group (role x version) is a
+# Docker container on the lab network, created and destroyed by Terraform with built-ins only
+# (terraform_data + local-exec: no provider can be downloaded here). fleet computes `nodes`
+# for each rollout step; state lives in Terraform's consul backend, one state per environment,
+# locked while an apply runs. Images are given by id, never by name, so nothing is pulled.
+
+terraform {
+  required_version = ">= 1.4"
+  backend "consul" {}
+}
+
+variable "network" {
+  type        = string
+  description = "the lab's Docker network"
+}
+
+variable "consul_join" {
+  type        = string
+  description = "the lab Consul server's address on that network"
+}
+
+variable "nodes" {
+  description = "node name -> what it runs; fleet writes this for each step"
+  type = map(object({
+    image    = string
+    role     = string
+    env      = string
+    version  = string
+    class    = string
+    services = string # the Consul service definitions (JSON) the node's agent registers
+  }))
+}
+
+resource "terraform_data" "node" {
+  for_each = var.nodes
+
+  input = {
+    name     = each.key
+    image    = each.value.image
+    role     = each.value.role
+    env      = each.value.env
+    version  = each.value.version
+    class    = each.value.class
+    services = each.value.services
+    network  = var.network
+    join     = var.consul_join
+  }
+  # a node is cattle: any change replaces it
+  triggers_replace = [each.value.image, each.value.services]
+
+  provisioner "local-exec" {
+    # `docker rm -f` first: a rerun after a killed apply finds the container it started
+    command = <<-EOT
+      docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+      docker run -d --name ${self.input.name} --hostname ${self.input.name} \
+        --network ${self.input.network} --restart unless-stopped \
+        --label fleet.lab=1 --label fleet.role=${self.input.role} \
+        --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
+        -e FLEET_CONSUL_JOIN=${self.input.join} -e FLEET_CONSUL_DATACENTER=lab \
+        -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
+        -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
+        ${self.input.image} >/dev/null
+    EOT
+    environment = {
+      FLEET_CONSUL_SERVICES = self.input.services
+    }
+  }
+
+  provisioner "local-exec" {
+    when    = destroy
+    command = "docker stop -t 5 ${self.input.name} >/dev/null 2>&1; docker rm -f ${self.input.name} >/dev/null 2>&1 || true"
+  }
+}
+
+output "nodes" {
+  value = { for name, node in terraform_data.node : name => node.input.version }
+}

@@ -1,0 +1,49 @@
+"""Cattle nodes on Terraform (terraform_data + local-exec docker run, consul backend) and their
+health in the real Consul."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from fleet.adapters.consul import Consul
+from fleet.model.nodes import group
+from fleet.workflows import cattle
+from fleet.workflows.context import load
+from tests.conftest import FleetCopy
+
+pytestmark = pytest.mark.lab
+
+
+def containers(prefix: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return sorted(n for n in out if n.startswith(prefix))
+
+
+def test_nodes_boot_register_pass_and_go(lab: Any, fleet_copy: FleetCopy) -> None:
+    run = fleet_copy.run("bake", "web", "--version", "v1", "--json")
+    assert run.code == 0, run.stderr
+    image = json.loads(run.stdout)["results"][0]["artifact"]
+    ctx = load(fleet_copy.file, {"VAULT_TOKEN": fleet_copy.env["VAULT_TOKEN"]})
+    web = ctx.fleet.roles["web"]
+    nodes = group(ctx.fleet.name, web, "canary", "v1", image, 2, 10)
+    try:
+        assert cattle.apply(ctx, "canary", nodes) == {n.name: "v1" for n in nodes}
+        assert containers(f"{fleet_copy.name}-web-") == [n.name for n in nodes]
+        met, seen = cattle.wait_passing(ctx, ["web"], "canary", "web",
+                                        lambda h: h.passing_of("v1") == 2, 90)
+        assert met, seen
+        (instance, *_) = Consul(lab.consul_addr).instances("web", f"fleet:{fleet_copy.name}")
+        assert instance.weight == 10
+        assert instance.meta == {"fleet": fleet_copy.name, "role": "web", "env": "canary",
+                                 "version": "v1"}
+        state = Consul(lab.consul_addr).get(f"fleet/{fleet_copy.name}/terraform/cattle/canary")
+        assert state is not None and b"terraform_data" in state.value
+    finally:
+        assert cattle.apply(ctx, "canary", []) == {}
+    assert containers(f"{fleet_copy.name}-web-") == []
+    assert cattle.health(ctx, ["web"], "canary", "web") == cattle.Health({}, {})
