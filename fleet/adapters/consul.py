@@ -91,6 +91,24 @@ class Consul:
         """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""
         return bool(self._call(f"write {key}", self._client.kv.put, key, value, cas=cas))
 
+    def session(self, name: str, ttl: int) -> str:
+        """A session that dies with its TTL (lock delay 0: a dead holder's lock frees at once)."""
+        return str(self._call("create a session", self._client.session.create, name=name,
+                              ttl=ttl, lock_delay=0, behavior="release"))
+
+    def renew(self, session: str) -> bool:
+        """False once the session has expired."""
+        return self._call("renew a session", self._client.session.renew, session) is not None
+
+    def end(self, session: str) -> None:
+        self._call("destroy a session", self._client.session.destroy, session)
+
+    def acquire(self, key: str, value: str, session: str) -> bool:
+        return bool(self._call(f"lock {key}", self._client.kv.put, key, value, acquire=session))
+
+    def release(self, key: str, session: str) -> bool:
+        return bool(self._call(f"unlock {key}", self._client.kv.put, key, None, release=session))
+
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self._client.kv.delete, key)
 

@@ -67,7 +67,9 @@ class Workspace:
         self.init()
         var_file = self.data_dir / "fleet.auto.tfvars.json"
         var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
-        self.run("apply", "-input=false", "-no-color", "-auto-approve", f"-var-file={var_file}")
+        # a killed fleet may leave its terraform child finishing an apply: wait for its lock
+        self.run("apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=300s",
+                 f"-var-file={var_file}")
         outputs = json.loads(self.run("output", "-json", "-no-color").stdout)
         return {name: value["value"] for name, value in outputs.items()}
 

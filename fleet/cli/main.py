@@ -242,6 +242,95 @@ def revoke(session: Session, ref: str, reason: str, as_json: bool) -> None:
         click.echo(f"revoked {record.ref}: {record.revoked_reason}")
 
 
+@cli.command()
+@click.argument("version")
+@click.option("--to", "env", required=True, help="The environment to promote to.")
+@click.option("--role", "roles", multiple=True, help="Only these roles (default: every cattle "
+              "role baked at VERSION).")
+@click.option("--wait", is_flag=True, help="Wait for another rollout of ENV instead of failing.")
+@click.option("--force", is_flag=True, help="Skip the order and soak gates (needs --reason).")
+@click.option("--reason", default="", help="Why, recorded in the history.")
+@click.option("--step-timeout", default=120.0, show_default=True,
+              help="Seconds a step's new nodes have to pass before the rollout rolls back.")
+@json_option
+@click.pass_obj
+def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wait: bool,
+            force: bool, reason: str, step_timeout: float, as_json: bool) -> None:
+    """Make VERSION the channel of ENV and roll its nodes, gated on health."""
+    from fleet.workflows import promote as workflow
+
+    report = workflow.promote(session.context(), version, env, list(roles), wait=wait,
+                              force=force, reason=reason, say=render.progress,
+                              step_timeout=step_timeout)
+    _promotion_result([report], as_json)
+
+
+def _promotion_result(reports: list[Any], as_json: bool) -> None:
+    if as_json:
+        render.emit_json(reports)
+        return
+    for r in reports:
+        click.echo(f"{r.env}: {', '.join(r.roles)} at {r.version} ({r.state.value}, "
+                   f"{r.steps} step(s), {r.seconds:.1f}s, rollout {r.rollout})")
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--role", "roles", multiple=True, help="Only these roles.")
+@click.option("--wait", is_flag=True, help="Wait for another rollout of ENV instead of failing.")
+@json_option
+@click.pass_obj
+def rollback(session: Session, env: str, roles: tuple[str, ...], wait: bool,
+             as_json: bool) -> None:
+    """Put ENV back on each role's previous version, the same gated way."""
+    from fleet.workflows import promote as workflow
+
+    _promotion_result(workflow.rollback(session.context(), env, list(roles), wait=wait,
+                                        say=render.progress), as_json)
+
+
+@cli.command()
+@click.argument("env", required=False)
+@click.option("--role", help="Only events about this role.")
+@json_option
+@click.pass_obj
+def history(session: Session, env: str | None, role: str | None, as_json: bool) -> None:
+    """Every promotion, rollout step, gate result and rollback: who, when, what, outcome."""
+    from fleet.workflows import status as workflow
+
+    events = workflow.history(session.context(), env, role)
+    if as_json:
+        render.emit_json(events)
+        return
+    skip = {"at", "event", "env", "who"}
+    render.table("history", ["at", "env", "event", "who", "detail"], [
+        [e["at"][:19], e["env"], e["event"], e["who"],
+         "; ".join(f"{k}={v}" for k, v in e.items() if k not in skip)] for e in events])
+
+
+@cli.command(name="status")
+@click.argument("envs", nargs=-1)
+@json_option
+@click.pass_obj
+def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None:
+    """Cattle per environment and role: channel, desired and passing nodes, canary share."""
+    from fleet.workflows import status as workflow
+
+    rows = workflow.status(session.context(), list(envs))
+    if as_json:
+        render.emit_json(rows)
+        return
+
+    def counts(groups: dict[str, int]) -> str:
+        return ", ".join(f"{v}: {n}" for v, n in sorted(groups.items())) or "-"
+
+    render.table("status", ["env", "role", "channel", "desired", "passing", "failing",
+                            "traffic"], [
+        [r.env, r.role, r.channel or "-", counts(r.desired), counts(r.passing),
+         counts(r.failing), "" if r.traffic_share is None else f"{r.traffic_share}%"]
+        for r in rows])
+
+
 def _internal_error() -> Path:
     """Write the traceback where the user can find it; return the path."""
     log_dir = Path.cwd() / ".fleet" / "log"

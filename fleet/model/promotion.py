@@ -1,0 +1,212 @@
+"""Promotion and rollout: channels, gates, the steps of a red/black rollout, and its state
+machine. Pure: the workflow reads the world, asks this module what to do, and does it."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from fleet.errors import FleetError
+from fleet.model.definition import Fleet, RoleClass
+from fleet.model.image import ImageRecord
+
+
+class PromotionError(FleetError):
+    """A promotion the rules refuse."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The version one role should run in one environment."""
+
+    version: str
+    previous: str     # what ran before, for rollback ('' for none)
+    since: str        # when its rollout finished with every node passing (ISO 8601, UTC)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Channel:
+        data = json.loads(text)
+        return cls(data["version"], data["previous"], data["since"])
+
+
+def image_problems(role: str, version: str, record: ImageRecord | None) -> list[str]:
+    """What no --force overrides: an image that is not baked, or is revoked."""
+    if record is None:
+        return [f"{role}:{version} is not baked (fleet bake {role} --version {version})"]
+    if record.revoked:
+        return [f"{role}:{version} is revoked ({record.revoked_reason})"]
+    return []
+
+
+def gate(fleet: Fleet, env: str, role: str, version: str, before: Channel | None,
+         before_passing: bool, seconds_since: float | None) -> list[str]:
+    """Why VERSION may not go to ENV yet for ROLE (--force --reason overrides); [] if it may.
+
+    The environment before ENV must run VERSION, with its nodes passing, for at least its
+    soak time.
+    """
+    order = fleet.env_names()
+    index = order.index(env)
+    if index == 0:
+        return []
+    previous = order[index - 1]
+    if before is None or before.version != version:
+        running = before.version if before else "nothing"
+        return [f"{role}:{version} has not been promoted to {previous} first "
+                f"({previous} runs {running}); environments go {' -> '.join(order)}"]
+    if not before_passing:
+        return [f"{role}:{version} is not passing in {previous}"]
+    soak = fleet.environments[index - 1].soak_seconds
+    if seconds_since is None or seconds_since < soak:
+        waited = 0 if seconds_since is None else int(seconds_since)
+        return [f"{role}:{version} has soaked {waited}s in {previous}, which needs {soak}s"]
+    return []
+
+
+def weight(fleet: Fleet, env: str, role: str) -> int:
+    """Consul Weights.Passing for a node of ROLE in ENV.
+
+    Nodes weigh 100, except in an environment with a canary_weight of W percent: its nodes
+    weigh so much that, next to the last environment's nodes (the ones serving everyone), they
+    get W percent of the role's traffic.
+    """
+    environment = fleet.environments[fleet.env_names().index(env)]
+    last = fleet.environments[-1].name
+    share = environment.canary_weight
+    counts = fleet.roles[role].count
+    if share == 0 or env == last or counts[env] == 0 or counts[last] == 0:
+        return 100
+    return max(1, round(100 * counts[last] * share / (counts[env] * (100 - share))))
+
+
+def promotable_roles(fleet: Fleet, baked: Mapping[str, ImageRecord | None],
+                     asked: list[str]) -> list[str]:
+    """The cattle roles a promotion covers: those asked, or every cattle role baked at it."""
+    if asked:
+        for name in asked:
+            if name not in fleet.roles:
+                raise PromotionError(f'unknown role "{name}"', f"roles: {', '.join(fleet.roles)}")
+            if fleet.roles[name].cls is not RoleClass.CATTLE:
+                raise PromotionError(f"{name} is a {fleet.roles[name].cls.value}: only cattle are "
+                                     "promoted", "pets and snowflakes change through fleet apply")
+        return list(dict.fromkeys(asked))
+    roles = [r.name for r in fleet.roles.values()
+             if r.cls is RoleClass.CATTLE and baked.get(r.name) is not None]
+    if not roles:
+        raise PromotionError("no cattle role is baked at that version",
+                             "bake it first (fleet bake --all --version V) or name --role")
+    return roles
+
+
+Groups = dict[str, int]   # version -> node count, for one role in one environment
+
+
+def steps(current: Mapping[str, int], target: str, count: int, batch: int) -> list[Groups]:
+    """Red/black, batch by batch: the desired groups after each Terraform apply.
+
+    Applies alternate: one grows the new group by `batch` (the workflow then waits until those
+    nodes pass), the next shrinks the old groups to what the passing new nodes do not yet
+    cover. An apply never grows and shrinks at once, so an apply cut short (a killed fleet
+    takes its terraform child with it) can lose new nodes but never old ones that nothing
+    replaced: passing nodes stay at or above `count` throughout.
+
+    Old groups stay in the result at 0 once empty: they are kept until cleanup, so a rollback
+    re-grows them.
+    """
+    groups: Groups = dict(current)
+    groups.setdefault(target, 0)
+
+    def shrink_old(g: Groups) -> Groups:
+        keep = max(0, count - g[target])  # old nodes the new group does not cover yet
+        shrunk = dict(g)
+        for version in sorted(v for v in shrunk if v != target):
+            shrunk[version] = min(shrunk[version], keep)
+            keep -= shrunk[version]
+        return shrunk
+
+    out: list[Groups] = []
+    while True:
+        grown = {**groups, target: min(count, groups[target] + batch)}
+        if groups[target] > count:
+            grown = {**groups, target: count}  # the group itself scales down
+        for following in (grown, shrink_old(grown)):
+            if following != groups:
+                out.append(following)
+                groups = following
+        if groups[target] == count and shrink_old(groups) == groups:
+            return out
+
+
+def floor(count: int, min_healthy_percent: int) -> int:
+    """How many nodes of a role must pass in an environment at every moment."""
+    return math.ceil(count * min_healthy_percent / 100)
+
+
+class RolloutState(StrEnum):
+    ROLLING = "rolling"
+    DONE = "done"
+    ROLLING_BACK = "rolling-back"
+    ROLLED_BACK = "rolled-back"
+
+
+TRANSITIONS: dict[RolloutState, set[RolloutState]] = {
+    RolloutState.ROLLING: {RolloutState.ROLLING, RolloutState.DONE, RolloutState.ROLLING_BACK},
+    RolloutState.ROLLING_BACK: {RolloutState.ROLLING_BACK, RolloutState.ROLLED_BACK},
+    RolloutState.DONE: set(),
+    RolloutState.ROLLED_BACK: set(),
+}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One environment's rollout, as stored in Consul before each step is taken."""
+
+    id: str
+    env: str
+    version: str
+    roles: tuple[str, ...]
+    previous: dict[str, str]                 # role -> version before
+    plan: dict[str, list[Groups]]            # role -> desired groups per half-step
+    step: int                                # half-steps of plan already applied
+    state: RolloutState
+    started_by: str
+    started_at: str
+    reason: str = ""
+    groups: dict[str, Groups] = field(default_factory=dict)  # role -> groups now
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (RolloutState.DONE, RolloutState.ROLLED_BACK)
+
+    def total_steps(self) -> int:
+        return max((len(p) for p in self.plan.values()), default=0)
+
+    def move(self, state: RolloutState, **changes: Any) -> Rollout:
+        if state not in TRANSITIONS[self.state]:
+            raise PromotionError(f"rollout {self.id} cannot go from {self.state} to {state}")
+        return replace(self, state=state, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Rollout:
+        d = json.loads(text)
+        return cls(d["id"], d["env"], d["version"], tuple(d["roles"]), d["previous"], d["plan"],
+                   d["step"], RolloutState(d["state"]), d["started_by"], d["started_at"],
+                   d["reason"], d["groups"])
+
+
+def groups_at(rollout: Rollout, role: str, step: int) -> Groups:
+    """The desired groups of a role after `step` half-steps (its last ones once it is done)."""
+    plan = rollout.plan[role]
+    if step <= 0 or not plan:
+        return dict(rollout.groups.get(role, {}))
+    return dict(plan[min(step, len(plan)) - 1])

@@ -1,0 +1,313 @@
+"""fleet promote / rollback: gated promotion that really rolls the nodes, on Terraform.
+
+A promotion of VERSION to ENV:
+1. checks the gates (baked, not revoked; the environment before runs VERSION, passing, for its
+   soak time; --force --reason overrides the order and soak gates and is recorded);
+2. takes the environment's lock (a Consul session; --wait queues behind a holder);
+3. resumes or rolls back an unfinished rollout of that environment first (one killed with -9);
+4. plans the red/black steps per role (model.promotion.steps) and, for each step: records it,
+   writes the desired groups, applies them with Terraform, and waits until the new nodes pass
+   in Consul. A step whose nodes do not pass within the timeout turns the rollout into a
+   rollback to the previous version, by the same machinery, and the command fails saying so;
+5. on success, moves each role's channel to VERSION (check-and-set) and records it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fleet.adapters.consul import Consul
+from fleet.errors import FleetError
+from fleet.model import nodes as node_model
+from fleet.model.image import ImageRecord, check_version
+from fleet.model.promotion import (
+    Channel,
+    Groups,
+    PromotionError,
+    Rollout,
+    RolloutState,
+    gate,
+    groups_at,
+    image_problems,
+    promotable_roles,
+    steps,
+    weight,
+)
+from fleet.model.spec import did_you_mean
+from fleet.workflows import cattle
+from fleet.workflows.catalog import Catalog
+from fleet.workflows.context import Context
+from fleet.workflows.lock import env_lock
+from fleet.workflows.state import FleetState
+
+Say = Callable[[str], None]
+STEP_TIMEOUT = 120.0  # seconds for a step's new nodes to pass before the rollout rolls back
+
+
+@dataclass(frozen=True)
+class PromotionReport:
+    env: str
+    version: str
+    roles: tuple[str, ...]
+    state: RolloutState
+    rollout: str
+    steps: int
+    seconds: float
+    detail: str = ""
+
+
+class Promoter:
+    """The shared pieces of one promote or rollback command."""
+
+    def __init__(self, ctx: Context, say: Say, step_timeout: float) -> None:
+        self.ctx = ctx
+        self.say = say
+        self.step_timeout = step_timeout
+        self.consul: Consul = cattle.consul(ctx)
+        self.state = FleetState(self.consul, ctx.fleet.kv_prefix)
+        self.catalog = Catalog(self.consul, ctx.fleet.kv_prefix)
+        self._images: dict[tuple[str, str], ImageRecord] = {}
+
+    def record(self, role: str, version: str) -> ImageRecord | None:
+        key = (role, version)
+        if key not in self._images:
+            stored = self.catalog.get(role, version)
+            if stored is None:
+                return None
+            self._images[key] = stored.record
+        return self._images[key]
+
+    def services(self, role: str) -> list[str]:
+        return [s.name for s in self.ctx.fleet.roles[role].services]
+
+    def event(self, event: str, env: str, **fields: object) -> None:
+        self.state.record({"event": event, "env": env, "who": _who(), **fields})
+
+    # ---- Terraform ----
+    def apply(self, env: str, desired: dict[str, Groups]) -> None:
+        """Write the desired groups, then make Terraform match them."""
+        self.state.set_desired(env, desired)
+        fleet = self.ctx.fleet
+        wanted: list[node_model.Node] = []
+        for role, groups in sorted(desired.items()):
+            for version, count in sorted(groups.items()):
+                if count <= 0:
+                    continue
+                image = self.record(role, version)
+                if image is None:
+                    raise FleetError(f"{role}:{version} is in the desired state of {env} but "
+                                     "not in the catalog", "bake it again under that version")
+                wanted += node_model.group(fleet.name, fleet.roles[role], env, version,
+                                           image.artifact, count, weight(fleet, env, role))
+        cattle.apply(self.ctx, env, wanted)
+
+    def wait(self, env: str, want: dict[str, Groups], version: str) -> tuple[bool, str]:
+        """Until every role has as many passing nodes of `version` as `want` asks."""
+        for role, groups in want.items():
+            target = groups.get(version, 0)
+            if target == 0 or not self.services(role):
+                continue  # nothing new to wait for; a role without services has no checks
+            def enough(seen: cattle.Health, t: int = target) -> bool:
+                return seen.passing_of(version) >= t
+
+            met, seen = cattle.wait_passing(self.ctx, self.services(role), env, role, enough,
+                                            self.step_timeout)
+            if not met:
+                return False, (f"{role}:{version} in {env}: {seen.passing_of(version)} of "
+                               f"{target} node(s) passing after {self.step_timeout:.0f}s")
+        return True, ""
+
+    # ---- running a rollout ----
+    def run(self, rollout: Rollout, *, resume: bool = False) -> Rollout:
+        """Carry a rollout on from its recorded step to DONE or ROLLED_BACK.
+
+        The recorded step is the one last started: a resumed rollout takes it again (Terraform
+        makes an applied step a no-op) and waits for its nodes before going further.
+        """
+        env = rollout.env
+        redo = resume and rollout.step > 0
+        while not rollout.finished:
+            total = rollout.total_steps()
+            rolling_back = rollout.state is RolloutState.ROLLING_BACK
+            step = rollout.step if redo else rollout.step + 1
+            redo = False
+            if step > total:
+                rollout = self.finish(rollout)
+                continue
+            desired, _ = self.state.desired(env)
+            for role in rollout.roles:
+                desired[role] = groups_at(rollout, role, step)
+            target = rollout.previous if rolling_back else {r: rollout.version for r in rollout.roles}
+            self.event("rollback-step" if rolling_back else "step", env, rollout=rollout.id,
+                       step=step, of=total, groups={r: desired[r] for r in rollout.roles})
+            rollout = rollout.move(rollout.state, step=step)
+            self.state.save_rollout(rollout)  # recorded before it is taken
+            self.say(f"{env}: {'rollback ' if rolling_back else ''}step {step}/{total}: "
+                     + ", ".join(f"{r} {desired[r]}" for r in rollout.roles))
+            self.apply(env, desired)
+            ok, why = True, ""
+            for role in rollout.roles:
+                version = target.get(role, "")
+                if version:
+                    ok, why = self.wait(env, {role: desired[role]}, version)
+                    if not ok:
+                        break
+            self.event("gate", env, rollout=rollout.id, step=step, passed=ok, detail=why)
+            if ok:
+                continue
+            if rolling_back:
+                raise FleetError(f"rollback of {env} is stuck: {why}",
+                                 "look at the nodes (fleet status), then rerun fleet promote or "
+                                 "fleet rollback to carry on")
+            self.say(f"{env}: {why}; rolling back")
+            rollout = self.start_rollback(rollout, why)
+        return rollout
+
+    def start_rollback(self, rollout: Rollout, why: str) -> Rollout:
+        desired, _ = self.state.desired(rollout.env)
+        fleet = self.ctx.fleet
+        env_index = fleet.env_names().index(rollout.env)
+        batch = fleet.environments[env_index].batch_size
+        plan: dict[str, list[Groups]] = {}
+        for role in rollout.roles:
+            now_groups = desired.get(role, {})
+            previous = rollout.previous.get(role, "")
+            if previous:
+                plan[role] = steps(now_groups, previous, fleet.roles[role].count[rollout.env],
+                                   batch)
+            else:  # nothing ran before: remove the new nodes
+                plan[role] = [{**now_groups, rollout.version: 0}]
+        self.event("rollback", rollout.env, rollout=rollout.id, version=rollout.version,
+                   to=rollout.previous, reason=why)
+        back = rollout.move(RolloutState.ROLLING_BACK, plan=plan, step=0, reason=why,
+                            groups={r: desired.get(r, {}) for r in rollout.roles})
+        self.state.save_rollout(back)
+        return back
+
+    def finish(self, rollout: Rollout) -> Rollout:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        if rollout.state is RolloutState.ROLLING:
+            for role in rollout.roles:
+                self.state.set_channel(rollout.env, role, Channel(
+                    rollout.version, rollout.previous.get(role, ""), stamp))
+            done = rollout.move(RolloutState.DONE)
+            self.event("promoted", rollout.env, rollout=rollout.id, version=rollout.version,
+                       roles=list(rollout.roles), previous=rollout.previous)
+        else:
+            done = rollout.move(RolloutState.ROLLED_BACK)
+            self.event("rolled-back", rollout.env, rollout=rollout.id, version=rollout.version,
+                       to=rollout.previous, reason=rollout.reason)
+        self.state.save_rollout(done)
+        return done
+
+
+def _who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _check_env(ctx: Context, env: str) -> None:
+    if env not in ctx.fleet.env_names():
+        raise PromotionError(f'unknown environment "{env}"{did_you_mean(env, ctx.fleet.env_names())}',
+                             f"environments: {' -> '.join(ctx.fleet.env_names())}")
+
+
+def _seconds_since(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
+def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: bool = False,
+            force: bool = False, reason: str = "", say: Say,
+            step_timeout: float = STEP_TIMEOUT, rollback: bool = False) -> PromotionReport:
+    started = time.monotonic()
+    _check_env(ctx, env)
+    check_version(version)
+    if force and not reason.strip():
+        raise PromotionError("--force needs --reason TEXT", "say why the gates are skipped")
+    p = Promoter(ctx, say, step_timeout)
+    fleet = ctx.fleet
+    cattle_roles = [r for r in fleet.roles.values() if r.cls.value == "cattle"]
+    baked = {r.name: p.record(r.name, version) for r in cattle_roles}
+    chosen = promotable_roles(fleet, baked, roles)
+    hard = [m for r in chosen for m in image_problems(r, version, p.record(r, version))]
+    soft: list[str] = []
+    if not rollback:
+        index = fleet.env_names().index(env)
+        previous_env = fleet.env_names()[index - 1] if index else ""
+        for role in chosen:
+            before = p.state.channel(previous_env, role) if previous_env else None
+            passing = False
+            if before is not None and previous_env:
+                want = fleet.roles[role].count[previous_env]
+                seen = cattle.health(ctx, p.services(role), previous_env, role)
+                passing = seen.passing_of(before.version) >= want
+            soft += gate(fleet, env, role, version, before, passing,
+                         _seconds_since(before.since) if before else None)
+    if hard or (soft and not force):
+        problems = hard + soft
+        p.event("refused", env, version=version, roles=chosen, problems=problems)
+        fix = ("bake it, or promote another version" if hard else
+               "meet the gate, or skip it with --force --reason TEXT (recorded)")
+        raise PromotionError(f"promotion of {version} to {env} refused: {problems[0]}"
+                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                             fix)
+    with env_lock(p.consul, fleet.kv_prefix, env, wait=wait):
+        unfinished = p.state.rollout(env)
+        if unfinished is not None and not unfinished.finished:
+            say(f"{env}: carrying on rollout {unfinished.id} of {unfinished.version} "
+                f"({unfinished.state}, step {unfinished.step}) left unfinished")
+            p.event("resume", env, rollout=unfinished.id, state=unfinished.state.value,
+                    step=unfinished.step)
+            unfinished = p.run(unfinished, resume=True)
+        desired, _ = p.state.desired(env)
+        batch = fleet.environments[fleet.env_names().index(env)].batch_size
+        previous = {}
+        for role in chosen:
+            channel = p.state.channel(env, role)
+            previous[role] = channel.version if channel else ""
+        plan = {r: steps(desired.get(r, {}), version, fleet.roles[r].count[env], batch)
+                for r in chosen}
+        rollout = Rollout(
+            id=uuid.uuid4().hex[:12], env=env, version=version, roles=tuple(chosen),
+            previous=previous, plan=plan, step=0, state=RolloutState.ROLLING,
+            started_by=_who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            reason=reason, groups={r: desired.get(r, {}) for r in chosen})
+        p.event("rollback-to" if rollback else "promote", env, rollout=rollout.id,
+                version=version, roles=chosen, previous=previous, forced=force and bool(soft),
+                reason=reason, skipped_gates=soft if force else [])
+        p.state.save_rollout(rollout)
+        say(f"{env}: rolling {', '.join(chosen)} to {version} in {rollout.total_steps()} step(s)")
+        final = p.run(rollout)
+    report = PromotionReport(env, version, tuple(chosen), final.state, final.id,
+                             final.total_steps(), round(time.monotonic() - started, 1),
+                             final.reason)
+    if final.state is RolloutState.ROLLED_BACK:
+        back = ", ".join(f"{r} {v or '(none)'}" for r, v in final.previous.items())
+        raise PromotionError(f"promotion of {version} to {env} failed and was rolled back "
+                             f"({final.reason}); {env} runs {back}",
+                             "see fleet history and the nodes' logs")
+    return report
+
+
+def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
+             step_timeout: float = STEP_TIMEOUT) -> list[PromotionReport]:
+    """Back to each role's previous version in ENV, through the same rollout machinery."""
+    _check_env(ctx, env)
+    state = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix)
+    chosen = roles or [r.name for r in ctx.fleet.roles.values()
+                       if r.cls.value == "cattle" and state.channel(env, r.name) is not None]
+    by_version: dict[str, list[str]] = {}
+    for role in chosen:
+        channel = state.channel(env, role)
+        if channel is None or not channel.previous:
+            raise PromotionError(f"{role} has no previous version in {env} to roll back to")
+        by_version.setdefault(channel.previous, []).append(role)
+    if not by_version:
+        raise PromotionError(f"nothing has been promoted to {env}")
+    return [promote(ctx, version, env, names, wait=wait, say=say, step_timeout=step_timeout,
+                    rollback=True) for version, names in by_version.items()]

@@ -1,0 +1,68 @@
+"""fleet status / history: what runs where, from Consul; and what happened, from the history."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.model.definition import RoleClass
+from fleet.workflows import cattle
+from fleet.workflows.context import Context
+from fleet.workflows.promote import _check_env
+from fleet.workflows.state import FleetState
+
+
+@dataclass(frozen=True)
+class RoleStatus:
+    env: str
+    role: str
+    channel: str                  # the version the environment should run ('' if none yet)
+    desired: dict[str, int]       # version -> nodes Terraform is asked for
+    passing: dict[str, int]       # version -> nodes passing every check in Consul
+    failing: dict[str, int]       # version -> nodes registered but not passing
+    traffic_share: float | None   # canary environments: percent of the role's traffic
+
+
+def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
+    for env in envs:
+        _check_env(ctx, env)
+    fleet = ctx.fleet
+    consul = cattle.consul(ctx)
+    state = FleetState(consul, fleet.kv_prefix)
+    tag = f"fleet:{fleet.name}"
+    last = fleet.env_names()[-1]
+    out = []
+    for env in envs or list(fleet.env_names()):
+        desired, _ = state.desired(env)
+        canary = fleet.environments[fleet.env_names().index(env)].canary_weight > 0
+        for role in fleet.roles.values():
+            if role.cls is not RoleClass.CATTLE:
+                continue
+            instances = [i for s in role.services for i in consul.instances(s.name, tag)
+                         if i.meta.get("role") == role.name]
+            health = cattle.health(ctx, [s.name for s in role.services], env, role.name)
+            share = None
+            if canary and env != last:
+                mine = sum(i.weight for i in instances if i.passing and i.meta.get("env") == env)
+                rest = sum(i.weight for i in instances if i.passing and i.meta.get("env") == last)
+                share = round(100 * mine / (mine + rest), 1) if mine + rest else None
+            channel = state.channel(env, role.name)
+            out.append(RoleStatus(
+                env, role.name, channel.version if channel else "",
+                {v: n for v, n in desired.get(role.name, {}).items() if n},
+                dict(Counter(health.passing.values())), dict(Counter(health.failing.values())),
+                share))
+    return out
+
+
+def history(ctx: Context, env: str | None, role: str | None) -> list[dict[str, Any]]:
+    if env:
+        _check_env(ctx, env)
+    events = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix).history()
+
+    def about(event: dict[str, Any]) -> bool:
+        roles = event.get("roles") or list((event.get("groups") or {}).keys())  # events differ
+        return (env is None or event["env"] == env) and (role is None or role in roles)
+
+    return [e for e in events if about(e)]

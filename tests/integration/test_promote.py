@@ -1,0 +1,206 @@
+"""fleet promote / rollback / history / status against the real lab: Terraform really replaces
+the nodes, Consul really gates each step."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from fleet.workflows import cattle
+from fleet.workflows.context import load
+from tests.conftest import ROOT, FleetCopy
+
+pytestmark = pytest.mark.lab
+
+
+def quick(copy: FleetCopy) -> None:
+    """Short soaks so a test can walk the environments."""
+    for soak in ('soak = "30s"', 'soak = "1m"'):
+        copy.edit("fleet.toml", soak, 'soak = "1s"')
+
+
+def bake(copy: FleetCopy, version: str, role: str = "web") -> str:
+    run = copy.run("bake", role, "--version", version, "--json")
+    assert run.code == 0, run.stderr
+    return str(json.loads(run.stdout)["results"][0]["artifact"])
+
+
+def containers(copy: FleetCopy, env: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return sorted(n for n in out if n.startswith(f"{copy.name}-web-{env}-"))
+
+
+def passing(copy: FleetCopy, env: str) -> dict[str, str]:
+    ctx = load(copy.file, copy.env)
+    return cattle.health(ctx, ["web"], env, "web").passing
+
+
+def events(copy: FleetCopy, *args: str) -> list[dict[str, Any]]:
+    run = copy.run("history", *args, "--json")
+    assert run.code == 0, run.stderr
+    return list(run.json())
+
+
+def teardown(copy: FleetCopy) -> None:
+    ctx = load(copy.file, copy.env)
+    for env in ctx.fleet.env_names():
+        cattle.apply(ctx, env, [])
+
+
+def test_promote_through_environments_then_roll_back(lab: Any, fleet_copy: FleetCopy) -> None:
+    quick(fleet_copy)
+    bake(fleet_copy, "v1")
+    try:
+        early = fleet_copy.run("promote", "v1", "--to", "production", "--role", "web")
+        assert early.code == 1
+        assert "has not been promoted to staging first" in early.stderr
+
+        for env, count in (("canary", 1), ("staging", 1), ("production", 2)):
+            run = fleet_copy.run("promote", "v1", "--to", env, "--role", "web", "--json")
+            assert run.code == 0, run.stderr
+            assert run.json()[0]["state"] == "done"
+            assert passing(fleet_copy, env) == {
+                f"{fleet_copy.name}-web-{env}-v1-{i}": "v1" for i in range(count)}
+            time.sleep(1.2)  # the soak of this environment
+
+        bake(fleet_copy, "v2")  # same inputs: the same image under a new version
+        fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo v3\ninstall_services")
+        bake(fleet_copy, "v3")
+        run = fleet_copy.run("promote", "v3", "--to", "canary", "--role", "web")
+        assert run.code == 0, run.stderr
+        assert containers(fleet_copy, "canary") == [f"{fleet_copy.name}-web-canary-v3-0"]
+        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v3-0": "v3"}
+
+        status = fleet_copy.run("status", "canary", "--json").json()
+        web = next(r for r in status if r["role"] == "web")
+        assert web["channel"] == "v3" and web["passing"] == {"v3": 1}
+        assert web["traffic_share"] == pytest.approx(10, abs=0.5)  # 1 canary node vs 2 in prod
+
+        back = fleet_copy.run("rollback", "canary", "--role", "web", "--json")
+        assert back.code == 0, back.stderr
+        assert back.json()[0]["version"] == "v1"
+        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+
+        kinds = [e["event"] for e in events(fleet_copy, "canary", "--role", "web")]
+        assert kinds.count("promoted") == 3 and "rollback-to" in kinds
+        assert "refused" in [e["event"] for e in events(fleet_copy, "production")]
+    finally:
+        teardown(fleet_copy)
+
+
+def test_failing_nodes_are_rolled_back_by_themselves(lab: Any, fleet_copy: FleetCopy) -> None:
+    bake(fleet_copy, "v1")
+    fleet_copy.edit("packer/scripts/web.sh", "install_services", "FLEET_SERVICES=''\ninstall_services")
+    bake(fleet_copy, "broken")  # boots, but nothing listens on the web port
+    try:
+        assert fleet_copy.run("promote", "v1", "--to", "canary", "--role", "web").code == 0
+        run = fleet_copy.run("promote", "broken", "--to", "canary", "--role", "web",
+                             "--step-timeout", "8")
+        assert run.code == 1
+        assert "failed and was rolled back" in run.stderr
+        assert "web:broken in canary: 0 of 1 node(s) passing after 8s" in run.stderr
+        assert "canary runs web v1" in run.stderr
+        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+        assert containers(fleet_copy, "canary") == [f"{fleet_copy.name}-web-canary-v1-0"]
+        status = fleet_copy.run("status", "canary", "--json").json()
+        assert next(r for r in status if r["role"] == "web")["channel"] == "v1"
+        kinds = [e["event"] for e in events(fleet_copy, "canary")]
+        assert kinds[-3:] == ["rollback", "rollback-step", "gate"] or "rolled-back" in kinds
+    finally:
+        teardown(fleet_copy)
+
+
+def test_bad_input_is_one_line(lab: Any, fleet_copy: FleetCopy) -> None:
+    bake(fleet_copy, "v1")
+    for args, message in (
+        (("promote", "v1", "--to", "canery"), 'unknown environment "canery" (did you mean "canary"?)'),
+        (("promote", "v9", "--to", "canary", "--role", "web"), "web:v9 is not baked"),
+        (("promote", "v1", "--to", "canary", "--role", "gitaly"), "gitaly is a pet"),
+        (("promote", "v1", "--to", "staging", "--role", "web", "--force"), "--force needs --reason"),
+        (("rollback", "canary", "--role", "web"), "web has no previous version in canary"),
+    ):
+        run = fleet_copy.run(*args)
+        assert run.code == 1, args
+        assert message in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_concurrent_promotes_serialize(lab: Any, fleet_copy: FleetCopy) -> None:
+    bake(fleet_copy, "v1")
+    bake(fleet_copy, "v1", role="api")
+    argv = [sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "promote", "v1", "--to",
+            "canary", "--wait", "--role"]
+    env = {**os.environ, **fleet_copy.env}
+    try:
+        procs = [subprocess.Popen([*argv, role], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for role in ("web", "api")]
+        for proc in procs:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        history = [e for e in events(fleet_copy, "canary") if "rollout" in e]
+        order = [e["rollout"] for e in history]
+        first, second = dict.fromkeys(order)
+        assert order == [first] * order.count(first) + [second] * order.count(second), \
+            "two rollouts of one environment interleaved"
+    finally:
+        teardown(fleet_copy)
+
+
+def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy) -> None:
+    fleet_copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.web.",
+                    "count = { canary = 3, staging = 1, production = 2 }\n\n[roles.web.")
+    fleet_copy.edit("fleet.toml", "min_healthy_percent = 0", "min_healthy_percent = 100")
+    bake(fleet_copy, "v1")
+    fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo v2\ninstall_services")
+    bake(fleet_copy, "v2")
+    lowest: list[int] = []
+    stop = threading.Event()
+    try:
+        assert fleet_copy.run("promote", "v1", "--to", "canary", "--role", "web").code == 0
+
+        def sample() -> None:
+            while not stop.is_set():
+                lowest.append(len(passing(fleet_copy, "canary")))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        proc = subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(fleet_copy.file),
+                                 "promote", "v2", "--to", "canary", "--role", "web"], cwd=ROOT,
+                                env={**os.environ, **fleet_copy.env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+
+        def first_step_passed() -> bool:
+            seen = events(fleet_copy, "canary")
+            ids = {e["rollout"] for e in seen if e["event"] == "promote" and e["version"] == "v2"}
+            return any(e["event"] == "gate" and e.get("rollout") in ids and e["step"] == 1
+                       and e["passed"] for e in seen)
+
+        while not first_step_passed():
+            assert time.monotonic() < deadline, "the rollout never passed its first step"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+        rerun = fleet_copy.run("promote", "v2", "--to", "canary", "--role", "web", "--wait")
+        assert rerun.code == 0, rerun.stderr
+        assert "carrying on rollout" in rerun.stderr
+        stop.set()
+        sampler.join()
+        assert passing(fleet_copy, "canary") == {
+            f"{fleet_copy.name}-web-canary-v2-{i}": "v2" for i in range(3)}
+        assert len(lowest) > 10 and min(lowest) >= 3, f"the floor broke: {lowest}"
+        assert "resume" in [e["event"] for e in events(fleet_copy, "canary")]
+    finally:
+        stop.set()
+        teardown(fleet_copy)

@@ -1,0 +1,122 @@
+"""Promotion rules, rollout steps and the rollout state machine: pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.model.definition import parse
+from fleet.model.image import ImageRecord
+from fleet.model.promotion import (
+    Channel,
+    PromotionError,
+    Rollout,
+    RolloutState,
+    floor,
+    gate,
+    groups_at,
+    image_problems,
+    promotable_roles,
+    steps,
+    weight,
+)
+from tests.conftest import EXAMPLE
+from tests.unit.test_image_model import record
+
+FLEET = parse(EXAMPLE.read_text())
+
+
+def passing_total(groups: dict[str, int], passing_new: int, target: str) -> int:
+    return sum(n for v, n in groups.items() if v != target) + min(passing_new, groups[target])
+
+
+@pytest.mark.parametrize(("current", "count", "batch"), [
+    ({"v1": 3}, 3, 1), ({"v1": 20}, 20, 5), ({"v1": 2}, 2, 2), ({"v1": 1}, 3, 2),
+    ({"v1": 2, "v0": 1}, 2, 1), ({}, 4, 3), ({"v1": 5}, 5, 10),
+])
+def test_steps_never_drop_below_the_count_and_end_on_target(current: dict[str, int], count: int,
+                                                            batch: int) -> None:
+    plan = steps(current, "v2", count, batch)
+    previous = {**current, "v2": 0}
+    for groups in plan:
+        grew = groups["v2"] > previous["v2"]
+        shrank = any(groups.get(v, 0) < n for v, n in previous.items() if v != "v2")
+        assert not (grew and shrank), "an apply must not grow and shrink at once"
+        # before the new nodes of this apply pass, only the previous ones count
+        assert passing_total(groups, previous["v2"], "v2") >= min(count, sum(current.values()))
+        previous = groups
+    assert plan[-1]["v2"] == count
+    assert all(n == 0 for v, n in plan[-1].items() if v != "v2")
+
+
+def test_batches_bound_each_grow() -> None:
+    plan = steps({"v1": 20}, "v2", 20, 5)
+    assert [g["v2"] for g in plan] == [5, 5, 10, 10, 15, 15, 20, 20]
+    assert [g["v1"] for g in plan] == [20, 15, 15, 10, 10, 5, 5, 0]
+
+
+def test_nothing_to_do_is_no_step() -> None:
+    assert steps({"v1": 2}, "v1", 2, 1) == []
+    assert steps({"v1": 3}, "v1", 1, 1) == [{"v1": 1}]
+
+
+def test_floor() -> None:
+    assert floor(3, 50) == 2 and floor(2, 50) == 1 and floor(5, 0) == 0 and floor(4, 100) == 4
+
+
+def test_gates_follow_the_environment_order_and_soak() -> None:
+    assert gate(FLEET, "canary", "web", "v1", None, False, None) == []
+    (problem,) = gate(FLEET, "production", "web", "v1", None, False, None)
+    assert "has not been promoted to staging first" in problem
+    soaking = Channel("v1", "", "2026-01-01T00:00:00+00:00")
+    (problem,) = gate(FLEET, "staging", "web", "v1", soaking, True, 10)
+    assert "soaked 10s in canary, which needs 30s" in problem
+    (problem,) = gate(FLEET, "staging", "web", "v1", soaking, False, 100)
+    assert "not passing in canary" in problem
+    assert gate(FLEET, "staging", "web", "v1", soaking, True, 31) == []
+
+
+def test_unbaked_and_revoked_images_are_refused() -> None:
+    assert "is not baked" in image_problems("web", "v1", None)[0]
+    revoked: ImageRecord = record("v1", "aaa").revoke("CVE", "2026-01-01")
+    assert "is revoked (CVE)" in image_problems("web", "v1", revoked)[0]
+    assert image_problems("web", "v1", record("v1", "aaa")) == []
+
+
+def test_promotable_roles() -> None:
+    baked = {"web": record("v1", "a"), "api": None, "git": None, "sidekiq": None}
+    assert promotable_roles(FLEET, baked, []) == ["web"]
+    with pytest.raises(PromotionError, match="gitaly is a pet"):
+        promotable_roles(FLEET, baked, ["gitaly"])
+    with pytest.raises(PromotionError, match="no cattle role is baked"):
+        promotable_roles(FLEET, {}, [])
+
+
+def test_canary_weight_gives_the_configured_share() -> None:
+    canary, production = weight(FLEET, "canary", "web"), weight(FLEET, "production", "web")
+    share = 1 * canary / (1 * canary + 2 * production)  # web: 1 canary node, 2 in production
+    assert share == pytest.approx(0.10, abs=0.005)
+    assert weight(FLEET, "staging", "web") == 100
+
+
+def rollout(state: RolloutState = RolloutState.ROLLING) -> Rollout:
+    return Rollout("r1", "canary", "v2", ("web",), {"web": "v1"},
+                   {"web": [{"v1": 1, "v2": 1}, {"v1": 0, "v2": 1}]}, 0, state, "me", "now",
+                   groups={"web": {"v1": 1}})
+
+
+def test_rollout_state_machine_refuses_illegal_moves() -> None:
+    done = rollout().move(RolloutState.DONE)
+    with pytest.raises(PromotionError, match="cannot go from done to rolling"):
+        done.move(RolloutState.ROLLING)
+    back = rollout().move(RolloutState.ROLLING_BACK)
+    with pytest.raises(PromotionError):
+        back.move(RolloutState.DONE)
+    assert back.move(RolloutState.ROLLED_BACK).finished
+
+
+def test_rollout_round_trips_and_knows_its_groups() -> None:
+    r = rollout()
+    assert Rollout.from_json(r.to_json()) == r
+    assert groups_at(r, "web", 0) == {"v1": 1}
+    assert groups_at(r, "web", 2) == {"v1": 0, "v2": 1}
+    assert groups_at(r, "web", 9) == {"v1": 0, "v2": 1}
