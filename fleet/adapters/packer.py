@@ -1,8 +1,5 @@
-"""Packer through `packer build -machine-readable`: build argv, run, parse the CSV stream strictly.
-
-Each line is `timestamp,target,type,data...`; commas inside data are `%!(PACKER_COMMA)` and
-newlines are a literal backslash-n (https://developer.hashicorp.com/packer/docs/commands#machine-readable-output).
-"""
+"""Packer through `packer build -machine-readable`: build argv, run, parse the CSV stream strictly
+(the format is in fleet/adapters/machinereadable.py)."""
 
 from __future__ import annotations
 
@@ -12,25 +9,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.adapters import process
+from fleet.adapters import machinereadable, process
+from fleet.adapters.machinereadable import Line as Line  # re-exported: build() hands these out
 from fleet.errors import CommandFailed
 
 VarValue = str | list[str] | dict[str, str]
-LINE = re.compile(r"^(\d+),([^,]*),([^,]+),?(.*)$")
+COMMA = "%!(PACKER_COMMA)"
 
 
 def version() -> str:
     """'1.6.6' from 'Packer v1.6.6'."""
     out = process.run(["packer", "version"], timeout=30).stdout.split()
     return out[1].lstrip("v")
-
-
-@dataclass(frozen=True)
-class Line:
-    timestamp: int
-    target: str
-    kind: str
-    data: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -48,17 +38,8 @@ class BuildOutput:
     stray: tuple[str, ...]        # lines outside the format (a crash, a stray print)
 
 
-def unescape(field: str) -> str:
-    return field.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r")
-
-
 def parse_line(raw: str) -> Line | None:
-    match = LINE.match(raw)
-    if match is None:
-        return None
-    stamp, target, kind, rest = match.groups()
-    data = tuple(unescape(f) for f in rest.split(",")) if rest else ()
-    return Line(int(stamp), target, kind, data)
+    return machinereadable.parse_line(raw, COMMA)
 
 
 def parse_build(text: str) -> BuildOutput:
