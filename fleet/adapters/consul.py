@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +31,24 @@ class Instance:
     meta: dict[str, str]
     passing: bool      # every check of the instance and its node passes
     weight: int        # Weights.Passing
+
+
+class Health(StrEnum):
+    PASSING = "passing"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    MAINTENANCE = "maintenance"
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """One health check on one node: the node's own (serfHealth) or one of its services'."""
+
+    check_id: str
+    name: str
+    service: str       # '' for a check of the node itself
+    status: Health
+    output: str
 
 
 class Consul:
@@ -86,6 +105,12 @@ class Consul:
             passing=all(c["Status"] == "passing" for c in i["Checks"]),
             weight=int(i["Service"]["Weights"]["Passing"]),
         ) for i in items]
+
+    def node_checks(self, node: str) -> builtins.list[NodeCheck]:
+        """Every check on a node; [] while the node has not joined."""
+        _, items = self._call(f"health of node {node}", self._client.health.node, node)
+        return [NodeCheck(i["CheckID"], i["Name"], i["ServiceName"], Health(i["Status"]),
+                          i["Output"]) for i in items]
 
     def put(self, key: str, value: bytes | str, *, cas: int) -> bool:
         """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""

@@ -109,3 +109,20 @@ def remove_container(container: str) -> None:
 
 def export_argv(container: str) -> list[str]:
     return ["docker", "export", container]
+
+
+def container_exists(name: str) -> bool:
+    result = process.run(["docker", "container", "inspect", "--format", "{{.Id}}", name],
+                         check=False, timeout=30)
+    return result.returncode == 0
+
+
+def stop_and_remove(name: str) -> None:
+    """Stop a container gracefully (its node leaves Consul), then remove it."""
+    process.run(["docker", "stop", "--time", "10", name], check=False, timeout=60)
+    remove_container(name)
+
+
+def read_file(container: str, path: str) -> str:
+    """A small text file inside a running container."""
+    return process.run(["docker", "exec", container, "cat", path], timeout=30).stdout
