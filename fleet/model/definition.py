@@ -51,6 +51,9 @@ class Scalar(Node):
 
 
 SETTING = r"[a-z][a-z0-9_]*"
+# The environment of nodes fleet boots outside the fleet's own environments: `fleet verify`'s
+# and the Vagrantfile's (fleet/model/verification.py). No environment of a fleet may take one.
+LOCAL_ENVS = ("verify", "vagrant")
 NAME_DOC = "a name of lower-case letters, digits and '-'"
 URL = Str(pattern=r"https?://[A-Za-z0-9.\-]+(:\d+)?", pattern_doc="an http(s)://host:port address")
 
@@ -127,6 +130,8 @@ ENVIRONMENT = Table(
         "min_healthy_percent": Int(minimum=0, maximum=100),
         "batch_size": Int(minimum=1),
         "manual_approval": Bool(),
+        "require_verify": Bool(doc="a version enters only after its exact image passed "
+                                   "`fleet verify` (its latest verify)"),
     },
     required=("name",),
 )
@@ -192,6 +197,7 @@ class Environment:
     min_healthy_percent: int
     batch_size: int
     manual_approval: bool
+    require_verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -298,6 +304,9 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
     envs = [e["name"] for e in data["environments"]]
     seen_env: dict[str, int] = {}
     for i, name in enumerate(envs):
+        if name in LOCAL_ENVS:
+            found.append((f"environments[{i}].name",
+                          f'"{name}" is reserved for the nodes of fleet verify and the Vagrantfile'))
         if name in seen_env:
             found.append((f"environments[{i}].name",
                           f'duplicate environment "{name}" (also environments[{seen_env[name]}])'))
@@ -409,6 +418,7 @@ def build(data: Mapping[str, Any]) -> Fleet:
             min_healthy_percent=e.get("min_healthy_percent", 100),
             batch_size=e.get("batch_size", 1),
             manual_approval=e.get("manual_approval", False),
+            require_verify=e.get("require_verify", False),
         )
         for e in data["environments"]
     )

@@ -144,3 +144,9 @@ def decide(records: Iterable[ImageRecord], digest: str, version: str | None, reb
         newest = max(same, key=lambda r: r.baked_at)
         return Decision(Action.CACHED, newest.version, newest)
     return Decision(Action.BUILD, derive_version(describe(), by_version))
+
+
+def current(records: Iterable[ImageRecord]) -> ImageRecord | None:
+    """A role's current image: its newest record that is not revoked (None if there is none)."""
+    usable = [r for r in records if not r.revoked]
+    return max(usable, key=lambda r: (r.baked_at, r.version)) if usable else None

@@ -19,12 +19,10 @@ the aws template and records nothing: an AMI is built in a real account.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import hmac
 import json
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -44,7 +42,7 @@ from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide,
 from fleet.model.spec import did_you_mean
 from fleet.workflows import baseimage, memo
 from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context
+from fleet.workflows.context import Context, who
 
 Say = Callable[[str, str], None]  # (role, what is happening)
 
@@ -138,16 +136,7 @@ class Bakery:
         """The lab's secret values, read once from Vault; the scan fails closed without them."""
         with self._lock:
             if self._needles is None:
-                if self.ctx.vault_token is None:
-                    raise DependencyDown("no Vault token to read the lab's secrets for the "
-                                         "secret scan", "set VAULT_TOKEN or run `fleet lab up`")
-                vault = Vault(self.ctx.vault_addr, self.ctx.vault_token.reveal())
-                mount = self.ctx.fleet.secrets_mount
-                pairs = [(f"{mount}/{path}:{key}", value)
-                         for path, data in vault.kv_walk(mount) for key, value in data.items()]
-                self._needles = secretscan.needles(pairs)
-                self._needles.update(secretscan.needles([
-                    ("the Vault token fleet uses", self.ctx.vault_token.reveal())]))
+                self._needles = secret_needles(self.ctx)
             return self._needles
 
     def tag(self, role: str, version: str, artifact: str) -> str:
@@ -159,6 +148,19 @@ class Bakery:
     def log_path(self, role: str) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
         return self.ctx.state_dir / "logs" / "bake" / f"{role}-{stamp}.log"
+
+
+def secret_needles(ctx: Context) -> dict[bytes, str]:
+    """Every value stored under the fleet's Vault mount, and the Vault token fleet uses, by
+    value; a secret scan fails closed without them (also used by `fleet verify`'s suite)."""
+    if ctx.vault_token is None:
+        raise DependencyDown("no Vault token to read the lab's secrets for the secret scan",
+                             "set VAULT_TOKEN or run `fleet lab up`")
+    vault = Vault(ctx.vault_addr, ctx.vault_token.reveal())
+    mount = ctx.fleet.secrets_mount
+    pairs = [(f"{mount}/{path}:{key}", value)
+             for path, data in vault.kv_walk(mount) for key, value in data.items()]
+    return secretscan.needles([*pairs, ("the Vault token fleet uses", ctx.vault_token.reveal())])
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -331,7 +333,7 @@ def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
                          "bake a new version (--rebake) to make it again")
     detail = "same inputs"
     if decision.action is Action.ALIAS:
-        record = replace(existing, version=decision.version, baked_at=_now(), baked_by=_who())
+        record = replace(existing, version=decision.version, baked_at=_now(), baked_by=who())
         if not b.catalog.create(record):
             return _lost_race(b, role, decision.version, existing.digest, existing.artifact)
         detail = f"same inputs as {existing.ref}"
@@ -374,7 +376,7 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
             role=role.name, version=version, digest=digest, artifact=artifact, target="lab",
             builder="docker", base_ref=base_ref, base_id=base_id,
             git_commit=b.revision.commit, git_dirty=b.revision.dirty,
-            packer_version=b.packer_version, baked_at=_now(), baked_by=_who())
+            packer_version=b.packer_version, baked_at=_now(), baked_by=who())
         if not b.catalog.create(record):
             docker.remove_image(artifact)
             return _lost_race(b, role, version, digest, None)
@@ -473,10 +475,6 @@ def _scrub_log(b: Bakery, log: Path) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 # ---- the command -------------------------------------------------------------------------

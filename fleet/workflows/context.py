@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,11 @@ class Context:
     def state_dir(self) -> Path:
         """Local lab state, keys and logs: .fleet/ beside fleet.toml, never committed."""
         return self.root / ".fleet"
+
+
+def who() -> str:
+    """user@host: who did it, as catalog records and verdicts name them."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def read_text(file: Path) -> str:

@@ -34,6 +34,7 @@ from fleet.workflows import baseimage
 from fleet.workflows.context import Context
 
 Progress = Callable[[str], None]
+DATACENTER = "lab"  # the Consul datacenter of the lab's server; nodes are told to join it
 
 
 class PartState(StrEnum):
@@ -204,7 +205,7 @@ def _consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list
         p.consul_data.mkdir(parents=True, exist_ok=True)
         _start(p, "consul", [
             "consul", "agent", "-server", "-bootstrap-expect=1", "-node=lab-server",
-            "-datacenter=lab", f"-data-dir={p.consul_data}", f"-bind={net.gateway}",
+            f"-datacenter={DATACENTER}", f"-data-dir={p.consul_data}", f"-bind={net.gateway}",
             f"-advertise={net.gateway}", f"-client=127.0.0.1 {net.gateway}",
             f"-http-port={_port(ctx.consul_addr)}", "-dns-port=-1", "-log-level=info",
         ])
