@@ -187,12 +187,6 @@ def destroy(project: Project, machines: Sequence[str], *, log: Path, timeout: fl
     _run(project, destroy_argv(machines), log, timeout)
 
 
-def status(project: Project) -> tuple[Machine, ...]:
-    result = process.run(["vagrant", "status", "--machine-readable"], env=project.environ(),
-                         timeout=120)
-    return parse_status(result.stdout)
-
-
 def ssh_config(project: Project, machine: str) -> SSHConfig:
     result = process.run(["vagrant", "ssh-config", machine], env=project.environ(), timeout=120,
                          fix=f"is the machine {machine} up? (vagrant status)")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fleet.adapters import vagrant
 from fleet.adapters.consul import Consul
 from fleet.model.verification import verify_problems
 from fleet.workflows.context import load
@@ -111,30 +112,31 @@ def test_vagrant_up_status_ssh_destroy_from_the_repo_root(fleet_copy: FleetCopy,
     env = {**os.environ, **copy.env, "FLEET_FILE": str(copy.file),
            "VAGRANT_DOTFILE_PATH": str(tmp_path / "vagrant")}
 
-    def vagrant(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["vagrant", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300, stdin=subprocess.DEVNULL)
 
+    def states() -> dict[str, vagrant.State]:
+        status = run("status", "--machine-readable")
+        assert status.returncode == 0, status.stderr
+        return {m.name: m.state for m in vagrant.parse_status(status.stdout)}
+
     roles = ["api", "git", "sidekiq", "web"]
     try:
-        up = vagrant("up")
+        up = run("up")
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr
-        status = vagrant("status", "--machine-readable")
-        states = {line.split(",")[1]: line.split(",")[3] for line in status.stdout.splitlines()
-                  if line.split(",")[2] == "state"}
-        assert states == dict.fromkeys(roles, "running")
+        assert states() == dict.fromkeys(roles, vagrant.State.RUNNING)
         assert containers(f"{copy.name}-") == [f"{copy.name}-{r}-vagrant-v1-0" for r in roles]
-        ssh = vagrant("ssh", "web", "-c", "hostname; curl -fsS http://127.0.0.1:8080/")
+        ssh = run("ssh", "web", "-c", "hostname; curl -fsS http://127.0.0.1:8080/")
         assert ssh.returncode == 0, ssh.stderr
         hostname, body = ssh.stdout.strip().splitlines()
         assert hostname == f"{copy.name}-web-vagrant-v1-0"
         assert json.loads(body)["version"] == "v1"
     finally:
-        destroy = vagrant("destroy", "-f")
+        destroy = run("destroy", "-f")
     assert destroy.returncode == 0, destroy.stderr
     assert containers(f"{copy.name}-") == []
-    status = vagrant("status", "--machine-readable")
-    assert status.stdout.count(",state,not_created") == 4
+    assert states() == dict.fromkeys(roles, vagrant.State.NOT_CREATED)
 
 
 def test_bad_input_is_one_line_and_starts_nothing(fleet_copy: FleetCopy, tmp_path: Path,
