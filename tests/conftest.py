@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 EXAMPLE = ROOT / "fleet.toml"
 
 
@@ -34,6 +37,15 @@ def fleet(*args: str, file: Path = EXAMPLE, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def eventually(read: Callable[[], T], expected: T, timeout: float = 20) -> T:
+    """What read() returns once it equals expected, or its last answer after timeout: for
+    what settles after a command returns (a removed node drains, as a cloud instance does)."""
+    deadline = time.monotonic() + timeout
+    while (seen := read()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return seen
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +98,12 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     (root / "fleet.toml").write_text(text)
     env = {"VAULT_TOKEN": lab.vault_token.reveal()}
     yield FleetCopy(root, name, env)
-    leftovers = [n for n in docker.lab_containers() if n.startswith(f"{name}-")]
-    docker.remove_containers(leftovers)
+    def leftovers() -> list[str]:
+        return [n for n in docker.lab_containers() if n.startswith(f"{name}-")]
+
+    for node in leftovers():  # some may be draining away by themselves meanwhile
+        docker.remove_container(node)
+    assert eventually(leftovers, []) == []
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")

@@ -43,20 +43,35 @@ def run(
     timeout: float | None = None,
     input_text: str | None = None,
     fix: str = "",
+    outlive: Path | None = None,
 ) -> Result:
-    """Run argv to completion; raise CommandFailed on a non-zero exit when check is set."""
+    """Run argv to completion; raise CommandFailed on a non-zero exit when check is set.
+
+    With `outlive` (a directory), the child writes its output to files there instead of pipes
+    to us, so it finishes its work even if we are killed (a pipe whose reader died would kill
+    it with SIGPIPE at its next line, half-way through, say, a Terraform apply).
+    """
     full_env = child_env(env)
     try:
-        proc = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            env=full_env,
-            cwd=cwd,
-            timeout=timeout,
-            input=input_text,
-            check=False,
-        )
+        with contextlib.ExitStack() as files:
+            sinks: dict[str, object] = {"capture_output": True}
+            if outlive is not None:
+                outlive.mkdir(parents=True, exist_ok=True)
+                sinks = {name: files.enter_context((outlive / f"{name}.log").open("w+"))
+                         for name in ("stdout", "stderr")}
+            proc = subprocess.run(
+                list(argv),
+                text=True,
+                env=full_env,
+                cwd=cwd,
+                timeout=timeout,
+                input=input_text,
+                check=False,
+                **sinks,  # type: ignore[call-overload]  # pipes, or files that outlive us
+            )
+            if outlive is not None:
+                proc.stdout, proc.stderr = ((outlive / f"{n}.log").read_text()
+                                            for n in ("stdout", "stderr"))
     except FileNotFoundError as exc:
         raise DependencyDown(
             f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"

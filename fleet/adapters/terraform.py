@@ -45,7 +45,9 @@ class Workspace:
 
     def run(self, *args: str, timeout: float = 900) -> process.Result:
         argv = ["terraform", f"-chdir={self.module}", *args]
-        result = process.run(argv, check=False, env=self.env(), timeout=timeout)
+        # output to files: a fleet killed mid-apply must not take Terraform down with it
+        result = process.run(argv, check=False, env=self.env(), timeout=timeout,
+                             outlive=self.data_dir / "output")
         if result.returncode != 0:
             raise CommandFailed(argv[:3], result.returncode, _error_lines(result.stderr),
                                 _fix(result.stderr))
@@ -62,14 +64,18 @@ class Workspace:
                  f"-backend-config=path={self.state_path}",
                  "-backend-config=lock=true", "-reconfigure")
 
-    def apply(self, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply the module with these variables; return its outputs."""
+    def apply(self, variables: Mapping[str, Any], *, refresh: bool = True) -> dict[str, Any]:
+        """Apply the module with these variables; return its outputs.
+
+        refresh=False skips reading the real resources first: right for a module of
+        terraform_data only (lab cattle), whose refresh reads nothing outside the state.
+        """
         self.init()
         var_file = self.data_dir / "fleet.auto.tfvars.json"
         var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
         # a killed fleet may leave its terraform child finishing an apply: wait for its lock
         self.run("apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=300s",
-                 f"-var-file={var_file}")
+                 f"-refresh={str(refresh).lower()}", f"-var-file={var_file}")
         outputs = json.loads(self.run("output", "-json", "-no-color").stdout)
         return {name: value["value"] for name, value in outputs.items()}
 

@@ -111,37 +111,41 @@ Groups = dict[str, int]   # version -> node count, for one role in one environme
 def steps(current: Mapping[str, int], target: str, count: int, batch: int) -> list[Groups]:
     """Red/black, batch by batch: the desired groups after each Terraform apply.
 
-    Applies alternate: one grows the new group by `batch` (the workflow then waits until those
-    nodes pass), the next shrinks the old groups to what the passing new nodes do not yet
-    cover. An apply never grows and shrinks at once, so an apply cut short (a killed fleet
-    takes its terraform child with it) can lose new nodes but never old ones that nothing
-    replaced: passing nodes stay at or above `count` throughout.
+    Each apply grows the new group by `batch` and, in the same apply, shrinks the old groups
+    to what the new nodes that already passed do not cover yet; the workflow waits until the
+    grown nodes pass before the next apply, and a last apply removes the rest of the old nodes.
+    So passing nodes stay at or above `count` (or what ran before, if less) throughout, also
+    when an apply is cut short: an apply only removes old nodes that passing new ones replaced
+    (see `must_pass`). N nodes in batches of B take ceil(N/B) + 1 applies.
 
     Old groups stay in the result at 0 once empty: they are kept until cleanup, so a rollback
     re-grows them.
     """
     groups: Groups = dict(current)
     groups.setdefault(target, 0)
-
-    def shrink_old(g: Groups) -> Groups:
-        keep = max(0, count - g[target])  # old nodes the new group does not cover yet
-        shrunk = dict(g)
-        for version in sorted(v for v in shrunk if v != target):
-            shrunk[version] = min(shrunk[version], keep)
-            keep -= shrunk[version]
-        return shrunk
-
     out: list[Groups] = []
     while True:
-        grown = {**groups, target: min(count, groups[target] + batch)}
-        if groups[target] > count:
-            grown = {**groups, target: count}  # the group itself scales down
-        for following in (grown, shrink_old(grown)):
-            if following != groups:
-                out.append(following)
-                groups = following
-        if groups[target] == count and shrink_old(groups) == groups:
+        new = groups[target]
+        keep = max(0, count - new)  # old nodes the new group does not cover yet
+        following = {target: min(count, new + batch) if new < count else count}
+        for version in sorted(v for v in groups if v != target):
+            following[version] = min(groups[version], keep)
+            keep -= following[version]
+        if following == groups:
             return out
+        out.append(following)
+        groups = following
+
+
+def must_pass(before: Mapping[str, int], after: Mapping[str, int], target: str,
+              count: int) -> int:
+    """How many nodes of `target` must pass before the apply from `before` to `after` is safe.
+
+    The old nodes the apply removes must be covered by new nodes that already pass; nodes the
+    apply itself creates cannot count, so this is at most the new nodes there are before it.
+    """
+    old_after = sum(n for v, n in after.items() if v != target)
+    return max(0, min(before.get(target, 0), count - old_after))
 
 
 def floor(count: int, min_healthy_percent: int) -> int:

@@ -35,6 +35,7 @@ from fleet.model.promotion import (
     gate,
     groups_at,
     image_problems,
+    must_pass,
     promotable_roles,
     steps,
     weight,
@@ -89,6 +90,10 @@ class Promoter:
     def event(self, event: str, env: str, **fields: object) -> None:
         self.state.record({"event": event, "env": env, "who": _who(), **fields})
 
+    def rollout_event(self, event: str, rollout: Rollout, **fields: object) -> None:
+        """An event of a rollout: it names the rollout and its roles, so history can filter."""
+        self.event(event, rollout.env, rollout=rollout.id, roles=list(rollout.roles), **fields)
+
     # ---- Terraform ----
     def apply(self, env: str, desired: dict[str, Groups]) -> None:
         """Write the desired groups, then make Terraform match them."""
@@ -107,20 +112,34 @@ class Promoter:
                                            image.artifact, count, weight(fleet, env, role))
         cattle.apply(self.ctx, env, wanted)
 
-    def wait(self, env: str, want: dict[str, Groups], version: str) -> tuple[bool, str]:
-        """Until every role has as many passing nodes of `version` as `want` asks."""
-        for role, groups in want.items():
-            target = groups.get(version, 0)
-            if target == 0 or not self.services(role):
-                continue  # nothing new to wait for; a role without services has no checks
-            def enough(seen: cattle.Health, t: int = target) -> bool:
-                return seen.passing_of(version) >= t
+    def wait(self, env: str, role: str, version: str, target: int) -> tuple[bool, str]:
+        """Until `target` nodes of ROLE at VERSION pass every check in ENV, or the step timeout."""
+        if target == 0 or not self.services(role):
+            return True, ""  # nothing to wait for; a role without services has no checks
 
-            met, seen = cattle.wait_passing(self.ctx, self.services(role), env, role, enough,
-                                            self.step_timeout)
-            if not met:
-                return False, (f"{role}:{version} in {env}: {seen.passing_of(version)} of "
-                               f"{target} node(s) passing after {self.step_timeout:.0f}s")
+        def enough(seen: cattle.Health) -> bool:
+            return seen.passing_of(version) >= target
+
+        met, seen = cattle.wait_passing(self.ctx, self.services(role), env, role, enough,
+                                        self.step_timeout)
+        if met:
+            return True, ""
+        return False, (f"{role}:{version} in {env}: {seen.passing_of(version)} of {target} "
+                       f"node(s) passing after {self.step_timeout:.0f}s")
+
+    def gate_step(self, rollout: Rollout, step: int, targets: dict[str, str],
+                  before: bool) -> tuple[bool, str]:
+        """Before an apply: the new nodes that cover the old ones it removes pass (must_pass).
+        After it: every new node of the step passes."""
+        roles = self.ctx.fleet.roles
+        for role, version in targets.items():
+            after = groups_at(rollout, role, step)
+            needed = (must_pass(groups_at(rollout, role, step - 1), after, version,
+                                roles[role].count[rollout.env])
+                      if before else after.get(version, 0))
+            ok, why = self.wait(rollout.env, role, version, needed)
+            if not ok:
+                return False, why
         return True, ""
 
     # ---- running a rollout ----
@@ -143,22 +162,21 @@ class Promoter:
             desired, _ = self.state.desired(env)
             for role in rollout.roles:
                 desired[role] = groups_at(rollout, role, step)
-            target = rollout.previous if rolling_back else {r: rollout.version for r in rollout.roles}
-            self.event("rollback-step" if rolling_back else "step", env, rollout=rollout.id,
-                       step=step, of=total, groups={r: desired[r] for r in rollout.roles})
-            rollout = rollout.move(rollout.state, step=step)
-            self.state.save_rollout(rollout)  # recorded before it is taken
-            self.say(f"{env}: {'rollback ' if rolling_back else ''}step {step}/{total}: "
-                     + ", ".join(f"{r} {desired[r]}" for r in rollout.roles))
-            self.apply(env, desired)
-            ok, why = True, ""
-            for role in rollout.roles:
-                version = target.get(role, "")
-                if version:
-                    ok, why = self.wait(env, {role: desired[role]}, version)
-                    if not ok:
-                        break
-            self.event("gate", env, rollout=rollout.id, step=step, passed=ok, detail=why)
+            targets = rollout.previous if rolling_back else dict.fromkeys(rollout.roles,
+                                                                          rollout.version)
+            targets = {r: v for r, v in targets.items() if v and r in rollout.roles}
+            ok, why = self.gate_step(rollout, step, targets, before=True)
+            if ok:
+                self.rollout_event("rollback-step" if rolling_back else "step", rollout,
+                                   step=step, of=total,
+                                   groups={r: desired[r] for r in rollout.roles})
+                rollout = rollout.move(rollout.state, step=step)
+                self.state.save_rollout(rollout)  # recorded before it is taken
+                self.say(f"{env}: {'rollback ' if rolling_back else ''}step {step}/{total}: "
+                         + ", ".join(f"{r} {_groups(desired[r])}" for r in rollout.roles))
+                self.apply(env, desired)
+                ok, why = self.gate_step(rollout, step, targets, before=False)
+            self.rollout_event("gate", rollout, step=step, passed=ok, detail=why)
             if ok:
                 continue
             if rolling_back:
@@ -183,8 +201,8 @@ class Promoter:
                                    batch)
             else:  # nothing ran before: remove the new nodes
                 plan[role] = [{**now_groups, rollout.version: 0}]
-        self.event("rollback", rollout.env, rollout=rollout.id, version=rollout.version,
-                   to=rollout.previous, reason=why)
+        self.rollout_event("rollback", rollout, version=rollout.version, to=rollout.previous,
+                           reason=why)
         back = rollout.move(RolloutState.ROLLING_BACK, plan=plan, step=0, reason=why,
                             groups={r: desired.get(r, {}) for r in rollout.roles})
         self.state.save_rollout(back)
@@ -197,14 +215,19 @@ class Promoter:
                 self.state.set_channel(rollout.env, role, Channel(
                     rollout.version, rollout.previous.get(role, ""), stamp))
             done = rollout.move(RolloutState.DONE)
-            self.event("promoted", rollout.env, rollout=rollout.id, version=rollout.version,
-                       roles=list(rollout.roles), previous=rollout.previous)
+            self.rollout_event("promoted", rollout, version=rollout.version,
+                               previous=rollout.previous)
         else:
             done = rollout.move(RolloutState.ROLLED_BACK)
-            self.event("rolled-back", rollout.env, rollout=rollout.id, version=rollout.version,
-                       to=rollout.previous, reason=rollout.reason)
+            self.rollout_event("rolled-back", rollout, version=rollout.version,
+                               to=rollout.previous, reason=rollout.reason)
         self.state.save_rollout(done)
         return done
+
+
+def _groups(groups: Groups) -> str:
+    """{'v1': 3, 'v2': 1} -> 'v1=3 v2=1', for progress lines."""
+    return " ".join(f"{v}={n}" for v, n in sorted(groups.items())) or "none"
 
 
 def _who() -> str:
@@ -223,7 +246,14 @@ def _seconds_since(stamp: str) -> float:
 
 def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: bool = False,
             force: bool = False, reason: str = "", say: Say,
-            step_timeout: float = STEP_TIMEOUT, rollback: bool = False) -> PromotionReport:
+            step_timeout: float = STEP_TIMEOUT, rollback: bool = False,
+            approve: Callable[[str], bool] | None = None) -> PromotionReport:
+    """Promote VERSION to ENV for the roles (every cattle role baked at VERSION by default).
+
+    An environment with manual_approval asks `approve` (the CLI: --yes, or a prompt on a
+    terminal); a refusal changes nothing and is recorded. Rollbacks need no approval: they put
+    back what was approved before.
+    """
     started = time.monotonic()
     _check_env(ctx, env)
     check_version(version)
@@ -256,30 +286,46 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         raise PromotionError(f"promotion of {version} to {env} refused: {problems[0]}"
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                              fix)
+    approved = False
+    if fleet.environments[fleet.env_names().index(env)].manual_approval and not rollback:
+        question = f"promote {', '.join(chosen)} to {version} in {env}?"
+        if approve is None or not approve(question):
+            p.event("refused", env, version=version, roles=chosen,
+                    problems=[f"{env} needs manual approval"])
+            raise PromotionError(f"promotion of {version} to {env} needs manual approval",
+                                 "confirm on a terminal, or pass --yes (recorded as approved)")
+        approved = True
     with env_lock(p.consul, fleet.kv_prefix, env, wait=wait):
         unfinished = p.state.rollout(env)
         if unfinished is not None and not unfinished.finished:
             say(f"{env}: carrying on rollout {unfinished.id} of {unfinished.version} "
                 f"({unfinished.state}, step {unfinished.step}) left unfinished")
-            p.event("resume", env, rollout=unfinished.id, state=unfinished.state.value,
-                    step=unfinished.step)
+            p.rollout_event("resume", unfinished, state=unfinished.state.value,
+                            step=unfinished.step)
             unfinished = p.run(unfinished, resume=True)
         desired, _ = p.state.desired(env)
         batch = fleet.environments[fleet.env_names().index(env)].batch_size
         previous = {}
-        for role in chosen:
-            channel = p.state.channel(env, role)
-            previous[role] = channel.version if channel else ""
+        channels = {role: p.state.channel(env, role) for role in chosen}
+        for role, channel in channels.items():
+            # promoting the version already there keeps what ran before it, for rollback
+            previous[role] = ("" if channel is None else
+                              channel.previous if channel.version == version else channel.version)
         plan = {r: steps(desired.get(r, {}), version, fleet.roles[r].count[env], batch)
                 for r in chosen}
+        if not any(plan.values()) and all(c is not None and c.version == version
+                                          for c in channels.values()):
+            say(f"{env}: {', '.join(chosen)} already at {version}: nothing to do")
+            return PromotionReport(env, version, tuple(chosen), RolloutState.DONE, "", 0,
+                                   round(time.monotonic() - started, 1), "already there")
         rollout = Rollout(
             id=uuid.uuid4().hex[:12], env=env, version=version, roles=tuple(chosen),
             previous=previous, plan=plan, step=0, state=RolloutState.ROLLING,
             started_by=_who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             reason=reason, groups={r: desired.get(r, {}) for r in chosen})
-        p.event("rollback-to" if rollback else "promote", env, rollout=rollout.id,
-                version=version, roles=chosen, previous=previous, forced=force and bool(soft),
-                reason=reason, skipped_gates=soft if force else [])
+        p.rollout_event("rollback-to" if rollback else "promote", rollout, version=version,
+                        previous=previous, forced=force and bool(soft), reason=reason,
+                        skipped_gates=soft if force else [], approved=approved)
         p.state.save_rollout(rollout)
         say(f"{env}: rolling {', '.join(chosen)} to {version} in {rollout.total_steps()} step(s)")
         final = p.run(rollout)

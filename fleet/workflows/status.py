@@ -62,7 +62,6 @@ def history(ctx: Context, env: str | None, role: str | None) -> list[dict[str, A
     events = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix).history()
 
     def about(event: dict[str, Any]) -> bool:
-        roles = event.get("roles") or list((event.get("groups") or {}).keys())  # events differ
-        return (env is None or event["env"] == env) and (role is None or role in roles)
+        return (env is None or event["env"] == env) and (role is None or role in event["roles"])
 
     return [e for e in events if about(e)]

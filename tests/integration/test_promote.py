@@ -16,7 +16,7 @@ import pytest
 
 from fleet.workflows import cattle
 from fleet.workflows.context import load
-from tests.conftest import ROOT, FleetCopy
+from tests.conftest import ROOT, FleetCopy, eventually
 
 pytestmark = pytest.mark.lab
 
@@ -44,6 +44,11 @@ def passing(copy: FleetCopy, env: str) -> dict[str, str]:
     return cattle.health(ctx, ["web"], env, "web").passing
 
 
+def settles(copy: FleetCopy, env: str, want: dict[str, str]) -> dict[str, str]:
+    """The passing nodes once removed ones have drained (they leave Consul in a few seconds)."""
+    return eventually(lambda: passing(copy, env), want)
+
+
 def events(copy: FleetCopy, *args: str) -> list[dict[str, Any]]:
     run = copy.run("history", *args, "--json")
     assert run.code == 0, run.stderr
@@ -65,11 +70,16 @@ def test_promote_through_environments_then_roll_back(lab: Any, fleet_copy: Fleet
         assert "has not been promoted to staging first" in early.stderr
 
         for env, count in (("canary", 1), ("staging", 1), ("production", 2)):
-            run = fleet_copy.run("promote", "v1", "--to", env, "--role", "web", "--json")
+            if env == "production":  # manual_approval: no terminal here, so --yes or refused
+                unapproved = fleet_copy.run("promote", "v1", "--to", env, "--role", "web")
+                assert unapproved.code == 1
+                assert "needs manual approval" in unapproved.stderr
+            run = fleet_copy.run("promote", "v1", "--to", env, "--role", "web", "--json",
+                                 "--yes")
             assert run.code == 0, run.stderr
             assert run.json()[0]["state"] == "done"
-            assert passing(fleet_copy, env) == {
-                f"{fleet_copy.name}-web-{env}-v1-{i}": "v1" for i in range(count)}
+            want = {f"{fleet_copy.name}-web-{env}-v1-{i}": "v1" for i in range(count)}
+            assert settles(fleet_copy, env, want) == want
             time.sleep(1.2)  # the soak of this environment
 
         bake(fleet_copy, "v2")  # same inputs: the same image under a new version
@@ -77,8 +87,11 @@ def test_promote_through_environments_then_roll_back(lab: Any, fleet_copy: Fleet
         bake(fleet_copy, "v3")
         run = fleet_copy.run("promote", "v3", "--to", "canary", "--role", "web")
         assert run.code == 0, run.stderr
-        assert containers(fleet_copy, "canary") == [f"{fleet_copy.name}-web-canary-v3-0"]
-        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v3-0": "v3"}
+        assert eventually(lambda: containers(fleet_copy, "canary"),
+                          [f"{fleet_copy.name}-web-canary-v3-0"]) == [
+            f"{fleet_copy.name}-web-canary-v3-0"]
+        want = {f"{fleet_copy.name}-web-canary-v3-0": "v3"}
+        assert settles(fleet_copy, "canary", want) == want
 
         status = fleet_copy.run("status", "canary", "--json").json()
         web = next(r for r in status if r["role"] == "web")
@@ -88,11 +101,22 @@ def test_promote_through_environments_then_roll_back(lab: Any, fleet_copy: Fleet
         back = fleet_copy.run("rollback", "canary", "--role", "web", "--json")
         assert back.code == 0, back.stderr
         assert back.json()[0]["version"] == "v1"
-        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+        want = {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+        assert settles(fleet_copy, "canary", want) == want
 
         kinds = [e["event"] for e in events(fleet_copy, "canary", "--role", "web")]
         assert kinds.count("promoted") == 3 and "rollback-to" in kinds
-        assert "refused" in [e["event"] for e in events(fleet_copy, "production")]
+        assert {"promote", "step", "gate"} <= set(kinds)
+        production = events(fleet_copy, "production")
+        refusals = [e for e in production if e["event"] == "refused"]
+        assert "has not been promoted to staging first" in refusals[0]["problems"][0]
+        assert refusals[1]["problems"] == ["production needs manual approval"]
+        (promoted,) = [e for e in production if e["event"] == "promote"]
+        assert promoted["approved"] is True and promoted["who"] and promoted["at"]
+        (done,) = [e for e in production if e["event"] == "promoted"]
+        assert done["version"] == "v1" and done["previous"] == {"web": ""}
+        table = fleet_copy.run("history", "production")
+        assert table.code == 0 and "promoted" in table.stdout
     finally:
         teardown(fleet_copy)
 
@@ -109,12 +133,16 @@ def test_failing_nodes_are_rolled_back_by_themselves(lab: Any, fleet_copy: Fleet
         assert "failed and was rolled back" in run.stderr
         assert "web:broken in canary: 0 of 1 node(s) passing after 8s" in run.stderr
         assert "canary runs web v1" in run.stderr
-        assert passing(fleet_copy, "canary") == {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
-        assert containers(fleet_copy, "canary") == [f"{fleet_copy.name}-web-canary-v1-0"]
+        want = {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+        assert settles(fleet_copy, "canary", want) == want
+        v1 = [f"{fleet_copy.name}-web-canary-v1-0"]
+        assert eventually(lambda: containers(fleet_copy, "canary"), v1) == v1
         status = fleet_copy.run("status", "canary", "--json").json()
         assert next(r for r in status if r["role"] == "web")["channel"] == "v1"
         kinds = [e["event"] for e in events(fleet_copy, "canary")]
-        assert kinds[-3:] == ["rollback", "rollback-step", "gate"] or "rolled-back" in kinds
+        assert kinds[-4:] == ["rollback", "rollback-step", "gate", "rolled-back"], kinds
+        failed_gate = [e for e in events(fleet_copy, "canary") if e["event"] == "gate"][-2]
+        assert failed_gate["passed"] is False and "0 of 1 node(s) passing" in failed_gate["detail"]
     finally:
         teardown(fleet_copy)
 
@@ -197,8 +225,8 @@ def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy
         assert "carrying on rollout" in rerun.stderr
         stop.set()
         sampler.join()
-        assert passing(fleet_copy, "canary") == {
-            f"{fleet_copy.name}-web-canary-v2-{i}": "v2" for i in range(3)}
+        want = {f"{fleet_copy.name}-web-canary-v2-{i}": "v2" for i in range(3)}
+        assert settles(fleet_copy, "canary", want) == want
         assert len(lowest) > 10 and min(lowest) >= 3, f"the floor broke: {lowest}"
         assert "resume" in [e["event"] for e in events(fleet_copy, "canary")]
     finally:

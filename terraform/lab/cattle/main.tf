@@ -49,9 +49,17 @@ resource "terraform_data" "node" {
   triggers_replace = [each.value.image, each.value.services]
 
   provisioner "local-exec" {
-    # `docker rm -f` first: a rerun after a killed apply finds the container it started
+    # An apply cut short (its fleet killed) may have started this very node without recording
+    # it: adopt it if it runs this image, or else stop it and start afresh. A node of the same
+    # name still draining (see destroy) is let go first: two agents may not share a name.
     command = <<-EOT
-      docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+      docker wait ${self.input.name}.draining >/dev/null 2>&1 || true
+      found=$(docker inspect -f '{{.State.Running}} {{.Image}}' ${self.input.name} 2>/dev/null || true)
+      [ "$found" = "true ${self.input.image}" ] && exit 0
+      if [ -n "$found" ]; then
+        docker stop -t 10 ${self.input.name} >/dev/null 2>&1
+        docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+      fi
       docker run -d --name ${self.input.name} --hostname ${self.input.name} \
         --network ${self.input.network} --restart unless-stopped \
         --label fleet.lab=1 --label fleet.role=${self.input.role} \
@@ -67,8 +75,15 @@ resource "terraform_data" "node" {
   }
 
   provisioner "local-exec" {
+    # Like a cloud instance's termination, a node drains after the apply returns: renamed
+    # at once (its name is free for a new node), then SIGTERM makes its agent leave Consul,
+    # which alone takes Consul ~3.5 s, and the container goes.
     when    = destroy
-    command = "docker stop -t 5 ${self.input.name} >/dev/null 2>&1; docker rm -f ${self.input.name} >/dev/null 2>&1 || true"
+    command = <<-EOT
+      name=${self.input.name}
+      docker rename $name $name.draining 2>/dev/null && name=$name.draining
+      setsid sh -c "docker stop -t 10 $name; docker rm -f $name" </dev/null >/dev/null 2>&1 &
+    EOT
   }
 }
 
