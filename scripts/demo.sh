@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # The main job on the example fleet: install, bring the lab up, validate, bake every cattle
-# role (then again, cached), list the catalog, show the lab.
+# role (then again, cached), list the catalog, promote the baked version canary -> staging ->
+# production (--wait waits out each soak; production needs manual approval: --yes), then show what
+# runs where and what happened. A second run finds everything done and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 fleet=.venv/bin/fleet
 $fleet lab up
 $fleet validate
-$fleet bake --all
-$fleet bake --all    # unchanged inputs: every role says "cached"
+version=$($fleet bake --all --json | .venv/bin/python -c \
+  'import json, sys; print(json.load(sys.stdin)["results"][0]["version"])')
+$fleet bake --all --version "$version"   # unchanged inputs: every role says "cached"
 $fleet images
+
+# --wait also waits out the soak of the environment before
+$fleet promote "$version" --to canary --wait
+$fleet promote "$version" --to staging --wait
+$fleet promote "$version" --to production --wait --yes
+$fleet status
+$fleet history production
 $fleet lab status

@@ -247,21 +247,29 @@ def revoke(session: Session, ref: str, reason: str, as_json: bool) -> None:
 @click.option("--to", "env", required=True, help="The environment to promote to.")
 @click.option("--role", "roles", multiple=True, help="Only these roles (default: every cattle "
               "role baked at VERSION).")
-@click.option("--wait", is_flag=True, help="Wait for another rollout of ENV instead of failing.")
+@click.option("--wait", is_flag=True, help="Wait for another rollout of ENV, and for the soak "
+              "time of the environment before, instead of failing.")
 @click.option("--force", is_flag=True, help="Skip the order and soak gates (needs --reason).")
 @click.option("--reason", default="", help="Why, recorded in the history.")
 @click.option("--step-timeout", default=120.0, show_default=True,
               help="Seconds a step's new nodes have to pass before the rollout rolls back.")
+@click.option("--yes", is_flag=True,
+              help="Approve an environment with manual_approval without asking (recorded).")
 @json_option
 @click.pass_obj
 def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wait: bool,
-            force: bool, reason: str, step_timeout: float, as_json: bool) -> None:
+            force: bool, reason: str, step_timeout: float, yes: bool, as_json: bool) -> None:
     """Make VERSION the channel of ENV and roll its nodes, gated on health."""
     from fleet.workflows import promote as workflow
 
+    def approve(question: str) -> bool:
+        if yes:
+            return True
+        return sys.stdin.isatty() and click.confirm(question, err=True)
+
     report = workflow.promote(session.context(), version, env, list(roles), wait=wait,
                               force=force, reason=reason, say=render.progress,
-                              step_timeout=step_timeout)
+                              step_timeout=step_timeout, approve=approve)
     _promotion_result([report], as_json)
 
 
@@ -324,11 +332,70 @@ def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None
     def counts(groups: dict[str, int]) -> str:
         return ", ".join(f"{v}: {n}" for v, n in sorted(groups.items())) or "-"
 
-    render.table("status", ["env", "role", "channel", "desired", "passing", "failing",
+    render.table("status", ["env", "role", "channel", "desired", "passing", "failing", "floor",
                             "traffic"], [
         [r.env, r.role, r.channel or "-", counts(r.desired), counts(r.passing),
-         counts(r.failing), "" if r.traffic_share is None else f"{r.traffic_share}%"]
+         counts(r.failing), f"[red]{r.floor}: below[/red]" if r.below_floor else str(r.floor),
+         "" if r.traffic_share is None else f"{r.traffic_share}%"]
         for r in rows])
+
+
+@cli.command()
+@click.argument("role", required=False)
+@click.option("--version", help="The image version to verify (default: the role's current "
+              "image, its newest that is not revoked).")
+@click.option("--keep", is_flag=True, help="Leave the node running afterwards, to look around.")
+@click.option("--wait", "wait_seconds", default=30.0, show_default=True,
+              help="Seconds the node's service checks have to pass in Consul.")
+@click.option("--machines", is_flag=True, help="Print the Vagrantfile's machines instead: "
+              "every cattle role's current image (the Vagrantfile reads this with --json).")
+@json_option
+@click.pass_obj
+def verify(session: Session, role: str | None, version: str | None, keep: bool,
+           wait_seconds: float, machines: bool, as_json: bool) -> None:
+    """Boot ROLE's exact image through Vagrant, check it in Consul and over SSH, tear it down."""
+    from fleet.workflows import verify as workflow
+
+    if machines:
+        if role or version or keep:
+            raise click.UsageError("--machines takes no ROLE, --version or --keep")
+        plan = workflow.machines(session.context())
+        if as_json:
+            click.echo(plan.to_json())
+        else:
+            render.table("vagrant machines", ["machine", "image", "node", "ssh"], [
+                [m.name, m.ref, m.node, f"127.0.0.1:{m.ssh_port}"] for m in plan.machines]
+                + [[r, "[yellow]not baked[/yellow]", "", ""] for r in plan.unbaked])
+        return
+    if role is None:
+        raise click.UsageError("name the ROLE to verify")
+    report = workflow.verify(session.context(), role, version, keep=keep, say=render.progress,
+                             passing_timeout=wait_seconds)
+    result = report.verification
+    if as_json:
+        render.emit_json(report)
+    else:
+        from rich.markup import escape  # check names hold [params]: not markup
+
+        render.table(f"verify {result.ref} ({result.artifact[7:19]})",
+                     ["check", "result", "seconds", "detail"],
+                     [[escape(c.name), _verdict(c.outcome.value), f"{c.seconds:.2f}",
+                       escape(c.detail)] for c in result.checks])
+        render.progress(f"{result.summary()}; recorded at {report.key}")
+    if report.kept:
+        render.progress(report.kept)
+    if not result.passed:
+        failed = result.failed
+        if not failed:
+            raise FleetError(f"verify of {result.ref} ran no check")
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise FleetError(f"verify of {result.ref} failed: {failed[0].name}{more}",
+                         failed[0].detail)
+
+
+def _verdict(outcome: str) -> str:
+    colour = {"passed": "green", "failed": "red"}.get(outcome, "yellow")
+    return f"[{colour}]{outcome}[/{colour}]"
 
 
 def _internal_error() -> Path:

@@ -94,6 +94,29 @@ class Promoter:
         """An event of a rollout: it names the rollout and its roles, so history can filter."""
         self.event(event, rollout.env, rollout=rollout.id, roles=list(rollout.roles), **fields)
 
+    def gates(self, env: str, version: str, roles: list[str]) -> tuple[list[str], float | None]:
+        """Why VERSION may not go to ENV yet (model.promotion.gate), and, when the only thing
+        missing is soak time, how many seconds are left of it."""
+        fleet = self.ctx.fleet
+        index = fleet.env_names().index(env)
+        previous_env = fleet.env_names()[index - 1] if index else ""
+        problems: list[str] = []
+        soak_left: list[float] = []
+        for role in roles:
+            before = self.state.channel(previous_env, role) if previous_env else None
+            passing = False
+            if before is not None and previous_env:
+                want = fleet.roles[role].count[previous_env]
+                seen = cattle.health(self.ctx, self.services(role), previous_env, role)
+                passing = seen.passing_of(before.version) >= want
+            since = _seconds_since(before.since) if before else None
+            found = gate(fleet, env, role, version, before, passing, since)
+            problems += found
+            if found and before is not None and before.version == version and passing:
+                soak_left.append(fleet.environments[index - 1].soak_seconds - (since or 0))
+        only_soak = bool(problems) and len(soak_left) == len(problems)
+        return problems, max(soak_left) if only_soak else None
+
     # ---- Terraform ----
     def apply(self, env: str, desired: dict[str, Groups]) -> None:
         """Write the desired groups, then make Terraform match them."""
@@ -266,18 +289,12 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
     chosen = promotable_roles(fleet, baked, roles)
     hard = [m for r in chosen for m in image_problems(r, version, p.record(r, version))]
     soft: list[str] = []
-    if not rollback:
-        index = fleet.env_names().index(env)
-        previous_env = fleet.env_names()[index - 1] if index else ""
-        for role in chosen:
-            before = p.state.channel(previous_env, role) if previous_env else None
-            passing = False
-            if before is not None and previous_env:
-                want = fleet.roles[role].count[previous_env]
-                seen = cattle.health(ctx, p.services(role), previous_env, role)
-                passing = seen.passing_of(before.version) >= want
-            soft += gate(fleet, env, role, version, before, passing,
-                         _seconds_since(before.since) if before else None)
+    while not rollback and not hard:
+        soft, soaking = p.gates(env, version, chosen)
+        if not (soft and wait and not force and soaking is not None):
+            break
+        say(f"{env}: waiting {soaking:.0f}s for {version} to soak in the environment before")
+        time.sleep(soaking + 0.5)
     if hard or (soft and not force):
         problems = hard + soft
         p.event("refused", env, version=version, roles=chosen, problems=problems)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.model.definition import RoleClass
+from fleet.model.promotion import floor
 from fleet.workflows import cattle
 from fleet.workflows.context import Context
 from fleet.workflows.promote import _check_env
@@ -22,6 +23,11 @@ class RoleStatus:
     passing: dict[str, int]       # version -> nodes passing every check in Consul
     failing: dict[str, int]       # version -> nodes registered but not passing
     traffic_share: float | None   # canary environments: percent of the role's traffic
+    floor: int                    # nodes that must pass at every moment (min_healthy_percent)
+
+    @property
+    def below_floor(self) -> bool:
+        return sum(self.passing.values()) < self.floor
 
 
 def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
@@ -35,7 +41,8 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     out = []
     for env in envs or list(fleet.env_names()):
         desired, _ = state.desired(env)
-        canary = fleet.environments[fleet.env_names().index(env)].canary_weight > 0
+        environment = fleet.environments[fleet.env_names().index(env)]
+        canary = environment.canary_weight > 0
         for role in fleet.roles.values():
             if role.cls is not RoleClass.CATTLE:
                 continue
@@ -52,7 +59,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
                 env, role.name, channel.version if channel else "",
                 {v: n for v, n in desired.get(role.name, {}).items() if n},
                 dict(Counter(health.passing.values())), dict(Counter(health.failing.values())),
-                share))
+                share, floor(role.count[env], environment.min_healthy_percent)))
     return out
 
 

@@ -22,9 +22,9 @@ pytestmark = pytest.mark.lab
 
 
 def quick(copy: FleetCopy) -> None:
-    """Short soaks so a test can walk the environments."""
-    for soak in ('soak = "30s"', 'soak = "1m"'):
-        copy.edit("fleet.toml", soak, 'soak = "1s"')
+    """Short soaks so a test can walk the environments: canary 4 s, staging 1 s."""
+    copy.edit("fleet.toml", 'soak = "30s"', 'soak = "4s"')
+    copy.edit("fleet.toml", 'soak = "1m"', 'soak = "1s"')
 
 
 def bake(copy: FleetCopy, version: str, role: str = "web") -> str:
@@ -70,17 +70,23 @@ def test_promote_through_environments_then_roll_back(lab: Any, fleet_copy: Fleet
         assert "has not been promoted to staging first" in early.stderr
 
         for env, count in (("canary", 1), ("staging", 1), ("production", 2)):
+            if env == "staging":  # canary's 4 s soak has not passed yet
+                early = fleet_copy.run("promote", "v1", "--to", env, "--role", "web")
+                assert early.code == 1 and "which needs 4s" in early.stderr, early.stderr
             if env == "production":  # manual_approval: no terminal here, so --yes or refused
+                time.sleep(1.2)  # staging's soak
                 unapproved = fleet_copy.run("promote", "v1", "--to", env, "--role", "web")
                 assert unapproved.code == 1
                 assert "needs manual approval" in unapproved.stderr
+            # --wait waits out the soak of the environment before
             run = fleet_copy.run("promote", "v1", "--to", env, "--role", "web", "--json",
-                                 "--yes")
+                                 "--yes", "--wait")
             assert run.code == 0, run.stderr
             assert run.json()[0]["state"] == "done"
+            if env == "staging":
+                assert "to soak in the environment before" in run.stderr
             want = {f"{fleet_copy.name}-web-{env}-v1-{i}": "v1" for i in range(count)}
             assert settles(fleet_copy, env, want) == want
-            time.sleep(1.2)  # the soak of this environment
 
         bake(fleet_copy, "v2")  # same inputs: the same image under a new version
         fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo v3\ninstall_services")
