@@ -8,10 +8,8 @@ operator. A second promote waits for the lock (--wait) or fails naming the holde
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from datetime import UTC, datetime
 
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
+from fleet.workflows.context import who
 
 TTL = 10  # seconds; Consul's minimum. The thread renews every TTL/3.
 
@@ -28,7 +27,7 @@ class LockHeld(FleetError):
 
 
 def holder() -> dict[str, object]:
-    return {"who": f"{getpass.getuser()}@{socket.gethostname()}", "pid": os.getpid(),
+    return {"who": who(), "pid": os.getpid(),
             "since": datetime.now(UTC).isoformat(timespec="seconds")}
 
 

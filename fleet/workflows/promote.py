@@ -14,8 +14,6 @@ A promotion of VERSION to ENV:
 
 from __future__ import annotations
 
-import getpass
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -41,11 +39,13 @@ from fleet.model.promotion import (
     weight,
 )
 from fleet.model.spec import did_you_mean
+from fleet.model.verification import verify_problems
 from fleet.workflows import cattle
 from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context
+from fleet.workflows.context import Context, who
 from fleet.workflows.lock import env_lock
 from fleet.workflows.state import FleetState
+from fleet.workflows.verify import read_verification
 
 Say = Callable[[str], None]
 STEP_TIMEOUT = 120.0  # seconds for a step's new nodes to pass before the rollout rolls back
@@ -88,7 +88,7 @@ class Promoter:
         return [s.name for s in self.ctx.fleet.roles[role].services]
 
     def event(self, event: str, env: str, **fields: object) -> None:
-        self.state.record({"event": event, "env": env, "who": _who(), **fields})
+        self.state.record({"event": event, "env": env, "who": who(), **fields})
 
     def rollout_event(self, event: str, rollout: Rollout, **fields: object) -> None:
         """An event of a rollout: it names the rollout and its roles, so history can filter."""
@@ -253,10 +253,6 @@ def _groups(groups: Groups) -> str:
     return " ".join(f"{v}={n}" for v, n in sorted(groups.items())) or "none"
 
 
-def _who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
 def _check_env(ctx: Context, env: str) -> None:
     if env not in ctx.fleet.env_names():
         raise PromotionError(f'unknown environment "{env}"{did_you_mean(env, ctx.fleet.env_names())}',
@@ -295,6 +291,14 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
             break
         say(f"{env}: waiting {soaking:.0f}s for {version} to soak in the environment before")
         time.sleep(soaking + 0.5)
+    verified: dict[str, str] = {}
+    if not rollback and not hard and fleet.environments[fleet.env_names().index(env)].require_verify:
+        for role in chosen:
+            record = p.record(role, version)
+            assert record is not None  # no hard problem: every chosen role is baked
+            verdict = read_verification(p.consul, fleet.kv_prefix, role, version)
+            soft += verify_problems(fleet, env, record, verdict)
+            verified[role] = verdict.summary() if verdict else "not verified"
     if hard or (soft and not force):
         problems = hard + soft
         p.event("refused", env, version=version, roles=chosen, problems=problems)
@@ -338,11 +342,12 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         rollout = Rollout(
             id=uuid.uuid4().hex[:12], env=env, version=version, roles=tuple(chosen),
             previous=previous, plan=plan, step=0, state=RolloutState.ROLLING,
-            started_by=_who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            started_by=who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             reason=reason, groups={r: desired.get(r, {}) for r in chosen})
         p.rollout_event("rollback-to" if rollback else "promote", rollout, version=version,
                         previous=previous, forced=force and bool(soft), reason=reason,
-                        skipped_gates=soft if force else [], approved=approved)
+                        skipped_gates=soft if force else [], approved=approved,
+                        verified=verified)
         p.state.save_rollout(rollout)
         say(f"{env}: rolling {', '.join(chosen)} to {version} in {rollout.total_steps()} step(s)")
         final = p.run(rollout)

@@ -15,6 +15,7 @@ import pytest
 from fleet.adapters import vagrant
 from fleet.adapters.consul import Consul
 from fleet.model.verification import verify_problems
+from fleet.workflows import cattle
 from fleet.workflows.context import load
 from fleet.workflows.images import catalog
 from fleet.workflows.verify import read_verification
@@ -81,6 +82,18 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
                            read_verification(kv, ctx.fleet.kv_prefix, "web", "v2")) == [
         "web:v2 has not been verified, and canary requires a passing verify: "
         "run `fleet verify web --version v2`"]
+
+    # and `fleet promote` applies it: v2 is refused, v1 goes in with its verify recorded
+    refused = copy.run("promote", "v2", "--to", "canary", "--role", "web")
+    assert refused.code == 1 and "web:v2 has not been verified" in refused.stderr
+    try:
+        promoted = copy.run("promote", "v1", "--to", "canary", "--role", "web")
+        assert promoted.code == 0, promoted.stderr
+        (event,) = [e for e in copy.run("history", "canary", "--json").json()
+                    if e["event"] == "promote"]
+        assert event["verified"]["web"].startswith("passed 24/24 checks")
+    finally:
+        cattle.apply(ctx, "canary", [])
 
 
 def test_a_role_that_does_not_listen_fails_verify_naming_the_check(fleet_copy: FleetCopy) -> None:
