@@ -104,7 +104,7 @@ def _lab_result(report: Any, as_json: bool, *, fail_unhealthy: bool) -> None:
 
 def _state(state: str) -> str:
     colour = {"up": "green", "down": "red"}.get(state, "yellow")
-    return f"[{colour}]{state}[/{colour}]"
+    return render.colour(state, colour)
 
 
 @lab.command()
@@ -192,7 +192,7 @@ def bake(session: Session, roles: tuple[str, ...], all_cattle: bool, version: st
 
 def _outcome(outcome: str) -> str:
     colour = {"built": "green", "cached": "cyan", "failed": "red"}.get(outcome, "yellow")
-    return f"[{colour}]{outcome}[/{colour}]"
+    return render.colour(outcome, colour)
 
 
 @cli.command()
@@ -222,7 +222,7 @@ def images(session: Session, args: tuple[str, ...], as_json: bool) -> None:
         return
     render.table("images", ["image", "digest", "artifact", "git", "baked", "by", "state"], [
         [r.ref, r.digest[:12], r.artifact[7:19], r.git_commit[:8] + ("+" if r.git_dirty else ""),
-         r.baked_at, r.baked_by, f"[red]revoked: {r.revoked_reason}[/red]" if r.revoked else "ok"]
+         r.baked_at, r.baked_by, render.colour(f"revoked: {r.revoked_reason}", "red") if r.revoked else "ok"]
         for r in records])
 
 
@@ -335,7 +335,7 @@ def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None
     render.table("status", ["env", "role", "channel", "desired", "passing", "failing", "floor",
                             "traffic"], [
         [r.env, r.role, r.channel or "-", counts(r.desired), counts(r.passing),
-         counts(r.failing), f"[red]{r.floor}: below[/red]" if r.below_floor else str(r.floor),
+         counts(r.failing), render.colour(f"{r.floor}: below", "red") if r.below_floor else str(r.floor),
          "" if r.traffic_share is None else f"{r.traffic_share}%"]
         for r in rows])
 
@@ -365,7 +365,7 @@ def verify(session: Session, role: str | None, version: str | None, keep: bool,
         else:
             render.table("vagrant machines", ["machine", "image", "node", "ssh"], [
                 [m.name, m.ref, m.node, f"127.0.0.1:{m.ssh_port}"] for m in plan.machines]
-                + [[r, "[yellow]not baked[/yellow]", "", ""] for r in plan.unbaked])
+                + [[r, render.colour("not baked", "yellow"), "", ""] for r in plan.unbaked])
         return
     if role is None:
         raise click.UsageError("name the ROLE to verify")
@@ -375,12 +375,10 @@ def verify(session: Session, role: str | None, version: str | None, keep: bool,
     if as_json:
         render.emit_json(report)
     else:
-        from rich.markup import escape  # check names hold [params]: not markup
-
         render.table(f"verify {result.ref} ({result.artifact[7:19]})",
                      ["check", "result", "seconds", "detail"],
-                     [[escape(c.name), _verdict(c.outcome.value), f"{c.seconds:.2f}",
-                       escape(c.detail)] for c in result.checks])
+                     [[c.name, _verdict(c.outcome.value), f"{c.seconds:.2f}", c.detail]
+                      for c in result.checks])
         render.progress(f"{result.summary()}; recorded at {report.key}")
     if report.kept:
         render.progress(report.kept)
@@ -395,7 +393,7 @@ def verify(session: Session, role: str | None, version: str | None, keep: bool,
 
 def _verdict(outcome: str) -> str:
     colour = {"passed": "green", "failed": "red"}.get(outcome, "yellow")
-    return f"[{colour}]{outcome}[/{colour}]"
+    return render.colour(outcome, colour)
 
 
 def _internal_error() -> Path:

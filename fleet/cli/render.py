@@ -42,16 +42,29 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
+class Styled(str):
+    """A table cell that is rich markup on purpose (see `colour`); every other cell is text."""
+
+
+def colour(text: str, name: str) -> Styled:
+    """TEXT in colour NAME, as a table cell."""
+    from rich.markup import escape
+
+    return Styled(f"[{name}]{escape(text)}[/{name}]")
+
+
 def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A table on stdout, for people."""
+    """A table on stdout, for people. Cells are plain text, so `consul::passing[web:8080]` or
+    `recipe[monitoring]` show as written; only `colour` cells are styled."""
     from rich.console import Console  # lazy: keeps `fleet --help` fast
+    from rich.markup import escape
     from rich.table import Table
 
-    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid = Table(title=escape(title), title_justify="left", header_style="bold")
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(cell if isinstance(cell, Styled) else escape(cell) for cell in row))
     # a pipe or a log gets the whole table: wide enough that ids and paths are not cut
     Console(width=None if sys.stdout.isatty() else 200).print(grid)
 
