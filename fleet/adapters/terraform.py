@@ -46,11 +46,11 @@ class Workspace:
     def run(self, *args: str, timeout: float = 900) -> process.Result:
         argv = ["terraform", f"-chdir={self.module}", *args]
         # output to files: a fleet killed mid-apply must not take Terraform down with it
-        result = process.run(argv, check=False, env=self.env(), timeout=timeout,
-                             outlive=self.data_dir / "output")
+        output = self.data_dir / "output"
+        result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
         if result.returncode != 0:
-            raise CommandFailed(argv[:3], result.returncode, _error_lines(result.stderr),
-                                _fix(result.stderr))
+            raise CommandFailed(argv[:3], result.returncode, diagnostics(result.stderr),
+                                _fix(result.stderr, output))
         return result
 
     def init(self) -> None:
@@ -80,22 +80,38 @@ class Workspace:
         return {name: value["value"] for name, value in outputs.items()}
 
 
-def _error_lines(stderr: str) -> str:
-    """Terraform's `Error: ...` lines and the line after each, without box drawing."""
-    lines = [line.strip(" │╷╵") for line in stderr.splitlines()]
-    picked = []
-    for i, line in enumerate(lines):
+def diagnostics(stderr: str) -> str:
+    """Each `Error:` diagnostic as one line: its summary, the resource it names and its
+    detail (the paragraph after the source snippet), without box drawing or line wrapping.
+
+    Terraform's human diagnostics: "Error: SUMMARY", a blank line, "  with ADDRESS,",
+    "  on FILE line N...:" and the source lines, a blank line, then the DETAIL paragraphs.
+    """
+    blocks: list[list[str]] = []
+    for raw in stderr.splitlines():
+        line = raw.strip(" │╷╵").rstrip()
         if line.startswith("Error:"):
-            detail = next((x for x in lines[i + 1:] if x.strip()), "")
-            picked.append(f"{line} {detail}".strip())
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(raw.lstrip("│╷╵").rstrip())
+    picked = []
+    for summary, *rest in blocks:
+        address = next((x.strip().removeprefix("with ").rstrip(",") for x in rest
+                        if x.strip().startswith("with ")), "")
+        detail = " ".join(x.strip() for x in rest if x.strip() and not x.startswith("  ")
+                          and not x.strip().startswith(("with ", "on ")))
+        if "Output:" in detail:  # a failed local-exec: the command's own words matter
+            detail = detail[detail.rindex("exit status"):] if "exit status" in detail else detail
+        picked.append(" ".join(part for part in (summary, f"({address})" if address else "",
+                                                 detail) if part))
     return "\n".join(picked) or stderr
 
 
-def _fix(stderr: str) -> str:
+def _fix(stderr: str, output: Path) -> str:
     if "Error acquiring the state lock" in stderr:
         holder = next((line.strip(" │") for line in stderr.splitlines() if "Who:" in line), "")
         return f"another apply holds the state lock ({holder.strip()}); wait for it or see " \
                "`terraform force-unlock` if it died"
-    return "see the Terraform error above"
+    return f"see Terraform's whole output in {output}"
 
 

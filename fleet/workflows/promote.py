@@ -210,6 +210,20 @@ class Promoter:
             rollout = self.start_rollback(rollout, why)
         return rollout
 
+    def settle(self, rollout: Rollout, superseded_by: str) -> Rollout:
+        """Finish a rollout left unfinished (its fleet killed, or a step that failed outside
+        fleet, say a Terraform error): carry it on, or, when a newer command supersedes it,
+        roll it back first. A rollback under way is always carried on."""
+        env = rollout.env
+        if superseded_by and rollout.state is RolloutState.ROLLING:
+            self.say(f"{env}: rolling back unfinished rollout {rollout.id} of {rollout.version}, "
+                     f"superseded by {superseded_by}")
+            return self.run(self.start_rollback(rollout, f"superseded by {superseded_by}"))
+        self.say(f"{env}: carrying on rollout {rollout.id} of {rollout.version} "
+                 f"({rollout.state}, step {rollout.step}) left unfinished")
+        self.rollout_event("resume", rollout, state=rollout.state.value, step=rollout.step)
+        return self.run(rollout, resume=True)
+
     def start_rollback(self, rollout: Rollout, why: str) -> Rollout:
         desired, _ = self.state.desired(rollout.env)
         fleet = self.ctx.fleet
@@ -319,11 +333,8 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
     with env_lock(p.consul, fleet.kv_prefix, env, wait=wait):
         unfinished = p.state.rollout(env)
         if unfinished is not None and not unfinished.finished:
-            say(f"{env}: carrying on rollout {unfinished.id} of {unfinished.version} "
-                f"({unfinished.state}, step {unfinished.step}) left unfinished")
-            p.rollout_event("resume", unfinished, state=unfinished.state.value,
-                            step=unfinished.step)
-            unfinished = p.run(unfinished, resume=True)
+            p.settle(unfinished, superseded_by="" if unfinished.version == version else
+                     f"the promotion of {version}")
         desired, _ = p.state.desired(env)
         batch = fleet.environments[fleet.env_names().index(env)].batch_size
         previous = {}
@@ -366,7 +377,17 @@ def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
              step_timeout: float = STEP_TIMEOUT) -> list[PromotionReport]:
     """Back to each role's previous version in ENV, through the same rollout machinery."""
     _check_env(ctx, env)
-    state = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix)
+    p = Promoter(ctx, say, step_timeout)
+    with env_lock(p.consul, ctx.fleet.kv_prefix, env, wait=wait):
+        unfinished = p.state.rollout(env)
+        if unfinished is not None and not unfinished.finished:
+            # a rollout stuck half-way: rolling it back is the rollback that was asked for
+            started = time.monotonic()
+            final = p.settle(unfinished, superseded_by="fleet rollback")
+            return [PromotionReport(env, final.version, final.roles, final.state, final.id,
+                                    final.total_steps(), round(time.monotonic() - started, 1),
+                                    final.reason)]
+    state = p.state
     chosen = roles or [r.name for r in ctx.fleet.roles.values()
                        if r.cls.value == "cattle" and state.channel(env, r.name) is not None]
     by_version: dict[str, list[str]] = {}

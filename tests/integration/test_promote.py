@@ -238,3 +238,32 @@ def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy
     finally:
         stop.set()
         teardown(fleet_copy)
+
+
+def test_terraform_failing_mid_rollout_is_one_line_and_rollback_finishes_it(
+        lab: Any, fleet_copy: FleetCopy) -> None:
+    bake(fleet_copy, "v1")
+    fleet_copy.edit("packer/scripts/web.sh", "install_services", "echo v2\ninstall_services")
+    gone = bake(fleet_copy, "v2")
+    subprocess.run(["docker", "image", "rm", "--force", gone], check=True, capture_output=True)
+    try:
+        assert fleet_copy.run("promote", "v1", "--to", "canary", "--role", "web").code == 0
+        run = fleet_copy.run("promote", "v2", "--to", "canary", "--role", "web")
+        assert run.code == 1
+        (line,) = [x for x in run.stderr.splitlines() if x.startswith("fleet: error:")]
+        assert "terraform" in line and "No such image" in line, run.stderr
+        assert "Traceback" not in run.stderr
+        status = fleet_copy.run("status", "canary", "--json").json()
+        assert next(r for r in status if r["role"] == "web")["channel"] == "v1"
+
+        back = fleet_copy.run("rollback", "canary", "--json")
+        assert back.code == 0, back.stderr
+        assert back.json()[0]["state"] == "rolled-back"
+        want = {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
+        assert settles(fleet_copy, "canary", want) == want
+        (done,) = [e for e in events(fleet_copy, "canary") if e["event"] == "rolled-back"]
+        assert done["reason"] == "superseded by fleet rollback"
+        again = fleet_copy.run("promote", "v1", "--to", "canary", "--role", "web")
+        assert again.code == 0 and "nothing to do" in again.stderr, again.stderr
+    finally:
+        teardown(fleet_copy)

@@ -2,7 +2,8 @@
 # Docker container on the lab network, created and destroyed by Terraform with built-ins only
 # (terraform_data + local-exec: no provider can be downloaded here). fleet computes `nodes`
 # for each rollout step; state lives in Terraform's consul backend, one state per environment,
-# locked while an apply runs. Images are given by id, never by name, so nothing is pulled.
+# locked while an apply runs. Images are given by id and never pulled (--pull never): a
+# missing image fails the apply instead of reaching for a registry.
 
 terraform {
   required_version = ">= 1.4"
@@ -60,7 +61,7 @@ resource "terraform_data" "node" {
         docker stop -t 10 ${self.input.name} >/dev/null 2>&1
         docker rm -f ${self.input.name} >/dev/null 2>&1 || true
       fi
-      docker run -d --name ${self.input.name} --hostname ${self.input.name} \
+      docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
         --network ${self.input.network} --restart unless-stopped \
         --label fleet.lab=1 --label fleet.role=${self.input.role} \
         --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
