@@ -134,6 +134,7 @@ def main() -> None:
     print(f"boot-to-passing during the rollout       median {statistics.median(under_load):6.2f} s"
           f"  (max {max(under_load):.2f}, {len(under_load)} nodes)")
     print(f"lower bound ceil(N/B) x boot              {bound:6.2f} s")
+    print(f"per apply (Terraform, docker run, boot, gate)   {total / rolled.steps:6.2f} s")
     print(f"rollout v1 -> v2 ({rolled.steps} applies)           {total:6.2f} s  "
           f"= {total / bound:.2f}x the bound (target <= 1.3x): "
           f"{'ok' if total / bound <= 1.3 else 'OVER TARGET'}")
