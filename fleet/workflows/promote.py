@@ -2,7 +2,9 @@
 
 A promotion of VERSION to ENV:
 1. checks the gates (baked, not revoked; the environment before runs VERSION, passing, for its
-   soak time; --force --reason overrides the order and soak gates and is recorded);
+   soak time; a passing verify where the environment has require_verify; --force --reason
+   overrides all but the first and is recorded), then asks for manual approval where the
+   environment wants it;
 2. takes the environment's lock (a Consul session; --wait queues behind a holder);
 3. resumes or rolls back an unfinished rollout of that environment first (one killed with -9);
 4. plans the red/black steps per role (model.promotion.steps) and, for each step: records it,
