@@ -1,19 +1,27 @@
-"""Terraform through its CLI: init with the consul backend, apply with a JSON var file.
+"""Terraform through its CLI: init with the consul backend, apply with a JSON var file, plan
+to a file, read it back with `terraform show -json`, and apply that saved plan.
 
 Each working state gets its own TF_DATA_DIR under .fleet, so the module directory in the repo
 stays clean and several environments can be applied from one module.
+
+The plan's JSON is parsed strictly into frozen types (format: "JSON Output Format" of the
+Terraform docs, format_version 1.x): a key the format always writes is read with data[key],
+so a missing one is an error; keys the format leaves out when empty (resource_changes,
+resource_drift, prior_state, index, action_reason) are read through `_omitted`, which says so.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from fleet.adapters import process
-from fleet.errors import CommandFailed
+from fleet.errors import CommandFailed, FleetError
 
 
 def cli_env(state_dir: Path) -> dict[str, str]:
@@ -49,6 +57,9 @@ class Workspace:
         output = self.data_dir / "output"
         result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
         if result.returncode != 0:
+            addresses = prevented(result.stderr)
+            if addresses:
+                raise DestroyPrevented(addresses)
             raise CommandFailed(argv[:3], result.returncode, diagnostics(result.stderr),
                                 _fix(result.stderr, output))
         return result
@@ -76,8 +87,148 @@ class Workspace:
         # a killed fleet may leave its terraform child finishing an apply: wait for its lock
         self.run("apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=300s",
                  f"-refresh={str(refresh).lower()}", f"-var-file={var_file}")
+        return self.outputs()
+
+    def outputs(self) -> dict[str, Any]:
         outputs = json.loads(self.run("output", "-json", "-no-color").stdout)
         return {name: value["value"] for name, value in outputs.items()}
+
+    def plan(self, variables: Mapping[str, Any], out: Path, *, replace: Sequence[str] = (),
+             lock_timeout: str = "10s") -> Plan:
+        """Plan the module with these variables (refreshing first) into the file `out`, and
+        return that saved plan as `terraform show -json` describes it."""
+        self.init()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        var_file = out.with_suffix(".tfvars.json")
+        var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
+        self.run("plan", "-input=false", "-no-color", f"-lock-timeout={lock_timeout}",
+                 f"-out={out}", f"-var-file={var_file}", *(f"-replace={a}" for a in replace))
+        return self.show(out)
+
+    def show(self, planfile: Path) -> Plan:
+        return parse_plan(self.run("show", "-json", "-no-color", str(planfile)).stdout)
+
+    def apply_saved(self, planfile: Path, *, lock_timeout: str = "60s") -> dict[str, Any]:
+        """Apply a saved plan exactly; Terraform refuses one made stale by a newer state."""
+        self.init()
+        self.run("apply", "-input=false", "-no-color", f"-lock-timeout={lock_timeout}",
+                 str(planfile))
+        return self.outputs()
+
+
+# ---- `terraform show -json PLANFILE` -------------------------------------------------------
+
+class Change(StrEnum):
+    """What a plan does to one resource instance, from its `actions` list."""
+
+    NOOP = "no-op"
+    CREATE = "create"
+    READ = "read"
+    UPDATE = "update"           # in place
+    REPLACE = "replace"         # ["delete","create"] or ["create","delete"]
+    DELETE = "delete"
+    FORGET = "forget"           # removed from state, left running (a `removed` block)
+
+
+_ACTIONS: dict[tuple[str, ...], Change] = {
+    ("no-op",): Change.NOOP, ("create",): Change.CREATE, ("read",): Change.READ,
+    ("update",): Change.UPDATE, ("delete",): Change.DELETE, ("forget",): Change.FORGET,
+    ("delete", "create"): Change.REPLACE, ("create", "delete"): Change.REPLACE,
+}
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    """One element of resource_changes (or resource_drift)."""
+
+    address: str                   # terraform_data.pet["gitaly-01"]
+    type: str
+    name: str
+    key: str | int | None          # the for_each key or count index; None for a single one
+    change: Change
+    before: Any                    # the resource's attributes before, None when created
+    after: Any                     # after (unknown values absent), None when deleted
+    reason: str                    # action_reason: replace_because_triggered_by, ... or ''
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A saved plan as `terraform show -json` reads it."""
+
+    terraform_version: str
+    changes: tuple[ResourceChange, ...]
+    drift: tuple[ResourceChange, ...]       # what the refresh found changed outside Terraform
+    prior: Mapping[str, Any]                # address -> attribute values in the prior state
+    applyable: bool
+
+    @property
+    def actionable(self) -> tuple[ResourceChange, ...]:
+        """The changes an apply would make (no-ops and reads left out)."""
+        return tuple(c for c in self.changes if c.change not in (Change.NOOP, Change.READ))
+
+
+def _omitted(data: Mapping[str, Any], key: str, empty: Any) -> Any:
+    """A key the format leaves out when it is empty (Go's omitempty): absent means empty."""
+    return data.get(key, empty)
+
+
+def _resource_change(item: Mapping[str, Any]) -> ResourceChange:
+    change = item["change"]
+    actions = tuple(change["actions"])
+    if actions not in _ACTIONS:
+        raise ValueError(f"unknown actions {actions} for {item['address']}")
+    return ResourceChange(
+        address=item["address"], type=item["type"], name=item["name"],
+        key=_omitted(item, "index", None), change=_ACTIONS[actions],
+        before=change["before"], after=change["after"],
+        reason=_omitted(item, "action_reason", ""),
+    )
+
+
+def _prior(state: Mapping[str, Any]) -> dict[str, Any]:
+    values = _omitted(state, "values", {})
+    module = _omitted(values, "root_module", {})
+    return {r["address"]: r["values"] for r in _omitted(module, "resources", [])}
+
+
+def parse_plan(text: str) -> Plan:
+    """Parse `terraform show -json PLANFILE`; a malformed document raises PlanFormatError."""
+    try:
+        data = json.loads(text)
+        if not str(data["format_version"]).startswith("1."):
+            raise ValueError(f"format_version {data['format_version']} is not 1.x")
+        return Plan(
+            terraform_version=data["terraform_version"],
+            changes=tuple(_resource_change(c) for c in _omitted(data, "resource_changes", [])),
+            drift=tuple(_resource_change(c) for c in _omitted(data, "resource_drift", [])),
+            prior=_prior(_omitted(data, "prior_state", {})),
+            applyable=bool(data["applyable"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PlanFormatError(f"terraform show -json printed a plan fleet cannot read "
+                              f"({type(exc).__name__}: {exc})",
+                              "check that Terraform is 1.x (terraform version)") from exc
+
+
+class PlanFormatError(FleetError):
+    """`terraform show -json` printed something that is not a plan of the documented format."""
+
+
+_PREVENTED = re.compile(r"Resource (\S+) has lifecycle\.prevent_destroy set")
+
+
+def prevented(stderr: str) -> list[str]:
+    """The addresses a failed plan wanted to destroy despite their prevent_destroy."""
+    return sorted(set(_PREVENTED.findall(" ".join(stderr.replace("│", " ").split()))))
+
+
+class DestroyPrevented(FleetError):
+    """The plan would destroy resources whose lifecycle has prevent_destroy."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        super().__init__(f"Terraform refuses to destroy {', '.join(addresses)} "
+                         "(lifecycle.prevent_destroy)", "keep it in fleet.toml")
 
 
 def diagnostics(stderr: str) -> str:
@@ -110,8 +261,8 @@ def diagnostics(stderr: str) -> str:
 def _fix(stderr: str, output: Path) -> str:
     if "Error acquiring the state lock" in stderr:
         holder = next((line.strip(" │") for line in stderr.splitlines() if "Who:" in line), "")
-        return f"another apply holds the state lock ({holder.strip()}); wait for it or see " \
-               "`terraform force-unlock` if it died"
+        return f"another Terraform run holds the state lock ({holder.strip()}); wait for it or " \
+               "see `terraform force-unlock` if it died"
     return f"see Terraform's whole output in {output}"
 
 

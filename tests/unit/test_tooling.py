@@ -24,7 +24,7 @@ def test_mypy_strict() -> None:
 
 def test_terraform_modules_are_formatted_and_the_lab_module_validates(tmp_path: Path) -> None:
     """aws modules can only be format-checked here (no provider can be downloaded); the lab
-    module uses built-ins only, so it validates offline too."""
+    modules use built-ins only, so they validate offline too."""
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(tmp_path / "terraformrc"),
            "TF_DATA_DIR": str(tmp_path / "data"), "CHECKPOINT_DISABLE": "1"}
     (tmp_path / "terraformrc").write_text("")
@@ -32,8 +32,9 @@ def test_terraform_modules_are_formatted_and_the_lab_module_validates(tmp_path: 
                          cwd=ROOT, capture_output=True, text=True, env=env)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
     assert (ROOT / "terraform/aws/cattle/main.tf").exists()
-    lab = ["terraform", "-chdir=terraform/lab/cattle"]
-    for argv in ([*lab, "init", "-backend=false", "-input=false", "-no-color"],
-                 [*lab, "validate", "-no-color"]):
-        result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
-        assert result.returncode == 0, result.stdout + result.stderr
+    for module in ("cattle", "machines"):
+        lab = ["terraform", f"-chdir=terraform/lab/{module}"]
+        for argv in ([*lab, "init", "-backend=false", "-input=false", "-no-color"],
+                     [*lab, "validate", "-no-color"]):
+            result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+            assert result.returncode == 0, module + ": " + result.stdout + result.stderr
