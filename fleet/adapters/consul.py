@@ -51,6 +51,17 @@ class NodeCheck:
     output: str
 
 
+@dataclass(frozen=True)
+class ServiceCheck:
+    """One check of a service instance, as /v1/health/state reports it, with its tags."""
+
+    node: str
+    service: str
+    tags: tuple[str, ...]
+    status: Health
+
+
+
 class Consul:
     """A Consul HTTP API client scoped to one address and token."""
 
@@ -139,3 +150,11 @@ class Consul:
 
     def delete_tree(self, prefix: str) -> None:
         self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)
+
+    def tagged_checks(self, tag: str) -> builtins.list[ServiceCheck]:
+        """Every service check whose service carries tag, across all nodes, in one request (a
+        filter on /v1/health/state/any): what fleet plan reads instead of a request per node."""
+        _, items = self._call(f"checks tagged {tag}", self._client.health.state, "any",
+                              filter_expr=f'"{tag}" in ServiceTags')
+        return [ServiceCheck(i["Node"], i["ServiceName"], tuple(i["ServiceTags"]),
+                             Health(i["Status"])) for i in items]

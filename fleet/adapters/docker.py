@@ -126,3 +126,26 @@ def stop_and_remove(name: str) -> None:
 def read_file(container: str, path: str) -> str:
     """A small text file inside a running container."""
     return process.run(["docker", "exec", container, "cat", path], timeout=30).stdout
+
+
+def addresses(names: list[str], network: str) -> dict[str, str]:
+    """name -> IP address on the network, for the running containers among names."""
+    if not names:
+        return {}
+    result = process.run(["docker", "inspect", "--type", "container", "--format",
+                          "{{.Name}} {{.State.Running}} {{with index .NetworkSettings.Networks \""
+                          + network + "\"}}{{.IPAddress}}{{end}}", *names],
+                         check=False, timeout=60)
+    found = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] == "true":
+            found[fields[0].lstrip("/")] = fields[2]
+    return found
+
+
+def containers(label: str) -> list[str]:
+    """Names of the containers (running or not) carrying a label (KEY=VALUE)."""
+    result = process.run(["docker", "ps", "-a", "--filter", f"label={label}",
+                          "--format", "{{.Names}}"], timeout=30)
+    return [line for line in result.stdout.splitlines() if line]

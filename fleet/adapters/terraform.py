@@ -105,6 +105,24 @@ class Workspace:
                  f"-out={out}", f"-var-file={var_file}", *(f"-replace={a}" for a in replace))
         return self.show(out)
 
+    def state(self) -> dict[str, Any]:
+        """address -> attribute values of every resource in the state (`show -json`)."""
+        self.init()
+        text = self.run("show", "-json", "-no-color").stdout
+        try:
+            data = json.loads(text)
+            if not str(data["format_version"]).startswith("1."):
+                raise ValueError(f"format_version {data['format_version']} is not 1.x")
+            return _prior(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PlanFormatError(f"terraform show -json printed a state fleet cannot read "
+                                  f"({type(exc).__name__}: {exc})") from exc
+
+    def forget(self, addresses: Sequence[str]) -> None:
+        """Drop resources from the state (`state rm`): what was created by hand is gone."""
+        self.init()
+        self.run("state", "rm", "-lock-timeout=60s", *addresses)
+
     def show(self, planfile: Path) -> Plan:
         return parse_plan(self.run("show", "-json", "-no-color", str(planfile)).stdout)
 

@@ -396,6 +396,165 @@ def _verdict(outcome: str) -> str:
     return render.colour(outcome, colour)
 
 
+# ---- plan, apply, converge, run ------------------------------------------------------------
+
+def _plan_options(fn: F) -> F:
+    fn = click.option("--snowflake", "snowflakes", multiple=True, metavar="NAME",
+                      help="A snowflake apply may change (repeatable).")(fn)
+    return click.option("--allow-replace", "allow_replace", multiple=True, metavar="PET",
+                        help="A pet whose container may be replaced; its data volume stays "
+                        "(repeatable).")(fn)
+
+
+def _options(allow_replace: tuple[str, ...], snowflakes: tuple[str, ...]) -> Any:
+    from fleet.model.plan import Options
+
+    return Options(tuple(sorted(set(allow_replace))), tuple(sorted(set(snowflakes))))
+
+
+def _plan_table(plan: Any) -> None:
+    colours = {"bake": "cyan", "create": "green", "promote": "green", "grow": "green",
+               "update": "yellow", "roll": "yellow", "shrink": "yellow", "repair": "yellow",
+               "replace": "red", "destroy": "red", "revoked": "red", "missing secret": "red"}
+    render.table(f"plan of {plan.fleet}: {plan.changes} change(s)",
+                 ["env", "role", "class", "target", "action", "detail", "note"], [
+        [i.env or "(images)", i.role, i.cls, i.target,
+         render.colour(i.action.value, colours.get(i.action.value, "white")), i.detail,
+         render.colour(i.blocked, "red") if i.blocked else ("drift" if i.drift else "")]
+        for i in plan.items])
+
+
+@cli.command(name="plan")
+@click.argument("envs", nargs=-1)
+@_plan_options
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the plan for `fleet apply --plan FILE`.")
+@json_option
+@click.pass_obj
+def plan_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[str, ...],
+                 snowflakes: tuple[str, ...], detailed_exitcode: bool, out: Path | None,
+                 as_json: bool) -> None:
+    """Everything that differs between fleet.toml, the channels and what runs."""
+    from fleet.model.plan import refusals
+    from fleet.workflows import plan as workflow
+
+    plan = workflow.plan(session.context(), envs, _options(allow_replace, snowflakes)).plan
+    if as_json:
+        click.echo(plan.to_json())
+    else:
+        _plan_table(plan)
+    if out is not None:
+        out.write_text(plan.to_json())
+        render.progress(f"saved the plan to {out}; fleet apply --plan {out} carries it out")
+    refused = refusals(plan)
+    if refused:
+        raise FleetError(f"refused: {refused[0]}"
+                         + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
+    if detailed_exitcode and plan.pending:
+        raise click.exceptions.Exit(2)
+
+
+@cli.command(name="apply")
+@click.argument("envs", nargs=-1)
+@_plan_options
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Carry out this saved plan (fleet plan --out), if it still matches reality.")
+@click.option("--yes", is_flag=True, help="Do not ask; also approves manual_approval "
+              "environments (recorded).")
+@json_option
+@click.pass_obj
+def apply_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[str, ...],
+                  snowflakes: tuple[str, ...], plan_file: Path | None, yes: bool,
+                  as_json: bool) -> None:
+    """Carry out the plan in depends_on order, after showing it and asking."""
+    from fleet.model.plan import Plan
+    from fleet.workflows import apply as workflow
+
+    saved = None
+    if plan_file is not None:
+        if envs or allow_replace or snowflakes:
+            raise click.UsageError("a saved plan carries its environments and options")
+        saved = Plan.from_json(plan_file.read_text())
+
+    def confirm(plan: Any) -> bool:
+        if not as_json:
+            _plan_table(plan)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise FleetError("fleet apply needs confirmation", "pass --yes, or apply a saved "
+                             "plan with --plan FILE")
+        return click.confirm(f"apply {plan.changes} change(s)?", err=True)
+
+    def approve(question: str) -> bool:
+        return yes or (sys.stdin.isatty() and click.confirm(question, err=True))
+
+    report = workflow.apply(session.context(), envs, _options(allow_replace, snowflakes),
+                            saved=saved, confirm=confirm, approve=approve, say=render.progress)
+    if as_json:
+        render.emit_json(report)
+        return
+    if not report.done:
+        click.echo("nothing to do: what runs matches fleet.toml and the channels")
+        return
+    render.table(f"applied in {report.seconds:.1f}s", ["env", "role", "target", "action",
+                                                        "detail"], [
+        [d.env or "(images)", d.role, d.target, d.action.value, d.detail] for d in report.done])
+
+
+def _host_results(report: Any, as_json: bool, what: str) -> None:
+    if as_json:
+        render.emit_json(report)
+    else:
+        for r in report.results:
+            state = "ok" if r.ok else "FAILED"
+            code = "-" if r.exit_code is None else str(r.exit_code)
+            click.echo(f"== {r.host}: {state} (exit {code}){': ' + r.error if r.error else ''}")
+            for text in (r.stdout, r.stderr):
+                if text.strip():
+                    click.echo(text.rstrip("\n"))
+    if report.failed:
+        names = ", ".join(r.host for r in report.failed)
+        raise FleetError(f"{what} failed on {len(report.failed)} of {len(report.results)} "
+                         f"host(s): {names}", "each host's result is above")
+
+
+@cli.command()
+@click.argument("role")
+@click.option("--env", "envs", multiple=True, help="Only this environment (repeatable).")
+@click.option("--limit", default=5, show_default=True, help="Hosts worked on at once.")
+@json_option
+@click.pass_obj
+def converge(session: Session, role: str, envs: tuple[str, ...], limit: int,
+             as_json: bool) -> None:
+    """Run a pet's or snowflake's provisioner on each instance in place, over SSH."""
+    from fleet.workflows import remote
+
+    _host_results(remote.converge(session.context(), role, envs, limit=limit,
+                                  say=render.progress), as_json, f"converge of {role}")
+
+
+@cli.command(name="run", context_settings={"ignore_unknown_options": True})
+@click.argument("role")
+@click.option("--env", "envs", multiple=True, help="Only this environment (repeatable).")
+@click.option("--limit", default=5, show_default=True, help="Hosts worked on at once.")
+@json_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def run_command(session: Session, role: str, envs: tuple[str, ...], limit: int, as_json: bool,
+                command: tuple[str, ...]) -> None:
+    """An ad-hoc command on every node of ROLE: fleet run ROLE [--env E] -- COMMAND."""
+    import shlex
+
+    from fleet.workflows import remote
+
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    _host_results(remote.run(session.context(), role, envs, line, limit=limit), as_json,
+                  f"`{line}`")
+
+
 def _internal_error() -> Path:
     """Write the traceback where the user can find it; return the path."""
     log_dir = Path.cwd() / ".fleet" / "log"

@@ -4,3 +4,4 @@ set -eu
 . /tmp/fleet/common.sh
 mkdir -p /var/opt/gitaly && chmod 0700 /var/opt/gitaly
 install_services
+write_settings

@@ -4,3 +4,4 @@ set -eu
 . /tmp/fleet/common.sh
 mkdir -p /var/lib/postgresql && chmod 0700 /var/lib/postgresql
 install_services
+write_settings

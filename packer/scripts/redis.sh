@@ -4,3 +4,4 @@ set -eu
 . /tmp/fleet/common.sh
 mkdir -p /var/lib/redis && chmod 0750 /var/lib/redis
 install_services
+write_settings

@@ -9,3 +9,11 @@ install_services() {
     chmod 0755 "/etc/fleet/services.d/$name"
   done
 }
+
+# The role's settings (FLEET_SETTING_*), where the node's software reads them; rewritten by
+# every bake and every `fleet converge`.
+write_settings() {
+  mkdir -p /etc/fleet
+  env | grep '^FLEET_SETTING_' | sort > /etc/fleet/settings.env || true
+  chmod 0644 /etc/fleet/settings.env
+}

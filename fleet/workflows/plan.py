@@ -1,0 +1,305 @@
+"""fleet plan: read what runs, and diff it against fleet.toml and the channels (model.plan).
+
+What is read, in as few requests as the benchmark wants (none per node):
+- Consul KV, one recursive read each: the catalog, the channels, the desired cattle groups,
+  and which environments have a Terraform state for their pets and snowflakes;
+- Consul health, one request: every service check tagged with the fleet (/v1/health/state);
+- each role's inputs digest, as a bake computes it (files digested by stat-cached reads);
+- Docker, one `docker ps`: which lab containers exist (drift of a pet or snowflake removed by
+  hand), and per environment with pets or snowflakes, Terraform: `terraform show -json` of the
+  state and a `terraform plan -out` with the instances fleet.toml wants (environments in
+  parallel; the consul backend locks each state while its plan runs).
+
+A pet or snowflake keeps the image it was created with: a new image of its role reaches it
+only when `--allow-replace PET` or `--snowflake NAME` names it; settings change in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from fleet.adapters import docker, packer, terraform
+from fleet.adapters.consul import Consul
+from fleet.errors import DependencyDown, FleetError
+from fleet.model.definition import Role, RoleClass
+from fleet.model.image import ImageRecord, current
+from fleet.model.nodes import services_json
+from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path
+from fleet.model.plan import diff as plan_diff
+from fleet.model.promotion import Channel
+from fleet.model.spec import did_you_mean
+from fleet.workflows import bake, baseimage, cattle, lab, memo
+from fleet.workflows.catalog import Catalog
+from fleet.workflows.context import Context
+from fleet.workflows.verify import key_pair
+
+TO_BAKE = "to-be-baked"   # a new instance's image while its role still has to be baked
+BASE = "base"             # the version of an instance the lab runs on the base image
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A plan and what apply needs of what was read for it."""
+
+    plan: Plan
+    images: Mapping[str, ImageRecord | None]        # role -> its current image
+    channels: Mapping[tuple[str, str], str]         # (env, role) -> version
+    terraform: Mapping[str, terraform.Plan] = field(default_factory=dict)  # env -> its plan
+
+
+def workspace(ctx: Context, env: str) -> terraform.Workspace:
+    """The environment's pets and snowflakes: one Terraform state in the consul backend."""
+    url = urlparse(ctx.consul_addr)
+    return terraform.Workspace(
+        module=ctx.root / "terraform" / "lab" / "machines",
+        data_dir=ctx.state_dir / "terraform" / "machines" / env,
+        consul_address=f"{url.hostname}:{url.port}",
+        state_path=f"{ctx.fleet.kv_prefix}/terraform/machines/{env}",
+        state_dir=ctx.state_dir,
+    )
+
+
+def check_envs(ctx: Context, envs: Iterable[str]) -> tuple[str, ...]:
+    names = ctx.fleet.env_names()
+    chosen = tuple(envs) or names
+    for env in chosen:
+        if env not in names:
+            raise FleetError(f'unknown environment "{env}"{did_you_mean(env, names)}',
+                             f"environments: {', '.join(names)}")
+    return tuple(e for e in names if e in chosen)
+
+
+def check_names(ctx: Context, options: Options) -> None:
+    """--allow-replace names pets and --snowflake names snowflakes of fleet.toml."""
+    for names, cls, flag in ((options.allow_replace, RoleClass.PET, "--allow-replace"),
+                             (options.snowflakes, RoleClass.SNOWFLAKE, "--snowflake")):
+        known = [i for r in ctx.fleet.roles.values() if r.cls is cls
+                 for per_env in r.instances.values() for i in per_env]
+        for name in names:
+            if name not in known:
+                raise FleetError(f'{flag} {name}: no {cls.value} instance "{name}"'
+                                 f"{did_you_mean(name, known)}",
+                                 f"{cls.value} instances: {', '.join(known) or 'none'}")
+
+
+def bakeable(role: Role) -> bool:
+    """The lab bakes shell roles; chef-solo roles run the base image here (see README)."""
+    return role.provisioner.kind == "shell"
+
+
+def wanted_digests(ctx: Context) -> dict[str, str]:
+    """Each lab-bakeable role's inputs digest, computed exactly as `fleet bake` does."""
+    target = ctx.fleet.lab_target()
+    binary = shutil.which("packer")
+    if binary is None:
+        raise DependencyDown("packer is not installed", "run scripts/setup.sh")
+    packer_version = memo.by_stat(ctx.state_dir / "cache", Path(binary), packer.version)
+    digests: dict[str, str] = {}
+    base_ids: dict[str, str] = {}
+    for role in ctx.fleet.roles.values():
+        if not bakeable(role):
+            continue
+        if role.base not in base_ids:
+            base_ids[role.base] = base_image(ctx, role.base)
+        digests[role.name] = bake.digest_of(ctx, target, role, base_ids[role.base],
+                                            packer_version)
+    return digests
+
+
+def base_image(ctx: Context, base: str) -> str:
+    ref, image = baseimage.current(ctx.fleet.bases[base], ctx.root / "packer" / "base",
+                                   ctx.state_dir / "cache")
+    if image is None:
+        raise DependencyDown(f"base image {ref} is not built", "run `fleet lab up`")
+    return image.id
+
+
+# ---- Consul --------------------------------------------------------------------------------
+
+def _channels(consul: Consul, prefix: str) -> dict[tuple[str, str], str]:
+    root = f"{prefix}/channels/"
+    found = {}
+    for entry in consul.list(root):
+        env, _, role = entry.key[len(root):].partition("/")
+        if role and entry.value:
+            found[(env, role)] = Channel.from_json(entry.value).version
+    return found
+
+
+def _groups(consul: Consul, prefix: str) -> dict[str, dict[str, dict[str, int]]]:
+    root = f"{prefix}/desired/"
+    return {e.key[len(root):]: {str(r): {str(v): int(n) for v, n in g.items()}
+                                for r, g in json.loads(e.value).items()}
+            for e in consul.list(root) if e.value}
+
+
+def _nodes(consul: Consul, fleet: str) -> dict[tuple[str, str], set[str]]:
+    """(env, role) -> the nodes Consul has a service check of, from one request."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for check in consul.tagged_checks(f"fleet:{fleet}"):
+        tags = dict(t.split(":", 1) for t in check.tags if ":" in t)
+        if "env" in tags and "role" in tags:
+            found.setdefault((tags["env"], tags["role"]), set()).add(check.node)
+    return found
+
+
+# ---- pets and snowflakes on Terraform ---------------------------------------------------------
+
+def instances(ctx: Context, env: str) -> dict[str, Role]:
+    """Instance name -> its role, for the pets and snowflakes of one environment."""
+    return {i: r for r in ctx.fleet.roles.values() if r.cls is not RoleClass.CATTLE
+            for i in r.instances[env]}
+
+
+def container(ctx: Context, instance: str) -> str:
+    """A pet's or snowflake's container, hostname and Consul node: fleet name + instance."""
+    return f"{ctx.fleet.name}-{instance}"
+
+
+def address(role: Role, instance: str) -> str:
+    kind = "pet" if role.cls is RoleClass.PET else "snowflake"
+    return f'terraform_data.{kind}["{instance}"]'
+
+
+def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
+                 images: Mapping[str, ImageRecord | None], to_bake: Iterable[str],
+                 options: Options, keep: Iterable[str] = ()) -> dict[str, Any]:
+    """The machines module's variables for one environment.
+
+    An instance in the state keeps its image unless named by options; one in `keep` keeps
+    everything it has (a snowflake apply may not change)."""
+    fleet = ctx.fleet
+    net = lab.network(ctx)
+    _, public = key_pair(ctx)
+    pets: dict[str, Any] = {}
+    snowflakes: dict[str, Any] = {}
+    named = set(options.allow_replace) | set(options.snowflakes)
+    for instance, role in instances(ctx, env).items():
+        before = prior.get(address(role, instance))
+        if before is not None and instance in keep:
+            value = {k: before["input"][k] for k in
+                     ("image", "role", "env", "version", "services", "settings")}
+            value["container"] = before["input"]["name"]
+            snowflakes[instance] = value
+            continue
+        if before is not None and instance not in named:
+            image, version = before["input"]["image"], before["input"]["version"]
+        elif not bakeable(role):
+            image, version = base_image(ctx, role.base), BASE
+        elif role.name in to_bake or images.get(role.name) is None:
+            image, version = TO_BAKE, TO_BAKE
+        else:
+            record = images[role.name]
+            assert record is not None
+            image, version = record.artifact, record.version
+        value = {"container": container(ctx, instance), "image": image, "role": role.name,
+                 "env": env, "version": version,
+                 "services": services_json(fleet.name, role, env, version, weight=1),
+                 "settings": json.dumps(dict(role.settings), sort_keys=True)}
+        if role.cls is RoleClass.PET:
+            pets[instance] = {**value, "volume": f"{container(ctx, instance)}-data",
+                              "data_path": data_path(role)}
+        else:
+            snowflakes[instance] = value
+    return {"network": net.name, "consul_join": net.gateway, "authorized_keys": str(public),
+            "pets": pets, "snowflakes": snowflakes}
+
+
+def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | None],
+                  to_bake: Iterable[str], options: Options, running: set[str],
+                  keep: Iterable[str] = ()) -> tuple[terraform.Plan, tuple[MachineChange, ...]]:
+    """Terraform's plan for the environment's pets and snowflakes, saved for apply; an
+    instance whose container is gone (removed by hand) is planned to be replaced: drift."""
+    ws = workspace(ctx, env)
+    ws.init()
+    prior = ws.state()
+    gone = [a for a, values in prior.items()
+            if a.startswith(("terraform_data.pet[", "terraform_data.snowflake["))
+            and values["input"]["name"] not in running]
+    variables = machine_vars(ctx, env, prior, images, to_bake, options, keep)
+    try:
+        tf_plan = ws.plan(variables, planfile(ctx, env), replace=gone)
+    except terraform.DestroyPrevented as exc:
+        roles = {i: r for r in ctx.fleet.roles.values() for i in
+                 {x for per_env in r.instances.values() for x in per_env}}
+        pets = [str(a).split('"')[1] for a in exc.addresses]
+        held = "; ".join(f"{p} holds {roles[p].data if p in roles else 'its data'}"
+                         for p in pets)
+        raise PlanError(f"the plan would destroy pet(s) {', '.join(pets)} in {env} ({held}): "
+                        "refused; Terraform's prevent_destroy guards their data volumes",
+                        "put them back in fleet.toml; retiring a pet is a deliberate manual "
+                        "step (back up, then remove its volume and state by hand)") from exc
+    changes = []
+    for change in tf_plan.actionable:
+        if change.type != "terraform_data" or change.name not in ("pet", "snowflake"):
+            continue
+        changes.append(MachineChange(str(change.key), change.change.value, change.reason,
+                                     drift=change.address in gone))
+    return tf_plan, tuple(changes)
+
+
+def planfile(ctx: Context, env: str) -> Path:
+    return ctx.state_dir / "plans" / f"machines-{env}.tfplan"
+
+
+# ---- secrets -------------------------------------------------------------------------------
+
+def missing_secrets(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """HOOK for the secrets issue: (env, role) -> the declared secrets missing in Vault.
+
+    `fleet secrets check` (fleet/workflows/secrets.py) is not there yet; when it lands, read
+    its result here and the plan shows each missing secret as a change."""
+    return {}
+
+
+# ---- the plan ------------------------------------------------------------------------------
+
+def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None) -> Reading:
+    """The whole plan of the environments (all by default)."""
+    options = options or Options()
+    chosen = check_envs(ctx, envs)
+    check_names(ctx, options)
+    fleet = ctx.fleet
+    consul = cattle.consul(ctx)
+    prefix = fleet.kv_prefix
+    records = Catalog(consul, prefix).records()
+    images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
+    channels = _channels(consul, prefix)
+    groups = _groups(consul, prefix)
+    nodes = _nodes(consul, fleet.name)
+    states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
+              if "/.lock" not in e.key and e.value}
+    digests = wanted_digests(ctx)
+    have: dict[str, set[str]] = {}
+    for record in records:
+        have.setdefault(record.role, set()).add(record.digest)
+    to_bake = {r for r, d in digests.items() if d not in have.get(r, set())}
+    machine_envs = [e for e in chosen if instances(ctx, e) or e in states]
+    tf_plans: dict[str, terraform.Plan] = {}
+    machines: dict[str, tuple[MachineChange, ...]] = {}
+    if machine_envs:
+        running = set(docker.lab_containers())
+        with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
+            done = dict(zip(machine_envs, pool.map(
+                lambda e: plan_machines(ctx, e, images, to_bake, options, running),
+                machine_envs), strict=True))
+        tf_plans = {e: p for e, (p, _) in done.items()}
+        machines = {e: c for e, (_, c) in done.items()}
+    desired = Desired(fleet, digests, channels, chosen, options)
+    actual = Actual(
+        digests={r: frozenset(d) for r, d in have.items()},
+        revoked=frozenset((r.role, r.version) for r in records if r.revoked),
+        groups=groups,
+        nodes={(e, r.name): frozenset(nodes.get((e, r.name), ())) for e in chosen
+               for r in fleet.roles.values() if r.cls is RoleClass.CATTLE},
+        machines=machines,
+        missing_secrets=missing_secrets(ctx, chosen),
+    )
+    return Reading(plan_diff(desired, actual), images, channels, tf_plans)

@@ -1,0 +1,118 @@
+"""In-place work over SSH (Fabric): `fleet converge` runs a pet's or snowflake's provisioner on
+its running instances; `fleet run` runs an ad-hoc command on a role's nodes.
+
+Nodes are reached on the lab network as root with the lab key (the one `fleet verify` makes,
+mounted read-only as root's authorized_keys when a node starts), and each connection trusts
+only the node's own ed25519 host key, read through `docker exec`. Results are per host: a host
+that is down or fails is reported beside the others, never instead of them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fleet.adapters import docker, ssh
+from fleet.errors import FleetError
+from fleet.model.definition import Role, RoleClass
+from fleet.model.spec import did_you_mean
+from fleet.workflows import bake, lab
+from fleet.workflows.context import Context
+from fleet.workflows.plan import check_envs, container
+from fleet.workflows.verify import SSH_USER, key_pair
+
+Say = Callable[[str], None]
+LIMIT = 5   # hosts worked on at once
+
+
+@dataclass(frozen=True)
+class RemoteReport:
+    role: str
+    command: str
+    results: tuple[ssh.HostResult, ...]
+
+    @property
+    def failed(self) -> tuple[ssh.HostResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+
+def _role(ctx: Context, name: str) -> Role:
+    if name not in ctx.fleet.roles:
+        raise FleetError(f'unknown role "{name}"{did_you_mean(name, ctx.fleet.roles)}',
+                         f"roles: {', '.join(ctx.fleet.roles)}")
+    return ctx.fleet.roles[name]
+
+
+def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
+    """The role's node names: its instances (pets, snowflakes), or its cattle containers."""
+    chosen = check_envs(ctx, envs)
+    if role.cls is not RoleClass.CATTLE:
+        return [container(ctx, i) for env in chosen for i in role.instances[env]]
+    prefixes = tuple(f"{ctx.fleet.name}-{role.name}-{env}-" for env in chosen)
+    return sorted(n for n in docker.containers(f"fleet.role={role.name}")
+                  if n.startswith(prefixes) and not n.endswith(".draining"))
+
+
+def _hosts(ctx: Context, names: list[str]) -> tuple[list[ssh.Host], list[ssh.HostResult]]:
+    """The reachable hosts, and a failed result for each node that is not running."""
+    net = lab.network(ctx)
+    private, _ = key_pair(ctx)
+    found = docker.addresses(names, net.name)
+    hosts, down = [], []
+    for name in names:
+        if name not in found:
+            down.append(ssh.HostResult(name, False, None, "", "", "not running"))
+            continue
+        try:
+            key = ssh.parse_public_key(docker.read_file(name, "/etc/ssh/ssh_host_ed25519_key.pub"))
+        except FleetError as exc:
+            down.append(ssh.HostResult(name, False, None, "", "", f"no host key: {exc.what}"))
+            continue
+        hosts.append(ssh.Host(name, found[name], SSH_USER, private, key))
+    return hosts, down
+
+
+def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
+        limit: int = LIMIT) -> RemoteReport:
+    """COMMAND on every node of ROLE (in ENVs), at most `limit` at once."""
+    role = _role(ctx, role_name)
+    names = nodes(ctx, role, envs)
+    if not names:
+        raise FleetError(f"{role.name} has no node in {', '.join(check_envs(ctx, envs))}",
+                         "fleet plan shows what is missing; fleet apply creates it")
+    hosts, down = _hosts(ctx, names)
+    results = {r.host: r for r in [*down, *ssh.run_group(hosts, command, limit=limit)]}
+    return RemoteReport(role.name, command, tuple(results[n] for n in names))
+
+
+def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: Iterable[str] = (),
+             limit: int = LIMIT, say: Say) -> RemoteReport:
+    """The role's provisioner, with its current settings, on each running instance in place."""
+    role = _role(ctx, role_name)
+    if role.cls is RoleClass.CATTLE:
+        raise FleetError(f"{role.name} is cattle: never changed in place",
+                         f"bake a new image and promote it (fleet bake {role.name})")
+    if role.provisioner.kind != "shell":
+        raise FleetError(f"{role.name} is provisioned by {role.provisioner.kind}, which cannot "
+                         "run in the lab (no Chef Infra Client here)",
+                         "converge it with chef-solo in a real account")
+    wanted = {container(ctx, i) for i in instances}
+    names = [n for n in nodes(ctx, role, envs) if not wanted or n in wanted]
+    if not names:
+        raise FleetError(f"{role.name} has no instance in {', '.join(check_envs(ctx, envs))}")
+    say(f"converging {role.name} on {', '.join(names)} over SSH")
+    uploads = [(p, f"/tmp/fleet/{p.name}") for p in
+               sorted((ctx.root / "packer/scripts/lib").glob("*")) if p.is_file()]
+    uploads += [(ctx.root / s, f"/tmp/fleet/role-{i}.sh")
+                for i, s in enumerate(role.provisioner.scripts)]
+    env = " ".join(shlex.quote(pair) for pair in bake.environment(role))
+    scripts = " && ".join(f"env {env} sh -eu /tmp/fleet/role-{i}.sh"
+                          for i in range(len(role.provisioner.scripts)))
+    command = f"{scripts}; code=$?; rm -rf /tmp/fleet; exit $code"
+    hosts, down = _hosts(ctx, names)
+    prepared = ssh.run_group(hosts, "mkdir -p /tmp/fleet", limit=limit)
+    ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]
+    done = ssh.run_group(ready, command, uploads=uploads, limit=limit)
+    results = {r.host: r for r in [*down, *prepared, *done]}
+    return RemoteReport(role.name, "converge", tuple(results[n] for n in names))
