@@ -227,11 +227,9 @@ def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | Non
     try:
         tf_plan = ws.plan(variables, planfile(ctx, env), replace=gone)
     except terraform.DestroyPrevented as exc:
-        roles = {i: r for r in ctx.fleet.roles.values() for i in
-                 {x for per_env in r.instances.values() for x in per_env}}
-        pets = [str(a).split('"')[1] for a in exc.addresses]
-        held = "; ".join(f"{p} holds {roles[p].data if p in roles else 'its data'}"
-                         for p in pets)
+        pets = [a.split('"')[1] for a in exc.addresses]
+        roles = {p: prior[f'terraform_data.pet["{p}"]']["input"]["role"] for p in pets}
+        held = "; ".join(f"{p} holds {_data(ctx, roles[p])}" for p in pets)
         raise PlanError(f"the plan would destroy pet(s) {', '.join(pets)} in {env} ({held}): "
                         "refused; Terraform's prevent_destroy guards their data volumes",
                         "put them back in fleet.toml; retiring a pet is a deliberate manual "
@@ -243,6 +241,12 @@ def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | Non
         changes.append(MachineChange(str(change.key), change.change.value, change.reason,
                                      drift=change.address in gone))
     return tf_plan, tuple(changes)
+
+
+def _data(ctx: Context, role: str) -> str:
+    """What a pet of ROLE holds, as fleet.toml says (the role may be gone from it)."""
+    found = ctx.fleet.roles.get(role)  # a role removed from fleet.toml has no description
+    return found.data if found is not None and found.data else f"the data of a {role}"
 
 
 def planfile(ctx: Context, env: str) -> Path:
