@@ -8,6 +8,7 @@ from typing import Any
 
 from fleet.adapters.http import answering
 from fleet.errors import DependencyDown, FleetError
+from fleet.model.secret import Secret
 
 
 class SealState(StrEnum):
@@ -93,6 +94,21 @@ class Vault:
         self._call(f"write {mount}/{path}", self._client.secrets.kv.v2.create_or_update_secret,
                    path, secret=data, mount_point=mount)
 
+    def kv_set(self, mount: str, path: str, key: str, value: Secret) -> None:
+        """Set one key of a kv-v2 secret, keeping its other keys: a patch (atomic in Vault),
+        or the secret's first version (check-and-set 0) when there is none yet."""
+        import hvac.exceptions
+
+        what = f"write {key} at {mount}/{path}"
+        try:
+            self._call(what, self._client.secrets.kv.v2.patch, path, {key: value.reveal()},
+                       mount_point=mount)
+        except FleetError as exc:
+            if not isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                raise
+            self._call(what, self._client.secrets.kv.v2.create_or_update_secret, path,
+                       secret={key: value.reveal()}, cas=0, mount_point=mount)
+
     def kv_get(self, mount: str, path: str) -> dict[str, str] | None:
         """The latest version of a kv-v2 secret, None if there is none."""
         import hvac.exceptions
@@ -128,3 +144,112 @@ class Vault:
                 if data is not None:
                     found.append((child, data))
         return found
+
+    # ---- policies and AppRole ------------------------------------------------------------
+
+    def policies(self, prefix: str) -> dict[str, str]:
+        """Every ACL policy whose name starts with prefix: name -> HCL text."""
+        names = self._call("list policies", self._client.sys.list_acl_policies)["data"]["keys"]
+        return {n: str(self._call(f"read policy {n}", self._client.sys.read_acl_policy,
+                                  n)["data"]["policy"])
+                for n in names if n.startswith(prefix)}
+
+    def put_policy(self, name: str, text: str) -> None:
+        self._call(f"write policy {name}", self._client.sys.create_or_update_acl_policy,
+                   name, text)
+
+    def delete_policy(self, name: str) -> None:
+        self._call(f"delete policy {name}", self._client.sys.delete_acl_policy, name)
+
+    def ensure_auth(self, kind: str, path: str) -> bool:
+        """Enable an auth method at path unless one is there; True if it was enabled now."""
+        methods = self._call("sys/auth", self._client.sys.list_auth_methods)
+        if f"{path}/" in methods["data"]:
+            return False
+        self._call(f"enable auth {kind} at {path}/", self._client.sys.enable_auth_method,
+                   kind, path=path)
+        return True
+
+    def approles(self, prefix: str, mount: str) -> dict[str, dict[str, str]]:
+        """Every AppRole whose name starts with prefix: name -> its settings as strings
+        (lists joined with commas), as create_approle takes them."""
+        import hvac.exceptions
+
+        try:
+            listing = self._call("list approles", self._client.auth.approle.list_roles,
+                                 mount_point=mount)
+        except FleetError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                return {}  # none yet
+            raise
+        found = {}
+        for name in listing["data"]["keys"]:
+            if not name.startswith(prefix):
+                continue
+            data = self._call(f"read approle {name}", self._client.auth.approle.read_role,
+                              name, mount_point=mount)["data"]
+            found[name] = {str(k): ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                           for k, v in data.items()}
+        return found
+
+    def put_approle(self, name: str, settings: dict[str, str], mount: str) -> None:
+        self._call(f"write approle {name}", self._client.adapter.post,
+                   f"/v1/auth/{mount}/role/{name}", json=settings)
+
+    def delete_approle(self, name: str, mount: str) -> None:
+        self._call(f"delete approle {name}", self._client.auth.approle.delete_role, name,
+                   mount_point=mount)
+
+    def role_id(self, name: str, mount: str) -> str:
+        """An AppRole's RoleID (an identifier, not a secret by itself)."""
+        data = self._call(f"read the RoleID of {name}", self._client.auth.approle.read_role_id,
+                          name, mount_point=mount)
+        return str(data["data"]["role_id"])
+
+    def new_role_id(self, name: str, mount: str) -> None:
+        """Replace an AppRole's RoleID with a fresh random one (rotation)."""
+        import uuid
+
+        self._call(f"rotate the RoleID of {name}", self._client.auth.approle.update_role_id,
+                   name, str(uuid.uuid4()), mount_point=mount)
+
+    def wrapped_secret_id(self, name: str, mount: str, wrap_ttl: str) -> Secret:
+        """A new SecretID of the AppRole, response-wrapped: what comes back is a single-use
+        wrapping token that only an unwrap turns into the SecretID."""
+        data = self._call(f"issue a SecretID of {name}",
+                          self._client.auth.approle.generate_secret_id, name,
+                          mount_point=mount, wrap_ttl=wrap_ttl)
+        return Secret(str(data["wrap_info"]["token"]))
+
+    def destroy_secret_ids(self, name: str, mount: str) -> int:
+        """Destroy every SecretID the AppRole has outstanding; how many there were."""
+        import hvac.exceptions
+
+        try:
+            listing = self._call(f"list SecretIDs of {name}",
+                                 self._client.auth.approle.list_secret_id_accessors, name,
+                                 mount_point=mount)
+        except FleetError as exc:
+            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
+                return 0  # none outstanding
+            raise
+        accessors = listing["data"]["keys"]
+        for accessor in accessors:
+            self._call(f"destroy a SecretID of {name}",
+                       self._client.auth.approle.destroy_secret_id_accessor, name, accessor,
+                       mount_point=mount)
+        return len(accessors)
+
+    def unwrap(self, wrapping_token: Secret) -> dict[str, str]:
+        """What a wrapping token wraps (its data); the token is spent."""
+        data = self._call("unwrap", self._client.sys.unwrap, wrapping_token.reveal())
+        return {str(k): str(v) for k, v in data["data"].items()}
+
+    def login_approle(self, role_id: str, secret_id: Secret, mount: str) -> Secret:
+        """Log in with an AppRole; the client token it gives."""
+        data = self._call("AppRole login", self._client.auth.approle.login, role_id,
+                          secret_id.reveal(), use_token=False, mount_point=mount)
+        return Secret(str(data["auth"]["client_token"]))
+
+    def disable_secrets_engine(self, mount: str) -> None:
+        self._call(f"disable {mount}/", self._client.sys.disable_secrets_engine, mount)

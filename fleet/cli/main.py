@@ -396,6 +396,124 @@ def _verdict(outcome: str) -> str:
     return render.colour(outcome, colour)
 
 
+@cli.group()
+def secrets() -> None:
+    """Secrets in Vault: per-role policies and AppRoles, checks, values, rotation."""
+
+
+@secrets.command(name="sync")
+@json_option
+@click.pass_obj
+def secrets_sync(session: Session, as_json: bool) -> None:
+    """Write every role's policy and AppRole per environment (secrets-policy/); idempotent."""
+    from fleet.workflows import secrets as workflow
+
+    report = workflow.sync(session.context())
+    if as_json:
+        render.emit_json(report)
+        return
+    for enabled in report.enabled:
+        render.progress(f"enabled {enabled}")
+    render.table("secrets sync", ["kind", "name", "action"], [
+        [c.kind, c.name, _change(c.action.value)] for c in report.changes])
+    render.progress(f"{report.changed} change(s)")
+
+
+def _change(action: str) -> str:
+    return render.colour(action, {"create": "green", "update": "yellow"}.get(action, "cyan"))
+
+
+@secrets.command(name="check")
+@click.argument("env", required=False)
+@json_option
+@click.pass_obj
+def secrets_check(session: Session, env: str | None, as_json: bool) -> None:
+    """Every secret each role declares exists in Vault (names only, never values)."""
+    from fleet.workflows import secrets as workflow
+
+    report = workflow.check(session.context(), env)
+    if as_json:
+        render.emit_json(report)
+    else:
+        for missing in report.missing:
+            click.echo(f"missing: {missing}")
+        for approle in report.unsynced:
+            click.echo(f"no AppRole: {approle}")
+        render.progress(f"{report.checked - len(report.missing)} of {report.checked} "
+                        "declared secret(s) present")
+    if report.unsynced:
+        raise FleetError(f"{len(report.unsynced)} AppRole(s) missing in Vault, first "
+                         f"{report.unsynced[0]}", "run `fleet secrets sync`")
+    if report.missing:
+        first = report.missing[0]
+        raise FleetError(f"{len(report.missing)} declared secret(s) missing in Vault, first "
+                         f"{first}", f"fleet secrets put {first.role} {first.key} --env {first.env}")
+
+
+@secrets.command(name="put")
+@click.argument("role")
+@click.argument("key")
+@click.option("--env", required=True, help="The environment the value is for.")
+@json_option
+@click.pass_obj
+def secrets_put(session: Session, role: str, key: str, env: str, as_json: bool) -> None:
+    """Store ROLE's secret KEY for ENV; the value comes from stdin or a hidden prompt, never
+    the command line."""
+    from fleet.model.secret import Secret
+    from fleet.workflows import secrets as workflow
+
+    ctx = session.context()
+    if sys.stdin.isatty():
+        value = click.prompt(f"{role}/{env} {key}", hide_input=True, confirmation_prompt=True,
+                             err=True)
+    else:
+        value = sys.stdin.read().removesuffix("\n")
+    where = workflow.put(ctx, role, key, env, Secret(value))
+    if as_json:
+        render.emit_json({"role": role, "key": key, "env": env, "path": where})
+    else:
+        render.progress(f"stored {key} at {where}")
+
+
+@secrets.command(name="rotate")
+@click.argument("role")
+@click.option("--env", required=True, help="The environment whose credentials rotate.")
+@json_option
+@click.pass_obj
+def secrets_rotate(session: Session, role: str, env: str, as_json: bool) -> None:
+    """New AppRole credentials for ROLE in ENV; its running nodes log in again with them."""
+    from fleet.workflows import secrets as workflow
+
+    report = workflow.rotate(session.context(), role, env)
+    if as_json:
+        render.emit_json(report)
+    else:
+        render.progress(f"{report.approle}: new RoleID, {report.destroyed} SecretID(s) destroyed")
+        render.table("secrets rotate", ["node", "result"],
+                     [[n, said] for n, said in report.nodes]
+                     + [[n, render.colour(why, "red")] for n, why in report.failed])
+    if report.failed:
+        raise FleetError(f"{len(report.failed)} node(s) of {role} in {env} did not log in "
+                         f"again: {report.failed[0][1]}")
+
+
+@secrets.command(name="deliver", hidden=True)
+@click.argument("node")
+@click.argument("role")
+@click.argument("env")
+@json_option
+@click.pass_obj
+def secrets_deliver(session: Session, node: str, role: str, env: str, as_json: bool) -> None:
+    """Hand a node just created its Vault credentials (run by Terraform's provisioner)."""
+    from fleet.workflows import secrets as workflow
+
+    said = workflow.deliver(session.context(), node, role, env)
+    if as_json:
+        render.emit_json({"node": node, "result": said})
+    else:
+        click.echo(said)
+
+
 # ---- plan, apply, converge, run ------------------------------------------------------------
 
 def _plan_options(fn: F) -> F:

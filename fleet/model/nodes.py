@@ -6,7 +6,10 @@ import json
 import re
 from dataclasses import dataclass
 
-from fleet.model.definition import Role
+from fleet.model.definition import Fleet, Role
+
+# Where a node renders the addresses of the services its role depends on (see watches()).
+UPSTREAMS_FILE = "/etc/fleet/upstreams.json"
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,23 @@ def group(fleet: str, role: Role, env: str, version: str, image: str, count: int
     services = services_json(fleet, role, env, version, weight)
     return [Node(node_name(fleet, role.name, env, version, i), role.name, env, version, image,
                  services) for i in range(count)]
+
+
+def upstream_services(fleet: Fleet, role: Role) -> list[str]:
+    """The services of the roles this role depends on (web: gitaly, postgres, redis)."""
+    return sorted({s.name for dep in role.depends_on for s in fleet.roles[dep].services})
+
+
+def with_watches(services: str, fleet: str, env: str, upstreams: list[str]) -> str:
+    """Add to the agent's config one `consul watch` per upstream service: the agent runs
+    fleet-node with the passing instances whenever they change, and fleet-node re-renders
+    UPSTREAMS_FILE with the addresses of those in this fleet and environment."""
+    if not upstreams:
+        return services
+    config = json.loads(services)
+    config["watches"] = [{
+        "type": "service", "service": name, "tag": f"fleet:{fleet}", "passingonly": True,
+        "handler_type": "script",
+        "args": ["/usr/local/sbin/fleet-node", "upstreams", name, fleet, env, UPSTREAMS_FILE],
+    } for name in upstreams]
+    return json.dumps(config, sort_keys=True)

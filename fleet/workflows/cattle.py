@@ -7,38 +7,79 @@ makes it so. Health comes from Consul, where each node's agent registers its ser
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from fleet.adapters import terraform
 from fleet.adapters.consul import Consul
-from fleet.model.nodes import Node
+from fleet.adapters.vault import SealState, Vault
+from fleet.errors import DependencyDown
+from fleet.model.nodes import Node, upstream_services, with_watches
+from fleet.model.secret import Secret
 from fleet.workflows import lab
 from fleet.workflows.context import Context
 
 
-def workspace(ctx: Context, env: str) -> terraform.Workspace:
+@dataclass(frozen=True)
+class NodeWorkspace(terraform.Workspace):
+    """The cattle module's state. Its create provisioner runs `fleet secrets deliver`, which
+    needs the tokens this fleet runs with: they go to Terraform's environment only, which
+    Terraform never writes to its state (the node's inputs, which it does keep, hold none)."""
+
+    tokens: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), **{k: v.reveal() for k, v in self.tokens.items()}}
+
+
+def workspace(ctx: Context, env: str) -> NodeWorkspace:
     url = urlparse(ctx.consul_addr)
-    return terraform.Workspace(
+    tokens = {"VAULT_TOKEN": ctx.vault_token, "CONSUL_HTTP_TOKEN": ctx.consul_token}
+    return NodeWorkspace(
         module=ctx.root / "terraform" / "lab" / "cattle",
         data_dir=ctx.state_dir / "terraform" / "cattle" / env,
         consul_address=f"{url.hostname}:{url.port}",
         state_path=f"{ctx.fleet.kv_prefix}/terraform/cattle/{env}",
         state_dir=ctx.state_dir,
+        tokens={k: v for k, v in tokens.items() if v is not None},
     )
 
 
 def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
-    """Make the environment's cattle exactly these nodes; return node -> version."""
+    """Make the environment's cattle exactly these nodes; return node -> version.
+
+    Every node of a role with secrets gets its Vault credentials as Terraform creates it:
+    the module's create provisioner runs `fleet secrets deliver NODE ROLE ENV` (see
+    fleet/workflows/secrets.py), so a fleet killed mid-apply leaves no node without them.
+    """
+    nodes = list(nodes)
+    _vault_ready(ctx, {n.role for n in nodes})
     net = lab.network(ctx)
+    fleet = ctx.fleet
     outputs = workspace(ctx, env).apply({
         "network": net.name,
         "consul_join": net.gateway,
-        "nodes": {n.name: n.tfvar() for n in nodes},
+        "deliver": shlex.join([sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets",
+                               "deliver"]),
+        "nodes": {n.name: {**n.tfvar(), "services": with_watches(
+            n.services, fleet.name, env, upstream_services(fleet, fleet.roles[n.role]))}
+            for n in nodes},
     }, refresh=False)  # terraform_data only: a refresh would read nothing, at a cost per step
     return {str(k): str(v) for k, v in outputs["nodes"].items()}
+
+
+def _vault_ready(ctx: Context, roles: set[str]) -> None:
+    """Fail before Terraform starts anything when nodes would boot without their secrets."""
+    if not any(ctx.fleet.roles[r].secrets for r in roles):
+        return
+    state = Vault(ctx.vault_addr, timeout=5).health().state
+    if state is not SealState.UNSEALED:
+        raise DependencyDown(f"Vault at {ctx.vault_addr} is {state}: new nodes could not get "
+                             "their secrets", "unseal it (`fleet lab up` does so for the lab)")
 
 
 def consul(ctx: Context) -> Consul:

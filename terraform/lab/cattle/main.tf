@@ -20,6 +20,12 @@ variable "consul_join" {
   description = "the lab Consul server's address on that network"
 }
 
+variable "deliver" {
+  type        = string
+  default     = ""
+  description = "the command that hands a new node its Vault credentials (fleet secrets deliver); fleet sets it, a hand-run apply may leave it empty"
+}
+
 variable "nodes" {
   description = "node name -> what it runs; fleet writes this for each step"
   type = map(object({
@@ -53,22 +59,30 @@ resource "terraform_data" "node" {
     # An apply cut short (its fleet killed) may have started this very node without recording
     # it: adopt it if it runs this image, or else stop it and start afresh. A node of the same
     # name still draining (see destroy) is let go first: two agents may not share a name.
+    # /run/fleet is a tmpfs: the node's rendered secrets never touch a disk or an image.
+    # Then the node gets its Vault credentials (an adopted one too: its first delivery may be
+    # what the cut-short apply missed): `fleet secrets deliver` hands it a RoleID and a
+    # response-wrapped single-use SecretID over `docker exec` stdin, so neither is in this
+    # state, an argv or the container's environment.
     command = <<-EOT
+      set -e
       docker wait ${self.input.name}.draining >/dev/null 2>&1 || true
       found=$(docker inspect -f '{{.State.Running}} {{.Image}}' ${self.input.name} 2>/dev/null || true)
-      [ "$found" = "true ${self.input.image}" ] && exit 0
-      if [ -n "$found" ]; then
-        docker stop -t 10 ${self.input.name} >/dev/null 2>&1
-        docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+      if [ "$found" != "true ${self.input.image}" ]; then
+        if [ -n "$found" ]; then
+          docker stop -t 10 ${self.input.name} >/dev/null 2>&1 || true
+          docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+        fi
+        docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
+          --network ${self.input.network} --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
+          --label fleet.lab=1 --label fleet.role=${self.input.role} \
+          --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
+          -e FLEET_CONSUL_JOIN=${self.input.join} -e FLEET_CONSUL_DATACENTER=lab \
+          -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
+          -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
+          ${self.input.image} >/dev/null
       fi
-      docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
-        --network ${self.input.network} --restart unless-stopped \
-        --label fleet.lab=1 --label fleet.role=${self.input.role} \
-        --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
-        -e FLEET_CONSUL_JOIN=${self.input.join} -e FLEET_CONSUL_DATACENTER=lab \
-        -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
-        -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
-        ${self.input.image} >/dev/null
+      %{if var.deliver != ""}${var.deliver} ${self.input.name} ${self.input.role} ${self.input.env}%{endif}
     EOT
     environment = {
       FLEET_CONSUL_SERVICES = self.input.services

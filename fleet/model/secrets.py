@@ -1,0 +1,181 @@
+"""Who may read which secret: the per-role Vault policies, the AppRoles, what a sync changes and
+which declared secrets are missing. Pure: the workflow reads Vault and carries the plan out.
+
+A role's KEY lives in the kv-v2 mount at MOUNT/ROLE/ENV. Each role has one policy template in
+secrets-policy/ROLE.hcl; fleet renders it once per environment ({{mount}}, {{env}}) and refuses
+one that grants more than reading MOUNT/data/ROLE/ENV. Each (role, environment) gets an AppRole
+bound to that policy alone, whose SecretIDs are single-use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fleet.errors import ConfigError
+from fleet.model.definition import Fleet, Role, RoleClass
+
+# A SecretID is unwrapped and used within seconds of delivery: 2 minutes of wrap TTL (the issue
+# allows at most 5) covers a slow boot; the SecretID itself dies after one login or 10 minutes.
+WRAP_TTL = "120s"
+APPROLE_SETTINGS: Mapping[str, str] = {
+    "secret_id_num_uses": "1",
+    "secret_id_ttl": "600",      # seconds
+    "token_ttl": "3600",
+    "token_max_ttl": "86400",
+    "token_type": "service",
+}
+APPROLE_MOUNT = "approle"
+_PATH = re.compile(r'^\s*path\s+"([^"]+)"\s*\{(.*?)\}', re.MULTILINE | re.DOTALL)
+_CAPS = re.compile(r'capabilities\s*=\s*\[([^\]]*)\]')
+
+
+def name(fleet: str, role: str, env: str) -> str:
+    """The policy's and the AppRole's name: fleet-role-env."""
+    return f"{fleet}-{role}-{env}"
+
+
+def kv_path(role: str, env: str) -> str:
+    """Where a role's secrets for one environment live, inside the mount."""
+    return f"{role}/{env}"
+
+
+def roles_with_secrets(fleet: Fleet) -> list[Role]:
+    return [r for r in fleet.roles.values() if r.secrets]
+
+
+def runs_in(role: Role, env: str) -> bool:
+    """Whether the role has nodes in env: a count above zero, or named instances."""
+    if role.cls is RoleClass.CATTLE:
+        return role.count.get(env, 0) > 0
+    return bool(role.instances.get(env))
+
+
+def render_policy(template: str, mount: str, env: str) -> str:
+    return template.replace("{{mount}}", mount).replace("{{env}}", env)
+
+
+def grants(policy: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Each `path "P" { capabilities = [...] }` of an HCL policy: (P, capabilities)."""
+    found = []
+    for path, body in _PATH.findall(policy):
+        caps = _CAPS.search(body)
+        listed = caps.group(1) if caps else ""
+        found.append((path, tuple(c.strip().strip('"') for c in listed.split(",") if c.strip())))
+    return found
+
+
+def excess(policy: str, mount: str, role: str, env: str) -> list[str]:
+    """What a rendered policy grants beyond reading the role's own secrets: [] when least
+    privilege holds."""
+    own = f"{mount}/data/{kv_path(role, env)}"
+    found = grants(policy)
+    if not found:
+        return ["it grants no path at all"]
+    problems = []
+    for path, caps in found:
+        if path != own:
+            problems.append(f'path "{path}" is not {own}')
+        extra = sorted(set(caps) - {"read"})
+        if extra:
+            problems.append(f'path "{path}" grants {", ".join(extra)} (only read is allowed)')
+    if re.search(r"\{\{\w+\}\}", policy):
+        problems.append("an unknown {{placeholder}} is left (only {{mount}} and {{env}} exist)")
+    return problems
+
+
+@dataclass(frozen=True)
+class DesiredAccess:
+    """One role in one environment: its policy text and its AppRole's settings."""
+
+    role: str
+    env: str
+    name: str
+    policy: str
+    approle: Mapping[str, str]
+
+
+def desired(fleet: Fleet, templates: Mapping[str, str]) -> list[DesiredAccess]:
+    """Every (role, environment) of the roles that declare secrets; refuses a missing template
+    or one that grants more than least privilege, naming each problem."""
+    problems: list[str] = []
+    found = []
+    for role in roles_with_secrets(fleet):
+        if role.name not in templates:
+            problems.append(f"secrets-policy/{role.name}.hcl is missing")
+            continue
+        for env in fleet.env_names():
+            policy = render_policy(templates[role.name], fleet.secrets_mount, env)
+            problems += [f"secrets-policy/{role.name}.hcl ({env}): {p}"
+                         for p in excess(policy, fleet.secrets_mount, role.name, env)]
+            access_name = name(fleet.name, role.name, env)
+            found.append(DesiredAccess(role.name, env, access_name, policy,
+                                       {**APPROLE_SETTINGS, "token_policies": access_name}))
+    problems += [f"secrets-policy/{r}.hcl names no role that declares secrets"
+                 for r in sorted(set(templates) - {r.name for r in roles_with_secrets(fleet)})]
+    if problems:
+        raise ConfigError(f"secrets-policy/ has {len(problems)} problem(s): {problems[0]}",
+                          problems, fix="one policy per role that reads only its own path")
+    return found
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a sync writes (or leaves): a policy or an AppRole."""
+
+    kind: str        # "policy" | "approle"
+    name: str
+    action: Action
+
+
+def diff(want: Iterable[DesiredAccess], policies: Mapping[str, str],
+         approles: Mapping[str, Mapping[str, str]]) -> list[Change]:
+    """What a sync must do, given the policies and AppRoles Vault has now (by name)."""
+    changes = []
+    for access in want:
+        policy = policies.get(access.name)  # absent: to create
+        changes.append(Change("policy", access.name, _action(
+            policy is not None, policy is not None and policy.strip() == access.policy.strip())))
+        role = approles.get(access.name)  # absent: to create
+        changes.append(Change("approle", access.name, _action(
+            role is not None, role is not None and all(
+                role.get(k) == v for k, v in access.approle.items()))))  # Vault adds more keys
+    return changes
+
+
+def _action(exists: bool, same: bool) -> Action:
+    if not exists:
+        return Action.CREATE
+    return Action.UNCHANGED if same else Action.UPDATE
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A secret a role declares that is not in Vault for an environment the role runs in."""
+
+    role: str
+    env: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.role}/{self.env}: {self.key}"
+
+
+def missing(fleet: Fleet, stored: Mapping[tuple[str, str], Iterable[str]]) -> list[Missing]:
+    """Declared secrets absent from Vault; stored maps (role, env) to the keys present."""
+    found = []
+    for role in roles_with_secrets(fleet):
+        for env in fleet.env_names():
+            if not runs_in(role, env):
+                continue
+            have = set(stored.get((role.name, env), ()))
+            found += [Missing(role.name, env, key) for key in role.secrets if key not in have]
+    return found

@@ -1,0 +1,235 @@
+"""Secrets from Vault: policies and AppRoles (sync), what is missing (check), writing a value
+(put), new credentials for running nodes (rotate), and the hand-over to a new node (deliver).
+
+Boot-time delivery, the lab's way: Terraform's create provisioner (terraform/lab/cattle) runs
+`fleet secrets deliver NODE ROLE ENV` once the node's container runs. That asks Vault for a
+SecretID of the node's AppRole, response-wrapped (single-use, WRAP_TTL), and pipes a small
+bundle (Vault's address, RoleID, the wrapping token, where the secrets are) into
+`fleet-node login` on the node over `docker exec` stdin. The node unwraps, logs in, renders its
+secrets 0600 on its tmpfs and revokes its token. So no credential is in Terraform's state (the
+provisioner's inputs hold none), in an argv, a container's environment (`docker inspect`), an
+image or a log; and since the provisioner belongs to the node's creation, an apply that a
+killed fleet leaves running still delivers, and one cut short delivers on the next apply, which
+adopts the node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from fleet.adapters import docker, process
+from fleet.adapters.vault import SealState, Vault
+from fleet.errors import ConfigError, DependencyDown, FleetError
+from fleet.model import secrets as model
+from fleet.model.definition import Role
+from fleet.model.secret import Secret
+from fleet.workflows import cattle, lab
+from fleet.workflows.context import Context
+
+NODE_LOGIN = ["/usr/local/sbin/fleet-node", "login"]
+
+
+def vault(ctx: Context) -> Vault:
+    """fleet's own Vault client, refusing early when Vault is sealed or down."""
+    if ctx.vault_token is None:
+        raise DependencyDown("no Vault token", "set VAULT_TOKEN (the lab's root token is used "
+                             "by default once `fleet lab up` has run here)")
+    client = Vault(ctx.vault_addr, ctx.vault_token.reveal())
+    state = client.health().state
+    if state is not SealState.UNSEALED:
+        raise DependencyDown(f"Vault at {ctx.vault_addr} is {state}",
+                             "unseal it (`fleet lab up` does so for the lab)")
+    return client
+
+
+def templates(ctx: Context) -> dict[str, str]:
+    """secrets-policy/ROLE.hcl beside fleet.toml: role -> policy template."""
+    directory = ctx.root / "secrets-policy"
+    try:
+        return {p.stem: p.read_text() for p in sorted(directory.glob("*.hcl"))}
+    except OSError as exc:
+        raise ConfigError(f"{directory} cannot be read: {exc}") from exc
+
+
+def role(ctx: Context, name: str, env: str) -> Role:
+    """A role that declares secrets, in an environment of the fleet."""
+    if name not in ctx.fleet.roles:
+        raise ConfigError(f"no role {name!r} in {ctx.file.name}",
+                          fix=f"roles: {', '.join(sorted(ctx.fleet.roles))}")
+    if env not in ctx.fleet.env_names():
+        raise ConfigError(f"no environment {env!r} in {ctx.file.name}",
+                          fix=f"environments: {', '.join(ctx.fleet.env_names())}")
+    found = ctx.fleet.roles[name]
+    if not found.secrets:
+        raise ConfigError(f"role {name} declares no secrets",
+                          fix=f"list them in roles.{name}.secrets")
+    return found
+
+
+# ---- sync -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SyncReport:
+    changes: tuple[model.Change, ...]
+    enabled: tuple[str, ...]      # engines and auth methods enabled now
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for c in self.changes if c.action is not model.Action.UNCHANGED)
+
+
+def sync(ctx: Context) -> SyncReport:
+    """Write each role's policy and AppRole per environment; idempotent. Every policy is
+    rendered and checked before anything is written."""
+    want = model.desired(ctx.fleet, templates(ctx))
+    client = vault(ctx)
+    enabled = []
+    if client.ensure_kv(ctx.fleet.secrets_mount):
+        enabled.append(f"kv-v2 at {ctx.fleet.secrets_mount}/")
+    if client.ensure_auth("approle", model.APPROLE_MOUNT):
+        enabled.append(f"approle at auth/{model.APPROLE_MOUNT}/")
+    prefix = f"{ctx.fleet.name}-"
+    changes = model.diff(want, client.policies(prefix),
+                         client.approles(prefix, model.APPROLE_MOUNT))
+    by_name = {a.name: a for a in want}
+    for change in changes:
+        if change.action is model.Action.UNCHANGED:
+            continue
+        access = by_name[change.name]
+        if change.kind == "policy":
+            client.put_policy(access.name, access.policy)
+        else:
+            client.put_approle(access.name, dict(access.approle), model.APPROLE_MOUNT)
+    return SyncReport(tuple(changes), tuple(enabled))
+
+
+# ---- check and put ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckReport:
+    checked: int                      # declared secrets looked for
+    missing: tuple[model.Missing, ...]
+    unsynced: tuple[str, ...]         # AppRoles not in Vault: `fleet secrets sync` first
+
+
+def check(ctx: Context, env: str | None = None) -> CheckReport:
+    """Every secret each role declares, in each environment it runs in (or only env): present?
+    Reads key names only; no value leaves this function."""
+    if env is not None and env not in ctx.fleet.env_names():
+        raise ConfigError(f"no environment {env!r} in {ctx.file.name}",
+                          fix=f"environments: {', '.join(ctx.fleet.env_names())}")
+    client = vault(ctx)
+    mount = ctx.fleet.secrets_mount
+    approles = client.approles(f"{ctx.fleet.name}-", model.APPROLE_MOUNT)
+    stored = {}
+    checked = 0
+    unsynced = []
+    for r in model.roles_with_secrets(ctx.fleet):
+        for e in ctx.fleet.env_names():
+            if (env is None or e == env) and model.runs_in(r, e):
+                stored[(r.name, e)] = set(client.kv_get(mount, model.kv_path(r.name, e)) or {})
+                checked += len(r.secrets)
+                if model.name(ctx.fleet.name, r.name, e) not in approles:
+                    unsynced.append(model.name(ctx.fleet.name, r.name, e))
+    found = [m for m in model.missing(ctx.fleet, stored) if env is None or m.env == env]
+    return CheckReport(checked, tuple(found), tuple(unsynced))
+
+
+def missing(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """For `fleet plan`: (env, role) -> the declared secrets Vault lacks there."""
+    wanted = set(envs)
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for m in check(ctx).missing:
+        if m.env in wanted:
+            found[(m.env, m.role)] = (*found.get((m.env, m.role), ()), m.key)
+    return found
+
+
+def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
+    """Store one secret of a role; the other keys at its path stay. Returns where."""
+    found = role(ctx, role_name, env)
+    if key not in found.secrets:
+        raise ConfigError(f"role {role_name} does not declare the secret {key!r}",
+                          fix=f"declared: {', '.join(found.secrets)}; add it to "
+                              f"roles.{role_name}.secrets first")
+    if not value.reveal():
+        raise FleetError("the secret's value is empty", "give the value on stdin or the prompt")
+    path = model.kv_path(role_name, env)
+    vault(ctx).kv_set(ctx.fleet.secrets_mount, path, key, value)
+    return f"{ctx.fleet.secrets_mount}/{path}"
+
+
+# ---- delivery and rotation --------------------------------------------------------------
+
+def _bundle(ctx: Context, client: Vault, r: Role, env: str) -> Secret:
+    """What a node of role r in env needs to log in once: as a Secret, since it holds the
+    wrapping token."""
+    name = model.name(ctx.fleet.name, r.name, env)
+    role_id = client.role_id(name, model.APPROLE_MOUNT)
+    wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
+    gateway = lab.network(ctx).gateway  # where nodes reach the lab's Vault
+    port = urlparse(ctx.vault_addr).port
+    return Secret(json.dumps({
+        "vault": f"http://{gateway}:{port}", "approle_mount": model.APPROLE_MOUNT,
+        "role_id": role_id, "wrapped_secret_id": wrapped.reveal(),
+        "mount": ctx.fleet.secrets_mount, "path": model.kv_path(r.name, env),
+        "keys": list(r.secrets),
+    }))
+
+
+def _hand_over(node: str, bundle: Secret) -> str:
+    """Pipe the bundle into fleet-node login on the node; what it says (never a value)."""
+    result = process.run(["docker", "exec", "-i", node, *NODE_LOGIN], check=False,
+                         input_text=bundle.reveal(), timeout=60)
+    if result.returncode != 0:
+        raise FleetError(f"node {node} could not log in to Vault: "
+                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}",
+                         "see `fleet secrets check` and `fleet lab status`")
+    return result.stdout.strip()
+
+
+def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
+    """Give a node just created its credentials; it logs in and renders its secrets."""
+    r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: nothing to deliver
+    if r is None or not r.secrets:
+        return f"{node}: {role_name} reads no secrets"
+    client = vault(ctx)
+    name = model.name(ctx.fleet.name, role_name, env)
+    if name not in client.approles(name, model.APPROLE_MOUNT):
+        # the node boots without secrets, as one whose role was never synced would: not an
+        # apply's failure, but `fleet secrets check` (and `fleet plan`) name it
+        return f"{node}: no AppRole {name} in Vault, so no secrets: run `fleet secrets sync`"
+    return f"{node}: {_hand_over(node, _bundle(ctx, client, r, env))}"
+
+
+@dataclass(frozen=True)
+class RotateReport:
+    approle: str
+    destroyed: int                    # outstanding SecretIDs destroyed
+    nodes: tuple[tuple[str, str], ...]  # (node, what it said) for each running node
+    failed: tuple[tuple[str, str], ...]
+
+
+def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
+    """A new RoleID, every outstanding SecretID destroyed, and each running node of the role
+    in env handed new credentials, with which it logs in again and re-renders its secrets."""
+    r = role(ctx, role_name, env)
+    client = vault(ctx)
+    name = model.name(ctx.fleet.name, role_name, env)
+    if name not in client.approles(name, model.APPROLE_MOUNT):
+        raise FleetError(f"no AppRole {name} in Vault", "run `fleet secrets sync`")
+    running = set(docker.lab_containers())
+    health = cattle.health(ctx, [s.name for s in r.services], env, role_name)
+    nodes = sorted(n for n in {**health.passing, **health.failing} if n in running)
+    client.new_role_id(name, model.APPROLE_MOUNT)
+    destroyed = client.destroy_secret_ids(name, model.APPROLE_MOUNT)
+    done, failed = [], []
+    for node in nodes:  # per node: one failure does not hide the others' results
+        try:
+            done.append((node, _hand_over(node, _bundle(ctx, client, r, env))))
+        except FleetError as exc:
+            failed.append((node, exc.line()))
+    return RotateReport(name, destroyed, tuple(done), tuple(failed))

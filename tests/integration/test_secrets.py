@@ -1,0 +1,218 @@
+"""Secrets from the real OpenBao: sync, check, put, least privilege, single-use SecretIDs,
+boot-time delivery to a real lab node, rotation, and a scan for leaked values afterwards."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
+from fleet.errors import FleetError
+from fleet.model import secrets as model
+from fleet.model import secretscan
+from fleet.model.secret import Secret
+from tests.conftest import ROOT, FleetCopy, Run, eventually
+
+pytestmark = pytest.mark.lab
+VALUES = {("web", "canary", "db_password"): "pw-web-canary-7Hq2",
+          ("web", "canary", "secret_key_base"): "skb-web-canary-Xk81",
+          ("api", "canary", "db_password"): "pw-api-canary-Mm30"}
+
+
+def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
+    import os
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
+                           role, key, "--env", env], input=value, capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **copy.env}, timeout=60)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def copy(lab: Any, fleet_copy: FleetCopy) -> Iterator[FleetCopy]:
+    """The example fleet with its own kv mount, policies and AppRoles, removed afterwards."""
+    fleet_copy.edit("fleet.toml", 'secrets_mount = "fleet"', f'secrets_mount = "{fleet_copy.name}"')
+    shutil.copytree(ROOT / "secrets-policy", fleet_copy.root / "secrets-policy")
+    yield fleet_copy
+    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    for name in vault.policies(f"{fleet_copy.name}-"):
+        vault.delete_policy(name)
+    for name in vault.approles(f"{fleet_copy.name}-", model.APPROLE_MOUNT):
+        vault.delete_approle(name, model.APPROLE_MOUNT)
+    vault.disable_secrets_engine(fleet_copy.name)
+
+
+def login(vault: Vault, copy: FleetCopy, role: str, env: str) -> Vault:
+    """Log in as a node of role in env would: unwrap a wrapped SecretID, AppRole login."""
+    name = model.name(copy.name, role, env)
+    wrapped = vault.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
+    secret_id = Secret(vault.unwrap(wrapped)["secret_id"])
+    token = vault.login_approle(vault.role_id(name, model.APPROLE_MOUNT), secret_id,
+                                model.APPROLE_MOUNT)
+    return Vault(vault.address, token.reveal())
+
+
+def test_sync_check_put_and_least_privilege(lab: Any, copy: FleetCopy) -> None:
+    first = copy.run("secrets", "sync", "--json")
+    assert first.code == 0, first.stderr
+    changes = first.json()["changes"]
+    assert {c["action"] for c in changes} == {"create"}
+    assert len(changes) == 2 * 4 * 3  # policy + AppRole, 4 roles with secrets, 3 environments
+    again = copy.run("secrets", "sync", "--json")
+    assert {c["action"] for c in again.json()["changes"]} == {"unchanged"}
+
+    check = copy.run("secrets", "check", "canary")
+    assert check.code == 1 and "missing: web/canary: db_password" in check.stdout
+    assert check.stderr.count("\n") == 2  # the count, then one error line
+    for (role, env, key), value in VALUES.items():
+        stored = put(copy, role, key, env, value)
+        assert stored.code == 0, stored.stderr
+        assert value not in stored.stdout + stored.stderr
+    check = copy.run("secrets", "check", "canary")
+    assert check.code == 0, check.stdout + check.stderr
+    assert not any(v in check.stdout + check.stderr for v in VALUES.values())
+    refused = put(copy, "web", "not_declared", "canary", "x")
+    assert refused.code == 1 and "does not declare" in refused.stderr
+
+    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    web = login(vault, copy, "web", "canary")
+    assert web.kv_get(copy.name, "web/canary") == {
+        "db_password": VALUES[("web", "canary", "db_password")],
+        "secret_key_base": VALUES[("web", "canary", "secret_key_base")]}
+    for other in ("api/canary", "web/staging"):  # role A reading role B's, or another env's
+        with pytest.raises(FleetError, match="Vault denied"):
+            web.kv_get(copy.name, other)
+    with pytest.raises(FleetError, match="Vault denied"):
+        web.kv_set(copy.name, "web/canary", "db_password", Secret("overwritten"))
+
+    name = model.name(copy.name, "web", "canary")
+    wrapped = vault.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
+    secret_id = Secret(vault.unwrap(wrapped)["secret_id"])
+    with pytest.raises(FleetError):  # a wrapping token unwraps once
+        vault.unwrap(wrapped)
+    role_id = vault.role_id(name, model.APPROLE_MOUNT)
+    vault.login_approle(role_id, secret_id, model.APPROLE_MOUNT)
+    with pytest.raises(FleetError, match="AppRole login"):  # a SecretID logs in once
+        vault.login_approle(role_id, secret_id, model.APPROLE_MOUNT)
+
+
+def test_bad_input_is_one_line_and_writes_nothing(lab: Any, copy: FleetCopy) -> None:
+    copy.edit("secrets-policy/web.hcl", 'capabilities = ["read"]',
+              'capabilities = ["read"]\n}\npath "{{mount}}/data/api/{{env}}" {\n'
+              '  capabilities = ["read", "update"]')
+    greedy = copy.run("secrets", "sync")
+    assert greedy.code == 1 and greedy.stderr.count("\n") == 1, greedy.stderr
+    assert "api" in greedy.stderr
+    assert Vault(lab.vault_addr, lab.vault_token.reveal()).policies(f"{copy.name}-") == {}
+    unsynced = copy.run("secrets", "check")
+    assert unsynced.code == 1 and "AppRole(s) missing in Vault" in unsynced.stderr
+    for env in ({"VAULT_ADDR": "http://127.0.0.1:1"}, {"VAULT_TOKEN": "not-a-token"}):
+        failed = subprocess.run(
+            [".venv/bin/fleet", "-f", str(copy.file), "secrets", "check"], cwd=ROOT,
+            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **copy.env, **env},
+            stdin=subprocess.DEVNULL)
+        assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
+        assert "internal error" not in failed.stderr
+
+
+def needles(lab: Any, copy: FleetCopy) -> dict[bytes, str]:
+    """Every lab secret value: the copy's and the example fleet's (but test_lab's marker under
+    test/, whose value is a Consul key name on purpose)."""
+    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    pairs = [(f"{mount}/{path}:{key}", value)
+             for mount in (copy.name, lab.fleet.secrets_mount)
+             for path, data in vault.kv_walk(mount) for key, value in data.items()
+             if not path.startswith("test/")]
+    return secretscan.needles(pairs)
+
+
+def scan_export(argv: list[str], found: dict[bytes, str]) -> list[secretscan.Finding]:
+    proc = subprocess.run(argv, capture_output=True, check=True)
+    return list(secretscan.scan_tar(io.BytesIO(proc.stdout), found))
+
+
+def node_file(node: str, path: str) -> tuple[str, str]:
+    """(mode owner, content) of a file on a node."""
+    stat = subprocess.run(["docker", "exec", node, "stat", "-c", "%a %U", path],
+                          capture_output=True, text=True)
+    content = subprocess.run(["docker", "exec", node, "cat", path], capture_output=True,
+                             text=True)
+    return stat.stdout.strip(), content.stdout
+
+
+def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: FleetCopy) -> None:
+    assert copy.run("secrets", "sync").code == 0
+    for (role, env, key), value in VALUES.items():
+        assert put(copy, role, key, env, value).code == 0
+    baked = copy.run("bake", "web", "--version", "v1")
+    assert baked.code == 0, baked.stderr
+    promoted = copy.run("promote", "v1", "--to", "canary", "--role", "web")
+    assert promoted.code == 0, promoted.stderr
+    node = f"{copy.name}-web-canary-v1-0"
+    secrets_dir = "/run/fleet/secrets"
+    try:
+        for key in ("db_password", "secret_key_base"):
+            assert node_file(node, f"{secrets_dir}/{key}") == (
+                "600 root", VALUES[("web", "canary", key)])
+        listing = subprocess.run(["docker", "exec", node, "ls", "-A", secrets_dir],
+                                 capture_output=True, text=True).stdout.split()
+        assert listing == ["db_password", "secret_key_base"]  # its own, nothing of api's
+        inspect = subprocess.run(["docker", "inspect", node], capture_output=True, text=True)
+        assert not any(v in inspect.stdout for v in VALUES.values())
+
+        # rotation: a new value, new credentials; the node logs in again and re-renders
+        assert put(copy, "web", "db_password", "canary", "pw-web-canary-rotated-9Zt").code == 0
+        rotated = copy.run("secrets", "rotate", "web", "--env", "canary", "--json")
+        assert rotated.code == 0, rotated.stderr
+        assert [n for n, _ in rotated.json()["nodes"]] == [node]
+        assert node_file(node, f"{secrets_dir}/db_password") == (
+            "600 root", "pw-web-canary-rotated-9Zt")
+
+        # Vault sealed-or-down on the node's side: the last rendered config stays
+        broken = '{"vault": "http://127.0.0.1:1", "approle_mount": "approle", "role_id": "x", ' \
+                 '"wrapped_secret_id": "x", "mount": "m", "path": "p", "keys": ["db_password"]}'
+        refused = subprocess.run(["docker", "exec", "-i", node, "/usr/local/sbin/fleet-node",
+                                  "login"], input=broken, capture_output=True, text=True)
+        assert refused.returncode == 1 and "not reachable" in refused.stderr
+        assert node_file(node, f"{secrets_dir}/db_password")[1] == "pw-web-canary-rotated-9Zt"
+
+        # the scan: images, the node's files outside its tmpfs, logs, Terraform state, KV
+        found = needles(lab, copy)
+        assert len(found) >= 4
+        image = json.loads(copy.run("images", "web", "--json").stdout)[0]["artifact"]
+        findings = scan_export(["docker", "save", image], found)
+        findings += scan_export(["docker", "export", node], found)
+        for logs in (copy.root / ".fleet", ROOT / ".fleet"):
+            for path in logs.rglob("*"):  # OpenBao's own storage is encrypted: not a leak
+                if path.is_file() and "openbao" not in path.parts \
+                        and path.stat().st_size < 50 << 20:
+                    findings += secretscan.scan(str(path), path.read_bytes(), found)
+        for entry in Consul(lab.consul_addr).list(""):  # every KV entry, Terraform states too
+            findings += secretscan.scan(entry.key, entry.value, found)
+        # only the values count here: the node's host keys (made at boot) and the lab's own
+        # keys under .fleet/lab are private keys by design
+        assert [f for f in findings if f.what.startswith("the value of")] == []
+        state = Consul(lab.consul_addr).get(f"fleet/{copy.name}/terraform/cattle/canary")
+        assert state is not None and b"wrapped" not in state.value and b"role_id" not in state.value
+    finally:
+        _remove(copy)
+
+
+def _remove(copy: FleetCopy) -> None:
+    from fleet.workflows import cattle
+    from fleet.workflows.context import load
+
+    ctx = load(copy.file, copy.env)
+    cattle.apply(ctx, "canary", [])
+    assert eventually(lambda: subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"name={copy.name}-"], capture_output=True,
+        text=True).stdout.strip(), "") == ""
+
