@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the example fleet: install, bring the lab up, validate, bake every cattle
-# role (then again, cached), list the catalog, promote the baked version canary -> staging ->
+# The main job on the example fleet: install, bring the lab up, validate, sync the secrets'
+# policies and fill in missing lab secrets, bake every cattle role (then again, cached), list
+# the catalog, promote the baked version canary -> staging ->
 # production (--wait waits out each soak; production needs manual approval: --yes), then show what
 # runs where and what happened. A second run finds everything done and says so.
 set -euo pipefail
@@ -9,6 +10,17 @@ bash scripts/setup.sh
 fleet=.venv/bin/fleet
 $fleet lab up
 $fleet validate
+# Secrets: each role's policy and AppRole per environment, then a random lab value for every
+# declared secret still missing (piped in: a value never goes on a command line). Nodes get
+# theirs from Vault at boot.
+$fleet secrets sync
+{ $fleet secrets check --json || true; } | .venv/bin/python -c '
+import json, sys
+for m in json.load(sys.stdin)["missing"]:
+    print(m["role"], m["key"], m["env"])' | while read -r role key env; do
+  head -c 24 /dev/urandom | base64 | $fleet secrets put "$role" "$key" --env "$env"
+done
+$fleet secrets check
 version=$($fleet bake --all --json | .venv/bin/python -c \
   'import json, sys; print(json.load(sys.stdin)["results"][0]["version"])')
 $fleet bake --all --version "$version"   # unchanged inputs: every role says "cached"

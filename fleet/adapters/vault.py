@@ -70,6 +70,13 @@ class Vault:
             state = SealState.UNSEALED
         return Health(state, str(data["version"]))
 
+    def require_unsealed(self, why: str = "") -> None:
+        """Raise DependencyDown unless Vault answers, unsealed and active."""
+        state = self.health().state
+        if state is not SealState.UNSEALED:
+            raise DependencyDown(f"Vault at {self.address} is {state}{why}",
+                                 "unseal it (`fleet lab up` does so for the lab)")
+
     def initialize(self) -> InitKeys:
         """One key share, threshold one: a lab, not production."""
         data = self._call("sys/init", self._client.sys.initialize, 1, 1)

@@ -16,8 +16,7 @@ from urllib.parse import urlparse
 
 from fleet.adapters import terraform
 from fleet.adapters.consul import Consul
-from fleet.adapters.vault import SealState, Vault
-from fleet.errors import DependencyDown
+from fleet.adapters.vault import Vault
 from fleet.model.nodes import Node, upstream_services, with_watches
 from fleet.model.secret import Secret
 from fleet.workflows import lab
@@ -76,10 +75,7 @@ def _vault_ready(ctx: Context, roles: set[str]) -> None:
     """Fail before Terraform starts anything when nodes would boot without their secrets."""
     if not any(ctx.fleet.roles[r].secrets for r in roles):
         return
-    state = Vault(ctx.vault_addr, timeout=5).health().state
-    if state is not SealState.UNSEALED:
-        raise DependencyDown(f"Vault at {ctx.vault_addr} is {state}: new nodes could not get "
-                             "their secrets", "unseal it (`fleet lab up` does so for the lab)")
+    Vault(ctx.vault_addr).require_unsealed(": new nodes could not get their secrets")
 
 
 def consul(ctx: Context) -> Consul:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from fleet.adapters import docker, process
-from fleet.adapters.vault import SealState, Vault
+from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError, DependencyDown, FleetError
 from fleet.model import secrets as model
 from fleet.model.definition import Role
@@ -38,10 +38,7 @@ def vault(ctx: Context) -> Vault:
         raise DependencyDown("no Vault token", "set VAULT_TOKEN (the lab's root token is used "
                              "by default once `fleet lab up` has run here)")
     client = Vault(ctx.vault_addr, ctx.vault_token.reveal())
-    state = client.health().state
-    if state is not SealState.UNSEALED:
-        raise DependencyDown(f"Vault at {ctx.vault_addr} is {state}",
-                             "unseal it (`fleet lab up` does so for the lab)")
+    client.require_unsealed()
     return client
 
 

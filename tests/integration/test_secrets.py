@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +122,48 @@ def test_bad_input_is_one_line_and_writes_nothing(lab: Any, copy: FleetCopy) -> 
             stdin=subprocess.DEVNULL)
         assert failed.returncode == 1 and failed.stderr.count("\n") == 1, failed.stderr
         assert "internal error" not in failed.stderr
+
+
+def test_a_sealed_vault_is_one_line(lab: Any, copy: FleetCopy, tmp_path: Path) -> None:
+    """A Vault of our own, initialised and so sealed: every secrets command says so."""
+    import socket
+
+    from fleet.workflows.lab import _bao_binary
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "bao").mkdir()
+    config = tmp_path / "bao.hcl"
+    config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n}}\n'
+                      f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+                      f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{port + 1}"\n')
+    server = subprocess.Popen([_bao_binary(), "server", f"-config={config}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        address = f"http://127.0.0.1:{port}"
+        eventually(lambda: _answers(address), True)
+        Vault(address, timeout=60).initialize()
+        for args in (["secrets", "check"], ["secrets", "sync"],
+                     ["secrets", "rotate", "web", "--env", "canary"]):
+            sealed = subprocess.run(
+                [".venv/bin/fleet", "-f", str(copy.file), *args], cwd=ROOT, capture_output=True,
+                text=True, env={"PATH": "/usr/bin:/bin", **copy.env, "VAULT_ADDR": address},
+                stdin=subprocess.DEVNULL)
+            assert sealed.returncode == 1, sealed.stderr
+            assert sealed.stderr == f"fleet: error: Vault at {address} is sealed: unseal it " \
+                "(`fleet lab up` does so for the lab)\n"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(address: str) -> bool:
+    try:
+        Vault(address, timeout=1).health()
+    except FleetError:
+        return False
+    return True
 
 
 def needles(lab: Any, copy: FleetCopy) -> dict[bytes, str]:

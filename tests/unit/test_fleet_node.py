@@ -1,0 +1,57 @@
+"""fleet-node's upstreams renderer (packer/base/fleet-node), on consul watch's own JSON shape."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "packer" / "base" / "fleet-node"
+
+
+def load() -> Any:
+    loader = importlib.machinery.SourceFileLoader("fleet_node", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("fleet_node", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def entry(address: str, port: int, fleet: str, env: str) -> dict[str, Any]:
+    """One element of /v1/health/service/NAME, as consul watch -type=service passes it."""
+    return {"Node": {"Node": f"n-{address}", "Address": address},
+            "Service": {"Service": "gitaly", "Address": "", "Port": port,
+                        "Meta": {"fleet": fleet, "env": env}},
+            "Checks": []}
+
+
+def test_renders_this_fleet_and_environment_merged_and_atomically(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = load()
+    monkeypatch.setattr(node, "UPSTREAMS", str(tmp_path / "run"))
+    out = tmp_path / "etc" / "upstreams.json"
+
+    def fire(service: str, entries: Any) -> dict[str, list[str]]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(entries)))
+        assert node.main(["upstreams", service, "gitlab", "canary", str(out)]) == 0
+        return dict(json.loads(out.read_text()))
+
+    assert fire("redis", None) == {"redis": []}  # no instance at all: Consul sends null
+    seen = fire("gitaly", [entry("10.0.0.2", 8075, "gitlab", "canary"),
+                           entry("10.0.0.3", 8075, "gitlab", "staging"),
+                           entry("10.0.0.4", 8075, "other", "canary"),
+                           entry("10.0.0.1", 8075, "gitlab", "canary")])
+    assert seen == {"gitaly": ["10.0.0.1:8075", "10.0.0.2:8075"], "redis": []}
+    assert fire("gitaly", []) == {"gitaly": [], "redis": []}
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["upstreams.json"]  # no temp left
+
+
+def test_usage_is_exit_2() -> None:
+    assert load().main(["nonsense"]) == 2
