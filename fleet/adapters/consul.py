@@ -51,17 +51,6 @@ class NodeCheck:
     output: str
 
 
-@dataclass(frozen=True)
-class ServiceCheck:
-    """One check of a service instance, as /v1/health/state reports it, with its tags."""
-
-    node: str
-    service: str
-    tags: tuple[str, ...]
-    status: Health
-
-
-
 class Consul:
     """A Consul HTTP API client scoped to one address and token."""
 
@@ -151,10 +140,13 @@ class Consul:
     def delete_tree(self, prefix: str) -> None:
         self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)
 
-    def tagged_checks(self, tag: str) -> builtins.list[ServiceCheck]:
-        """Every service check whose service carries tag, across all nodes, in one request (a
-        filter on /v1/health/state/any): what fleet plan reads instead of a request per node."""
+    def nodes_by_tags(self, tag: str) -> dict[tuple[str, ...], set[str]]:
+        """The nodes with a service check whose service carries tag, grouped by the service's
+        tag list: every node of a large fleet in one request (a filter on
+        /v1/health/state/any), and no object per node, which fleet plan would pay for."""
         _, items = self._call(f"checks tagged {tag}", self._client.health.state, "any",
                               filter_expr=f'"{tag}" in ServiceTags')
-        return [ServiceCheck(i["Node"], i["ServiceName"], tuple(i["ServiceTags"]),
-                             Health(i["Status"])) for i in items]
+        found: dict[tuple[str, ...], set[str]] = {}
+        for item in items:
+            found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
+        return found

@@ -45,6 +45,7 @@ class Action(StrEnum):
     REPAIR = "repair"          # cattle: a node the state holds is gone (drift)
     REVOKED = "revoked"        # nodes run a revoked image
     SECRET = "missing secret"  # a secret the role reads at boot is not in Vault
+    SYNC = "sync secrets"      # the role's Vault policy and AppRole are not there yet
     WAIT = "awaits promotion"  # no channel in this environment yet: `fleet promote` decides
 
 
@@ -167,6 +168,7 @@ class Actual:
     nodes: Mapping[tuple[str, str], frozenset[str]]            # (env, role) -> nodes in Consul
     machines: Mapping[str, tuple[MachineChange, ...]]          # env -> Terraform's plan
     missing_secrets: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    unsynced: frozenset[tuple[str, str]] = frozenset()         # (env, role) without an AppRole
 
 
 def diff(desired: Desired, actual: Actual) -> Plan:
@@ -182,8 +184,12 @@ def diff(desired: Desired, actual: Actual) -> Plan:
         by_instance = {m.instance: m for m in actual.machines.get(env, ())}
         for name in roles:
             role = fleet.roles[name]
+            if (env, name) in actual.unsynced:
+                items.append(Item(env, name, role.cls.value, f"{name}/approle", Action.SYNC,
+                                  "its Vault policy and AppRole: fleet secrets sync"))
             items += [Item(env, name, role.cls.value, f"{name}/{key}", Action.SECRET,
-                           f"not in Vault at {fleet.secrets_mount}/{name}/{env}")
+                           f"not in Vault at {fleet.secrets_mount}/{name}/{env}",
+                           blocked=f"fleet secrets put {name} {key} --env {env}")
                       for key in actual.missing_secrets.get((env, name), ())]
             if role.cls is RoleClass.CATTLE:
                 items += _cattle(desired, actual, env, role)
@@ -231,11 +237,10 @@ def _cattle(desired: Desired, actual: Actual, env: str, role: Role) -> list[Item
     if role.services and (env, role.name) in actual.nodes:  # without services Consul sees none
         seen = actual.nodes[(env, role.name)]
         for v, n in sorted(groups.items()):
-            for i in range(min(n, count) if v == version else n):
-                node = node_name(fleet.name, role.name, env, v, i)
-                if node not in seen:
-                    found.append(item(Action.REPAIR, f"{node} is in the state but not in "
-                                      "Consul: created again", node, drift=True))
+            stem = node_name(fleet.name, role.name, env, v, 0)[:-1]  # names differ by index
+            for node in sorted({f"{stem}{i}" for i in range(n)} - seen):
+                found.append(item(Action.REPAIR, f"{node} is in the state but not in "
+                                  "Consul: created again", node, drift=True))
     return found
 
 
@@ -272,4 +277,5 @@ def _machine(role: Role | None, env: str, change: MachineChange, options: Option
 def refusals(plan: Plan) -> list[str]:
     """Blocked pet changes: a plan holding one is refused as a whole."""
     return [f"{i.target} ({i.env}): {i.action.value} refused: {i.blocked}"
-            for i in plan.items if i.cls == RoleClass.PET.value and i.blocked]
+            for i in plan.items if i.cls == RoleClass.PET.value and i.blocked
+            and i.action in (Action.REPLACE, Action.DESTROY)]

@@ -2,6 +2,8 @@
 in depends_on order), and stop at the first failure with what was done so far.
 
 - Images: the roles to bake are baked (`fleet bake`), under a version derived from git.
+- Secrets: missing Vault policies and AppRoles are synced (`fleet secrets sync`); a missing
+  secret value is shown, never invented: `fleet secrets put` stores it.
 - Pets and snowflakes: for each environment, Terraform plans again with the images now baked
   (and snowflakes that are not named kept as they are); if that plan does other work than the
   plan shown, apply stops: reality moved. Otherwise it applies that saved plan, then converges
@@ -99,8 +101,14 @@ def apply(ctx: Context, envs: Iterable[str], options: Options, *, saved: Plan | 
     if baked:
         _bake(ctx, baked, say)
         done += [Done("", i.role, i.target, i.action, "baked") for i in baked]
+    if any(i.action is Action.SYNC for i in work):
+        from fleet.workflows import secrets
+
+        say(f"syncing Vault policies and AppRoles: {secrets.sync(ctx).changed} change(s)")
+        done += [Done(i.env, i.role, i.target, i.action, "synced") for i in work
+                 if i.action is Action.SYNC]
     for env in fresh.envs:
-        here = [i for i in work if i.env == env]
+        here = [i for i in work if i.env == env and i.action is not Action.SYNC]
         machines = [i for i in here if i.action in MACHINE_ACTIONS]
         if machines:
             done += _machines(ctx, env, fresh, machines, reading, say)

@@ -4,6 +4,7 @@ What is read, in as few requests as the benchmark wants (none per node):
 - Consul KV, one recursive read each: the catalog, the channels, the desired cattle groups,
   and which environments have a Terraform state for their pets and snowflakes;
 - Consul health, one request: every service check tagged with the fleet (/v1/health/state);
+- Vault, as `fleet secrets check` reads it: which declared secrets and AppRoles are missing;
 - each role's inputs digest, as a bake computes it (files digested by stat-cached reads);
 - Docker, one `docker ps`: which lab containers exist (drift of a pet or snowflake removed by
   hand), and per environment with pets or snowflakes, Terraform: `terraform show -json` of the
@@ -143,10 +144,10 @@ def _groups(consul: Consul, prefix: str) -> dict[str, dict[str, dict[str, int]]]
 def _nodes(consul: Consul, fleet: str) -> dict[tuple[str, str], set[str]]:
     """(env, role) -> the nodes Consul has a service check of, from one request."""
     found: dict[tuple[str, str], set[str]] = {}
-    for check in consul.tagged_checks(f"fleet:{fleet}"):
-        tags = dict(t.split(":", 1) for t in check.tags if ":" in t)
-        if "env" in tags and "role" in tags:
-            found.setdefault((tags["env"], tags["role"]), set()).add(check.node)
+    for tags, names in consul.nodes_by_tags(f"fleet:{fleet}").items():
+        found_tags = dict(t.split(":", 1) for t in tags if ":" in t)
+        if "env" in found_tags and "role" in found_tags:
+            found.setdefault((found_tags["env"], found_tags["role"]), set()).update(names)
     return found
 
 
@@ -255,12 +256,25 @@ def planfile(ctx: Context, env: str) -> Path:
 
 # ---- secrets -------------------------------------------------------------------------------
 
-def missing_secrets(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[str, ...]]:
-    """HOOK for the secrets issue: (env, role) -> the declared secrets missing in Vault.
+def secrets_state(ctx: Context, envs: Iterable[str]) -> tuple[
+        dict[tuple[str, str], tuple[str, ...]], frozenset[tuple[str, str]]]:
+    """(env, role) -> the declared secrets missing in Vault, and the (env, role)s whose
+    AppRole is not synced (`fleet secrets check`; key names only, never a value)."""
+    from fleet.model import secrets as model
+    from fleet.workflows import secrets
 
-    `fleet secrets check` (fleet/workflows/secrets.py) is not there yet; when it lands, read
-    its result here and the plan shows each missing secret as a change."""
-    return {}
+    chosen = set(envs)
+    if not any(model.roles_with_secrets(ctx.fleet)):
+        return {}, frozenset()
+    report = secrets.check(ctx)
+    missing: dict[tuple[str, str], tuple[str, ...]] = {}
+    for m in report.missing:
+        if m.env in chosen:
+            missing[(m.env, m.role)] = (*missing.get((m.env, m.role), ()), m.key)
+    unsynced = frozenset((e, r.name) for r in model.roles_with_secrets(ctx.fleet)
+                         for e in chosen if model.runs_in(r, e)
+                         and model.name(ctx.fleet.name, r.name, e) in report.unsynced)
+    return missing, unsynced
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -271,16 +285,25 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     chosen = check_envs(ctx, envs)
     check_names(ctx, options)
     fleet = ctx.fleet
-    consul = cattle.consul(ctx)
     prefix = fleet.kv_prefix
-    records = Catalog(consul, prefix).records()
+
+    def kv() -> tuple[dict[tuple[str, str], str], dict[str, dict[str, dict[str, int]]], set[str]]:
+        consul = cattle.consul(ctx)
+        states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
+                  if "/.lock" not in e.key and e.value}
+        return _channels(consul, prefix), _groups(consul, prefix), states
+
+    # independent reads side by side: the health of every node, KV, the catalog, the digests
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        reading_nodes = pool.submit(_nodes, cattle.consul(ctx), fleet.name)
+        reading_records = pool.submit(lambda: Catalog(cattle.consul(ctx), prefix).records())
+        reading_kv = pool.submit(kv)
+        reading_digests = pool.submit(wanted_digests, ctx)
+        reading_secrets = pool.submit(secrets_state, ctx, chosen)
+        records, nodes = reading_records.result(), reading_nodes.result()
+        (channels, groups, states), digests = reading_kv.result(), reading_digests.result()
+        missing, unsynced = reading_secrets.result()
     images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
-    channels = _channels(consul, prefix)
-    groups = _groups(consul, prefix)
-    nodes = _nodes(consul, fleet.name)
-    states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
-              if "/.lock" not in e.key and e.value}
-    digests = wanted_digests(ctx)
     have: dict[str, set[str]] = {}
     for record in records:
         have.setdefault(record.role, set()).add(record.digest)
@@ -290,6 +313,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     machines: dict[str, tuple[MachineChange, ...]] = {}
     if machine_envs:
         running = set(docker.lab_containers())
+        key_pair(ctx)  # made once, before the environments are planned side by side
         with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
             done = dict(zip(machine_envs, pool.map(
                 lambda e: plan_machines(ctx, e, images, to_bake, options, running),
@@ -304,6 +328,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         nodes={(e, r.name): frozenset(nodes.get((e, r.name), ())) for e in chosen
                for r in fleet.roles.values() if r.cls is RoleClass.CATTLE},
         machines=machines,
-        missing_secrets=missing_secrets(ctx, chosen),
+        missing_secrets=missing,
+        unsynced=unsynced,
     )
     return Reading(plan_diff(desired, actual), images, channels, tf_plans)

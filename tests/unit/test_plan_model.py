@@ -149,3 +149,14 @@ def test_a_saved_plan_that_no_longer_matches_is_stale() -> None:
 def test_a_pets_data_path_comes_from_its_data() -> None:
     assert data_path(FLEET.roles["postgres"]) == "/var/lib/postgresql"
     assert data_path(FLEET.roles["gitaly"]) == "/var/opt/gitaly"
+
+
+def test_secrets_unsynced_are_work_and_missing_values_are_for_a_person() -> None:
+    plan = diff(Desired(FLEET, {}, {}, ("staging",)),
+                actual(unsynced=frozenset({("staging", "web")}),
+                       missing_secrets={("staging", "web"): ("db_password",)}))
+    got = {(i.target, i.action): i.blocked for i in plan.items}
+    assert got[("web/approle", Action.SYNC)] == ""
+    assert got[("web/db_password", Action.SECRET)] == \
+        "fleet secrets put web db_password --env staging"
+    assert plan.changes == 1 and plan.pending and refusals(plan) == []
