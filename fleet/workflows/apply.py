@@ -133,7 +133,7 @@ def _machines(ctx: Context, env: str, fresh: Plan, items: list[Item], reading: R
               for r in ctx.fleet.roles.values()}
     keep = [i.target for i in fresh.items if i.env == env and i.cls == "snowflake" and i.blocked]
     running = set(docker.lab_containers())
-    _, changes = plan_machines(ctx, env, images, (), fresh.options, running, keep)
+    changes = plan_machines(ctx, env, images, (), fresh.options, running, keep)
     want = sorted((i.target, MACHINE_ACTIONS[i.action]) for i in items)
     got = sorted((c.instance, c.change) for c in changes)
     if want != got:

@@ -21,7 +21,7 @@ import json
 import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -50,9 +50,7 @@ class Reading:
     """A plan and what apply needs of what was read for it."""
 
     plan: Plan
-    images: Mapping[str, ImageRecord | None]        # role -> its current image
     channels: Mapping[tuple[str, str], str]         # (env, role) -> version
-    terraform: Mapping[str, terraform.Plan] = field(default_factory=dict)  # env -> its plan
 
 
 def workspace(ctx: Context, env: str) -> terraform.Workspace:
@@ -215,7 +213,7 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
 
 def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | None],
                   to_bake: Iterable[str], options: Options, running: set[str],
-                  keep: Iterable[str] = ()) -> tuple[terraform.Plan, tuple[MachineChange, ...]]:
+                  keep: Iterable[str] = ()) -> tuple[MachineChange, ...]:
     """Terraform's plan for the environment's pets and snowflakes, saved for apply; an
     instance whose container is gone (removed by hand) is planned to be replaced: drift."""
     ws = workspace(ctx, env)
@@ -241,7 +239,7 @@ def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | Non
             continue
         changes.append(MachineChange(str(change.key), change.change.value, change.reason,
                                      drift=change.address in gone))
-    return tf_plan, tuple(changes)
+    return tuple(changes)
 
 
 def _data(ctx: Context, role: str) -> str:
@@ -309,17 +307,14 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         have.setdefault(record.role, set()).add(record.digest)
     to_bake = {r for r, d in digests.items() if d not in have.get(r, set())}
     machine_envs = [e for e in chosen if instances(ctx, e) or e in states]
-    tf_plans: dict[str, terraform.Plan] = {}
     machines: dict[str, tuple[MachineChange, ...]] = {}
     if machine_envs:
         running = set(docker.lab_containers())
         key_pair(ctx)  # made once, before the environments are planned side by side
         with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
-            done = dict(zip(machine_envs, pool.map(
+            machines = dict(zip(machine_envs, pool.map(
                 lambda e: plan_machines(ctx, e, images, to_bake, options, running),
                 machine_envs), strict=True))
-        tf_plans = {e: p for e, (p, _) in done.items()}
-        machines = {e: c for e, (_, c) in done.items()}
     desired = Desired(fleet, digests, channels, chosen, options)
     actual = Actual(
         digests={r: frozenset(d) for r, d in have.items()},
@@ -331,4 +326,4 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         missing_secrets=missing,
         unsynced=unsynced,
     )
-    return Reading(plan_diff(desired, actual), images, channels, tf_plans)
+    return Reading(plan_diff(desired, actual), channels)
