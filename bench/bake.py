@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
-from fleet.adapters.consul import Consul  # noqa: E402
 from fleet.workflows import bake  # noqa: E402
-from fleet.workflows.context import Context, load  # noqa: E402
+from fleet.workflows.context import Context, load, token_environ  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -59,8 +58,7 @@ def report(name: str, samples: list[float]) -> float:
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     lab = load(ROOT / "fleet.toml")
-    token = lab.vault_token.reveal() if lab.vault_token else ""
-    env = {**os.environ, "VAULT_TOKEN": token}
+    env = {**os.environ, **token_environ(lab)}
     name = f"bench{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -68,7 +66,7 @@ def main() -> None:
             shutil.copytree(ROOT / part, root / part)
         text = (ROOT / "fleet.toml").read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
         (root / "fleet.toml").write_text(text)
-        ctx = load(root / "fleet.toml", {**os.environ, "VAULT_TOKEN": token})
+        ctx = load(root / "fleet.toml", env)
         try:
             in_process(ctx, ["web"], version="b0")
             rebuild = [timed(lambda i=i: in_process(ctx, ["web"], version=f"r{i}", rebake=True))
@@ -89,7 +87,7 @@ def main() -> None:
             for role in ctx.fleet.roles:
                 for tag, _ in docker.images(f"fleet-{name}-{role}"):
                     docker.remove_image(f"fleet-{name}-{role}:{tag}")
-            Consul(lab.consul_addr).delete_tree(f"fleet/{name}/")
+            lab.consul().delete_tree(f"fleet/{name}/")
     print(f"repeats: {repeats}")
     r, c = report("real rebuild of web (bake operation)", rebuild), report(
         "cached re-bake of web (bake operation)", cached)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,13 +38,14 @@ from urllib.parse import quote, urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.adapters.consul import Consul  # noqa: E402  (after the path is set)
-from fleet.model.image import ImageRecord  # noqa: E402
+from fleet.model.image import ImageRecord  # noqa: E402  (after the path is set)
 from fleet.model.nodes import node_name  # noqa: E402
 from fleet.model.promotion import Channel  # noqa: E402
+from fleet.model.secret import Secret  # noqa: E402
+from fleet.workflows import lab as lab_workflow  # noqa: E402
 from fleet.workflows import plan as workflow  # noqa: E402
 from fleet.workflows.catalog import Catalog  # noqa: E402
-from fleet.workflows.context import load  # noqa: E402
+from fleet.workflows.context import load, token_environ  # noqa: E402
 
 ENVS = ("canary", "staging", "production")
 VERSION = "v1"
@@ -69,11 +71,13 @@ def fleet_toml(name: str, roles: int, counts: list[int]) -> str:
 
 
 class Pool:
-    """Keep-alive HTTP connections to the lab's Consul, one per worker thread."""
+    """Keep-alive HTTP connections to the lab's Consul, one per worker thread, with the lab's
+    management token: registering nodes through the catalog API is no right of fleet's."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, token: Secret) -> None:
         url = urlparse(address)
         self.host, self.port = str(url.hostname), int(url.port or 8500)
+        self.token = token
         assert self.host in ("127.0.0.1", "localhost"), "the benchmark talks to loopback only"
         self.conns: dict[int, http.client.HTTPConnection] = {}
 
@@ -84,7 +88,8 @@ class Pool:
         if key not in self.conns:
             self.conns[key] = http.client.HTTPConnection(self.host, self.port, timeout=30)
         conn = self.conns[key]
-        conn.request(method, path, json.dumps(body) if body is not None else None)
+        conn.request(method, path, json.dumps(body) if body is not None else None,
+                     headers={"X-Consul-Token": self.token.reveal()})
         response = conn.getresponse()
         data = response.read()
         if response.status != 200:
@@ -131,9 +136,11 @@ def main() -> None:
     shutil.copytree(ROOT / "packer", work / "packer")
     (work / "fleet.toml").write_text(fleet_toml(name, roles, counts))
     shutil.copytree(ROOT / ".fleet" / "cache", work / ".fleet" / "cache")  # stat-cached digests
-    ctx = load(work / "fleet.toml")
-    consul = Consul(ctx.consul_addr)
-    pool = Pool(ctx.consul_addr)
+    lab = load(ROOT / "fleet.toml")
+    env = {**os.environ, **token_environ(lab)}
+    ctx = load(work / "fleet.toml", env)
+    consul = ctx.consul()
+    pool = Pool(ctx.consul_addr, lab_workflow.management_token(lab))
     registered: list[str] = []
     try:
         print(f"registering {nodes} synthetic nodes of {roles} roles x {len(ENVS)} environments "
@@ -171,7 +178,7 @@ def main() -> None:
             t = time.perf_counter()
             result = subprocess.run([str(ROOT / ".venv/bin/fleet"), "-f", str(ctx.file), "plan",
                                      "--json", "--detailed-exitcode"], capture_output=True,
-                                    text=True)
+                                    text=True, env=env)
             command.append(time.perf_counter() - t)
             assert result.returncode == 0, result.stderr
         best = min(inproc)

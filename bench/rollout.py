@@ -31,11 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
-from fleet.adapters.consul import Consul  # noqa: E402
 from fleet.model.nodes import group  # noqa: E402
 from fleet.workflows import bake, cattle, promote  # noqa: E402
 from fleet.workflows.catalog import Catalog  # noqa: E402
-from fleet.workflows.context import Context, load  # noqa: E402
+from fleet.workflows.context import Context, load, token_environ  # noqa: E402
 
 
 def started_at(container: str) -> float:
@@ -91,7 +90,6 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     b = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     lab = load(ROOT / "fleet.toml")
-    token = lab.vault_token.reveal() if lab.vault_token else ""
     name = f"bench{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -103,14 +101,14 @@ def main() -> None:
                             "[roles.web.", 1)
         text = text.replace("batch_size = 1", f"batch_size = {b}", 1)  # canary's
         (root / "fleet.toml").write_text(text)
-        ctx = load(root / "fleet.toml", {**os.environ, "VAULT_TOKEN": token})
+        ctx = load(root / "fleet.toml", {**os.environ, **token_environ(lab)})
         quiet = lambda *args: None  # noqa: E731  (progress lines are not the benchmark)
         try:
             for version in ("v1", "v2"):  # v2: the same image under a new version, new nodes
                 report = bake.bake(ctx, ["web"], version=version, say=quiet)
                 if not report.ok:
                     sys.exit(f"bench: bake failed: {report.results[0].detail}")
-            image = Catalog(Consul(ctx.consul_addr), ctx.fleet.kv_prefix).get("web", "v1")
+            image = Catalog(ctx.consul(), ctx.fleet.kv_prefix).get("web", "v1")
             assert image is not None
             boots = single_boots(ctx, image.record.artifact, 3)
             first = promote.promote(ctx, "v1", "canary", ["web"], say=quiet)
@@ -125,7 +123,7 @@ def main() -> None:
                 cattle.apply(ctx, env, [])
             for tag, _ in docker.images(f"fleet-{name}-web"):
                 docker.remove_image(f"fleet-{name}-web:{tag}")
-            Consul(lab.consul_addr).delete_tree(f"fleet/{name}/")
+            lab.consul().delete_tree(f"fleet/{name}/")
     boot = statistics.median(boots)
     bound = math.ceil(n / b) * boot
     print(f"nodes N={n}, batch B={b}; first rollout (empty -> v1) {first.seconds:.1f} s")

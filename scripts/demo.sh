@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the example fleet: install, bring the lab up, validate, sync the secrets'
 # policies and fill in missing lab secrets, bake every cattle role (then again, cached), list
-# the catalog, promote the baked version canary -> staging ->
-# production (--wait waits out each soak; production needs manual approval: --yes), then show what
-# runs where and what happened. A second run finds everything done and says so.
+# the catalog, plan and apply the pets and snowflakes in depends_on order, promote the baked
+# version canary -> staging -> production (--wait waits out each soak; production needs manual
+# approval: --yes), then show that nothing is left to do, what runs where and what happened.
+# A second run finds everything done and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,10 +27,16 @@ version=$($fleet bake --all --json | .venv/bin/python -c \
 $fleet bake --all --version "$version"   # unchanged inputs: every role says "cached"
 $fleet images
 
+# One plan for everything; apply builds the pets and snowflakes (their nodes get their Consul
+# tokens and secrets at boot) before the cattle that depend on them are promoted.
+$fleet plan
+$fleet apply --yes
+
 # --wait also waits out the soak of the environment before
 $fleet promote "$version" --to canary --wait
 $fleet promote "$version" --to staging --wait
 $fleet promote "$version" --to production --wait --yes
+$fleet plan --detailed-exitcode   # 0: nothing left to do
 $fleet status
 $fleet history production
 $fleet lab status

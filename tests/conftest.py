@@ -96,7 +96,9 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
         shutil.copytree(ROOT / part, root / part)
     text = EXAMPLE.read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
     (root / "fleet.toml").write_text(text)
-    env = {"VAULT_TOKEN": lab.vault_token.reveal()}
+    from fleet.workflows.context import token_environ
+
+    env = token_environ(lab)  # the lab's Vault root token and fleet's Consul operator token
     yield FleetCopy(root, name, env)
     def leftovers() -> list[str]:
         return [n for n in docker.lab_containers() if n.startswith(f"{name}-")]

@@ -1,8 +1,10 @@
-"""Consul through py-consul: KV with check-and-set and the server's health. Its dicts stop here."""
+"""Consul through py-consul: KV with check-and-set, sessions, health and ACL policies and tokens.
+Its dicts stop here."""
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -10,6 +12,7 @@ from urllib.parse import urlparse
 
 from fleet.adapters.http import answering
 from fleet.errors import FleetError
+from fleet.model.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,15 @@ class Health(StrEnum):
 
 
 @dataclass(frozen=True)
+class Token:
+    """An ACL token as a listing shows it: never its SecretID."""
+
+    accessor: str
+    description: str
+    policies: tuple[str, ...]   # policy names
+
+
+@dataclass(frozen=True)
 class NodeCheck:
     """One health check on one node: the node's own (serfHealth) or one of its services'."""
 
@@ -63,6 +75,7 @@ class Consul:
                              "set fleet.consul or CONSUL_HTTP_ADDR to http://HOST:PORT")
         self.address = address
         self._exc = consul.ConsulException
+        self._denied = consul.ACLPermissionDenied
         self._client: Any = consul.Consul(host=url.hostname, port=url.port, token=token,
                                           scheme=url.scheme or "http",
                                           connections_timeout=timeout)
@@ -71,6 +84,10 @@ class Consul:
         try:
             with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
                 return fn(*args, **kwargs)
+        except self._denied as exc:
+            raise FleetError(f"Consul denied {what} ({exc}): the token lacks that permission",
+                             "set CONSUL_HTTP_TOKEN to a token whose policy allows it "
+                             "(the lab's operator token is used by default)") from exc
         except self._exc as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
 
@@ -79,7 +96,12 @@ class Consul:
         return str(self._call("status/leader", self._client.status.leader) or "")
 
     def version(self) -> str:
-        self_info = self._call("agent/self", self._client.agent.self)
+        from consul.callback import CB
+
+        # py-consul's agent.self() sends no token, which default deny refuses: the same
+        # request through its HTTP client, with the token
+        self_info = self._call("agent/self", self._client.http.get, CB.json(), "/v1/agent/self",
+                               headers=self._client.prepare_headers())
         return str(self_info["Config"]["Version"])
 
     def get(self, key: str) -> Entry | None:
@@ -150,3 +172,65 @@ class Consul:
         for item in items:
             found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
         return found
+
+    # ---- ACLs (the lab runs default deny) --------------------------------------------------
+
+    def acl_enabled(self) -> bool:
+        """Whether the server enforces ACLs; asks as this client's token."""
+        import consul
+
+        try:
+            self._call("acl/token/self", self._client.acl.token.read_self)
+        except FleetError as exc:
+            if isinstance(exc.__cause__, consul.ACLDisabled):
+                return False
+            if isinstance(exc.__cause__, consul.ACLPermissionDenied):
+                return True  # enforced, and this token is unknown to it
+            raise
+        return True
+
+    def token_known(self) -> bool:
+        """Whether this client's token exists (False: 'ACL not found')."""
+        try:
+            self._call("acl/token/self", self._client.acl.token.read_self)
+        except FleetError as exc:
+            if isinstance(exc.__cause__, self._denied):
+                return False
+            raise
+        return True
+
+    def policies(self) -> dict[str, str]:
+        """Every ACL policy: name -> ID."""
+        items = self._call("list ACL policies", self._client.acl.policy.list)
+        return {str(i["Name"]): str(i["ID"]) for i in items}
+
+    def put_policy(self, name: str, rules: Mapping[str, Any], description: str) -> None:
+        """Create the policy, or replace its rules (Consul's rule language in its JSON form)."""
+        existing = self.policies().get(name)
+        if existing is None:
+            self._call(f"create ACL policy {name}", self._client.acl.policy.create, name,
+                       rules=dict(rules), description=description)
+        else:
+            self._call(f"update ACL policy {name}", self._client.acl.policy.update, existing,
+                       name, rules=dict(rules), description=description)
+
+    def delete_policy(self, policy_id: str) -> None:
+        self._call("delete an ACL policy", self._client.acl.policy.delete, policy_id)
+
+    def create_token(self, description: str, policies: builtins.list[str],
+                     secret: Secret | None = None) -> Secret:
+        """A token bound to these policies (by name); its SecretID chosen by Consul unless
+        given (a lab token fleet keeps in a file)."""
+        item = self._call("create an ACL token", self._client.acl.token.create,
+                          description=description, policies_name=policies,
+                          secret_id=secret.reveal() if secret else None)
+        return Secret(str(item["SecretID"]))
+
+    def tokens(self) -> builtins.list[Token]:
+        items = self._call("list ACL tokens", self._client.acl.token.list)
+        return [Token(str(i["AccessorID"]), str(i["Description"]),
+                      tuple(str(p["Name"]) for p in i.get("Policies") or []))  # omitted when none
+                for i in items]
+
+    def delete_token(self, accessor: str) -> None:
+        self._call("delete an ACL token", self._client.acl.token.delete, accessor)

@@ -33,7 +33,6 @@ from enum import StrEnum
 from pathlib import Path
 
 from fleet.adapters import chef, docker, git, packer, process
-from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import DependencyDown, FleetError
 from fleet.model import secretscan
@@ -119,8 +118,7 @@ class Bakery:
         self.scan_lock = threading.Lock()  # one base scan at a time
         self.catalog: Catalog | None = None
         if target.kind == "lab":
-            consul = Consul(ctx.consul_addr,
-                            ctx.consul_token.reveal() if ctx.consul_token else None)
+            consul = ctx.consul()
             consul.leader()  # fail before building if the catalog cannot be written
             self.catalog = Catalog(consul, ctx.fleet.kv_prefix)
 

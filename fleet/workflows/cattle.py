@@ -25,7 +25,7 @@ from fleet.workflows.context import Context
 
 @dataclass(frozen=True)
 class NodeWorkspace(terraform.Workspace):
-    """The cattle module's state. Its create provisioner runs `fleet secrets deliver`, which
+    """A lab module's state. Its create provisioner runs `fleet secrets deliver`, which
     needs the tokens this fleet runs with: they go to Terraform's environment only, which
     Terraform never writes to its state (the node's inputs, which it does keep, hold none)."""
 
@@ -35,25 +35,36 @@ class NodeWorkspace(terraform.Workspace):
         return {**super().env(), **{k: v.reveal() for k, v in self.tokens.items()}}
 
 
-def workspace(ctx: Context, env: str) -> NodeWorkspace:
+def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
+    """One environment's state of a lab module (cattle, machines) in the consul backend."""
     url = urlparse(ctx.consul_addr)
     tokens = {"VAULT_TOKEN": ctx.vault_token, "CONSUL_HTTP_TOKEN": ctx.consul_token}
     return NodeWorkspace(
-        module=ctx.root / "terraform" / "lab" / "cattle",
-        data_dir=ctx.state_dir / "terraform" / "cattle" / env,
+        module=ctx.root / "terraform" / "lab" / module,
+        data_dir=ctx.state_dir / "terraform" / module / env,
         consul_address=f"{url.hostname}:{url.port}",
-        state_path=f"{ctx.fleet.kv_prefix}/terraform/cattle/{env}",
+        state_path=f"{ctx.fleet.kv_prefix}/terraform/{module}/{env}",
         state_dir=ctx.state_dir,
         tokens={k: v for k, v in tokens.items() if v is not None},
     )
 
 
+def workspace(ctx: Context, env: str) -> NodeWorkspace:
+    return lab_workspace(ctx, "cattle", env)
+
+
+def deliver_command(ctx: Context) -> str:
+    """What a lab module's create provisioner runs, with NODE ROLE ENV after it."""
+    return shlex.join([sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets", "deliver"])
+
+
 def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
     """Make the environment's cattle exactly these nodes; return node -> version.
 
-    Every node of a role with secrets gets its Vault credentials as Terraform creates it:
-    the module's create provisioner runs `fleet secrets deliver NODE ROLE ENV` (see
-    fleet/workflows/secrets.py), so a fleet killed mid-apply leaves no node without them.
+    Every node gets its Consul token, and a role with secrets its Vault credentials, as
+    Terraform creates it: the module's create provisioner runs `fleet secrets deliver NODE
+    ROLE ENV` (see fleet/workflows/secrets.py), so a fleet killed mid-apply leaves no node
+    without them.
     """
     nodes = list(nodes)
     _vault_ready(ctx, {n.role for n in nodes})
@@ -62,8 +73,7 @@ def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
     outputs = workspace(ctx, env).apply({
         "network": net.name,
         "consul_join": net.gateway,
-        "deliver": shlex.join([sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets",
-                               "deliver"]),
+        "deliver": deliver_command(ctx),
         "nodes": {n.name: {**n.tfvar(), "services": with_watches(
             n.services, fleet.name, env, upstream_services(fleet, fleet.roles[n.role]))}
             for n in nodes},
@@ -79,7 +89,7 @@ def _vault_ready(ctx: Context, roles: set[str]) -> None:
 
 
 def consul(ctx: Context) -> Consul:
-    return Consul(ctx.consul_addr, ctx.consul_token.reveal() if ctx.consul_token else None)
+    return ctx.consul()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet.adapters.consul import Consul
 from fleet.errors import ConfigError
 from fleet.model.definition import Fleet, parse
 from fleet.model.secret import Secret
@@ -30,10 +31,22 @@ class Context:
     def root(self) -> Path:
         return self.file.parent
 
+    def consul(self, timeout: float = 5.0) -> Consul:
+        """A Consul client with the token this command runs with."""
+        return Consul(self.consul_addr, self.consul_token.reveal() if self.consul_token else None,
+                      timeout=timeout)
+
     @property
     def state_dir(self) -> Path:
         """Local lab state, keys and logs: .fleet/ beside fleet.toml, never committed."""
         return self.root / ".fleet"
+
+
+def token_environ(ctx: Context) -> dict[str, str]:
+    """VAULT_TOKEN and CONSUL_HTTP_TOKEN as this context has them: what a copy of the fleet
+    elsewhere on disk (a test's, a benchmark's) needs to work on the same lab."""
+    tokens = {"VAULT_TOKEN": ctx.vault_token, "CONSUL_HTTP_TOKEN": ctx.consul_token}
+    return {k: v.reveal() for k, v in tokens.items() if v is not None}
 
 
 def who() -> str:
@@ -53,16 +66,17 @@ def read_text(file: Path) -> str:
 
 def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     """Read and validate fleet.toml; CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, VAULT_ADDR and
-    VAULT_TOKEN override it as they do for the consul and vault CLIs. Without VAULT_TOKEN the
-    lab's root token is used, if this directory has a lab."""
+    VAULT_TOKEN override it as they do for the consul and vault CLIs. Without them, if this
+    directory has a lab, the lab's Vault root token and fleet's Consul operator token are used."""
     env = os.environ if environ is None else environ
     file = file.resolve()
     fleet = parse(read_text(file), file.name)
     consul_addr = env.get("CONSUL_HTTP_ADDR") or fleet.consul
     if "//" not in consul_addr:
         consul_addr = "http://" + consul_addr  # the consul CLI accepts a bare host:port
-    vault_token = env.get("VAULT_TOKEN") or _lab_root_token(file.parent / ".fleet")
-    consul_token = env.get("CONSUL_HTTP_TOKEN")
+    lab = file.parent / ".fleet" / "lab"
+    vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-init.json", "root_token")
+    consul_token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(lab / "consul-acl.json", "operator")
     return Context(
         fleet=fleet,
         file=file,
@@ -73,11 +87,11 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     )
 
 
-def _lab_root_token(state_dir: Path) -> str | None:
-    init = state_dir / "lab" / "openbao-init.json"
+def _lab_secret(file: Path, key: str) -> str | None:
+    """A token the lab keeps in one of its 0600 files, None before the lab made it."""
     try:
-        return str(json.loads(init.read_text())["root_token"])
+        return str(json.loads(file.read_text())[key])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{init} is unreadable: {exc}", fix="run `fleet lab reset`") from exc
+        raise ConfigError(f"{file} is unreadable: {exc}", fix="run `fleet lab reset`") from exc

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
 from fleet.model.image import ImageRecord, parse_ref
 from fleet.model.spec import did_you_mean
@@ -13,7 +12,7 @@ from fleet.workflows.context import Context
 
 
 def catalog(ctx: Context) -> Catalog:
-    consul = Consul(ctx.consul_addr, ctx.consul_token.reveal() if ctx.consul_token else None)
+    consul = ctx.consul()
     return Catalog(consul, ctx.fleet.kv_prefix)
 
 

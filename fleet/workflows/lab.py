@@ -3,7 +3,11 @@
 Choices, for whoever runs it:
 - Consul runs in server mode with its data dir under .fleet/lab/consul (not -dev, which keeps
   nothing). Its HTTP API listens on 127.0.0.1 and on the lab network's gateway, where nodes
-  join it; DNS is off.
+  join it; DNS is off. ACLs are on with default deny (fleet/model/acl.py): the lab makes a
+  management token and fleet's operator token once, keeps both 0600 in
+  .fleet/lab/consul-acl.json, and writes the operator's policy; fleet commands run with the
+  operator token unless CONSUL_HTTP_TOKEN names another. A lab Consul found running without
+  ACLs (made by an older fleet) is restarted with them.
 - OpenBao runs with integrated (raft) storage under .fleet/lab/openbao (its file backend was
   removed in OpenBao 2.7; raft is the supported persistent store), initialised with one key share and
   unsealed by `lab up`; the unseal key and root token sit 0600 in .fleet/lab/openbao-init.json.
@@ -19,9 +23,10 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,6 +35,8 @@ from fleet.adapters import chef, docker, packer, process, terraform, vagrant
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import InitKeys, SealState, Vault
 from fleet.errors import DependencyDown, FleetError
+from fleet.model import acl
+from fleet.model.secret import Secret
 from fleet.workflows import baseimage
 from fleet.workflows.context import Context
 
@@ -79,6 +86,14 @@ class Paths:
     @property
     def consul_data(self) -> Path:
         return self.lab / "consul"
+
+    @property
+    def consul_config(self) -> Path:
+        return self.lab / "consul.json"
+
+    @property
+    def consul_acl(self) -> Path:
+        return self.lab / "consul-acl.json"
 
     @property
     def openbao_data(self) -> Path:
@@ -195,22 +210,81 @@ def _consul_ready(consul: Consul) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ConsulTokens:
+    """The lab's own Consul tokens (.fleet/lab/consul-acl.json, 0600)."""
+
+    management: Secret
+    operator: Secret
+
+
+def consul_tokens(p: Paths) -> ConsulTokens:
+    """The lab's tokens, chosen once (random UUIDs) and kept for every later `lab up`."""
+    if not p.consul_acl.exists():
+        _write_private(p.consul_acl, json.dumps({"management": str(uuid.uuid4()),
+                                                 "operator": str(uuid.uuid4())}))
+    try:
+        data = json.loads(p.consul_acl.read_text())
+        return ConsulTokens(Secret(data["management"]), Secret(data["operator"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise FleetError(f"{p.consul_acl} is unreadable", "run `fleet lab reset`") from exc
+
+
+def management_token(ctx: Context) -> Secret:
+    """The lab Consul's management token: for the lab itself and for benchmarks only."""
+    return consul_tokens(paths(ctx)).management
+
+
+def _consul_config(tokens: ConsulTokens) -> str:
+    # Consul 1.8 names the bootstrap token `master` (1.11 renamed it initial_management)
+    return json.dumps({"acl": {
+        "enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
+        "tokens": {"master": tokens.management.reveal(), "agent": tokens.management.reveal()},
+    }})
+
+
 def _consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[str]:
     _local(ctx.consul_addr, "Consul")
-    consul = Consul(ctx.consul_addr, ctx.consul_token.reveal() if ctx.consul_token else None)
-    if _consul_ready(consul):
-        return []
-    if _recorded_pid(p, "consul", "consul") is None:
-        progress("starting consul server")
-        p.consul_data.mkdir(parents=True, exist_ok=True)
-        _start(p, "consul", [
-            "consul", "agent", "-server", "-bootstrap-expect=1", "-node=lab-server",
-            f"-datacenter={DATACENTER}", f"-data-dir={p.consul_data}", f"-bind={net.gateway}",
-            f"-advertise={net.gateway}", f"-client=127.0.0.1 {net.gateway}",
-            f"-http-port={_port(ctx.consul_addr)}", "-dns-port=-1", "-log-level=info",
-        ])
-    _wait("consul (leader election)", lambda: _consul_ready(consul), 60, p.log("consul"))
-    return ["started consul"]
+    p.lab.mkdir(parents=True, exist_ok=True)
+    tokens = consul_tokens(p)
+    consul = Consul(ctx.consul_addr, tokens.management.reveal())
+    actions = []
+    if _consul_ready(consul) and not consul.acl_enabled():
+        if _recorded_pid(p, "consul", "consul") is None:
+            raise FleetError(f"a Consul without ACLs that the lab did not start answers at "
+                             f"{ctx.consul_addr}", "stop it, then run `fleet lab up`")
+        progress("restarting consul with ACLs on")
+        _stop(p, "consul", "consul")
+        actions.append("restarted consul with ACLs")
+    if not _consul_ready(consul):
+        _write_private(p.consul_config, _consul_config(tokens))
+        if _recorded_pid(p, "consul", "consul") is None:
+            progress("starting consul server")
+            p.consul_data.mkdir(parents=True, exist_ok=True)
+            _start(p, "consul", [
+                "consul", "agent", "-server", "-bootstrap-expect=1", "-node=lab-server",
+                f"-datacenter={DATACENTER}", f"-data-dir={p.consul_data}", f"-bind={net.gateway}",
+                f"-advertise={net.gateway}", f"-client=127.0.0.1 {net.gateway}",
+                f"-http-port={_port(ctx.consul_addr)}", "-dns-port=-1", "-log-level=info",
+                f"-config-file={p.consul_config}",
+            ])
+            actions.append("started consul")
+        _wait("consul (leader election)", lambda: _consul_ready(consul), 60, p.log("consul"))
+    # the ACL system leaves its legacy mode a moment after the leader is elected
+    _wait("consul (ACLs ready)", lambda: _known(consul), 60, p.log("consul"))
+    consul.put_policy(acl.OPERATOR_POLICY, acl.operator_rules(),
+                      "fleet's own: its KV, locks, reads, and node tokens")
+    if not _known(Consul(ctx.consul_addr, tokens.operator.reveal())):
+        consul.create_token("fleet operator (lab)", [acl.OPERATOR_POLICY], tokens.operator)
+        actions.append("created fleet's Consul operator token")
+    return actions
+
+
+def _known(consul: Consul) -> bool:
+    try:
+        return consul.token_known()
+    except FleetError:
+        return False
 
 
 def _openbao_config(p: Paths, net: Network, port: int) -> str:
@@ -320,6 +394,8 @@ def up(ctx: Context, progress: Progress) -> LabReport:
     actions += _consul_up(ctx, p, net, progress)
     actions += _openbao_up(ctx, p, net, progress)
     actions += _base_images_up(ctx, p, progress)
+    if ctx.consul_token is None:  # the first `lab up` made the operator token just now
+        ctx = replace(ctx, consul_token=consul_tokens(p).operator)
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
 
 
@@ -404,14 +480,16 @@ def _network_part(net: Network) -> Part:
 
 
 def _consul_part(ctx: Context, p: Paths) -> Part:
-    consul = Consul(ctx.consul_addr, ctx.consul_token.reveal() if ctx.consul_token else None,
-                    timeout=2)
+    consul = ctx.consul(timeout=2)
     try:
         leader = consul.leader()
-        version = consul.version()
     except FleetError:
         return Part("consul", PartState.DOWN, address=ctx.consul_addr,
                     detail=_why_down(p, "consul"))
+    try:
+        version = consul.version()
+    except FleetError as exc:  # it answers, but not to this token
+        return Part("consul", PartState.DOWN, address=ctx.consul_addr, detail=exc.what)
     if not leader:
         return Part("consul", PartState.DOWN, version, ctx.consul_addr, "no leader elected")
     return Part("consul", PartState.UP, version, ctx.consul_addr, f"server, leader {leader}")

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from fleet.adapters import docker, packer, terraform
 from fleet.adapters.consul import Consul
@@ -55,14 +54,7 @@ class Reading:
 
 def workspace(ctx: Context, env: str) -> terraform.Workspace:
     """The environment's pets and snowflakes: one Terraform state in the consul backend."""
-    url = urlparse(ctx.consul_addr)
-    return terraform.Workspace(
-        module=ctx.root / "terraform" / "lab" / "machines",
-        data_dir=ctx.state_dir / "terraform" / "machines" / env,
-        consul_address=f"{url.hostname}:{url.port}",
-        state_path=f"{ctx.fleet.kv_prefix}/terraform/machines/{env}",
-        state_dir=ctx.state_dir,
-    )
+    return cattle.lab_workspace(ctx, "machines", env)
 
 
 def check_envs(ctx: Context, envs: Iterable[str]) -> tuple[str, ...]:
@@ -208,7 +200,7 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
         else:
             snowflakes[instance] = value
     return {"network": net.name, "consul_join": net.gateway, "authorized_keys": str(public),
-            "pets": pets, "snowflakes": snowflakes}
+            "deliver": cattle.deliver_command(ctx), "pets": pets, "snowflakes": snowflakes}
 
 
 def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | None],

@@ -1,16 +1,20 @@
 """Secrets from Vault: policies and AppRoles (sync), what is missing (check), writing a value
 (put), new credentials for running nodes (rotate), and the hand-over to a new node (deliver).
 
-Boot-time delivery, the lab's way: Terraform's create provisioner (terraform/lab/cattle) runs
-`fleet secrets deliver NODE ROLE ENV` once the node's container runs. That asks Vault for a
-SecretID of the node's AppRole, response-wrapped (single-use, WRAP_TTL), and pipes a small
-bundle (Vault's address, RoleID, the wrapping token, where the secrets are) into
+Boot-time delivery, the lab's way: Terraform's create provisioners (terraform/lab/cattle and
+terraform/lab/machines; the Vagrantfile's trigger for local nodes) run
+`fleet secrets deliver NODE ROLE ENV` once the node's container runs. That mints the node's own
+Consul ACL token (fleet/model/acl.py: it may register itself and its role's services and read
+what it watches, nothing more) and, for a role with secrets, asks Vault for a SecretID of the
+node's AppRole, response-wrapped (single-use, WRAP_TTL); then it pipes a small bundle (the
+Consul token; Vault's address, RoleID, the wrapping token, where the secrets are) into
 `fleet-node login` on the node over `docker exec` stdin. The node unwraps, logs in, renders its
-secrets 0600 on its tmpfs and revokes its token. So no credential is in Terraform's state (the
-provisioner's inputs hold none), in an argv, a container's environment (`docker inspect`), an
-image or a log; and since the provisioner belongs to the node's creation, an apply that a
-killed fleet leaves running still delivers, and one cut short delivers on the next apply, which
-adopts the node.
+secrets 0600 on its tmpfs, revokes its Vault token and hands its agent the Consul token. So no
+credential is in Terraform's state (the provisioner's inputs hold none), in an argv, a
+container's environment (`docker inspect`), an image or a log; and since the provisioner
+belongs to the node's creation, an apply that a killed fleet leaves running still delivers, and
+one cut short delivers on the next apply, which adopts the node. The tokens of nodes whose
+containers are gone are removed at each delivery.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from urllib.parse import urlparse
 from fleet.adapters import docker, process
 from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError, DependencyDown, FleetError
+from fleet.model import acl
 from fleet.model import secrets as model
 from fleet.model.definition import Role
+from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
 from fleet.workflows import cattle, lab
 from fleet.workflows.context import Context
@@ -161,45 +167,70 @@ def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
 
 # ---- delivery and rotation --------------------------------------------------------------
 
-def _bundle(ctx: Context, client: Vault, r: Role, env: str) -> Secret:
-    """What a node of role r in env needs to log in once: as a Secret, since it holds the
-    wrapping token."""
+def _vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, object]:
+    """What a node of role r in env needs to log in to Vault once (it holds the wrapping
+    token: it travels only inside a Secret)."""
     name = model.name(ctx.fleet.name, r.name, env)
     role_id = client.role_id(name, model.APPROLE_MOUNT)
     wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
     gateway = lab.network(ctx).gateway  # where nodes reach the lab's Vault
     port = urlparse(ctx.vault_addr).port
-    return Secret(json.dumps({
+    return {
         "vault": f"http://{gateway}:{port}", "approle_mount": model.APPROLE_MOUNT,
         "role_id": role_id, "wrapped_secret_id": wrapped.reveal(),
         "mount": ctx.fleet.secrets_mount, "path": model.kv_path(r.name, env),
         "keys": list(r.secrets),
-    }))
+    }
 
 
-def _hand_over(node: str, bundle: Secret) -> str:
+def _hand_over(node: str, bundle: dict[str, object]) -> str:
     """Pipe the bundle into fleet-node login on the node; what it says (never a value)."""
     result = process.run(["docker", "exec", "-i", node, *NODE_LOGIN], check=False,
-                         input_text=bundle.reveal(), timeout=60)
+                         input_text=json.dumps(bundle), timeout=120)
     if result.returncode != 0:
-        raise FleetError(f"node {node} could not log in to Vault: "
+        raise FleetError(f"node {node} could not log in: "
                          f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}",
                          "see `fleet secrets check` and `fleet lab status`")
     return result.stdout.strip()
 
 
+def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
+    """Mint the node's own Consul token (its policy rewritten, any earlier token of the same
+    node removed), and remove the tokens of nodes whose containers are gone."""
+    consul = ctx.consul()
+    services = [s.name for s in r.services] if r else []
+    upstreams = upstream_services(ctx.fleet, r) if r else []
+    consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
+                      f"fleet node {node}: itself, its services, what it watches")
+    tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
+    gone = acl.gone({n for _, n in tokens if n and n != node}, docker.lab_containers())
+    for token, owner in tokens:
+        if owner == node or owner in gone:
+            consul.delete_token(token.accessor)
+    policies = consul.policies()
+    for owner in gone:
+        if acl.node_policy(owner) in policies:
+            consul.delete_policy(policies[acl.node_policy(owner)])
+    return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
+
+
 def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
-    """Give a node just created its credentials; it logs in and renders its secrets."""
-    r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: nothing to deliver
-    if r is None or not r.secrets:
-        return f"{node}: {role_name} reads no secrets"
-    client = vault(ctx)
-    name = model.name(ctx.fleet.name, role_name, env)
-    if name not in client.approles(name, model.APPROLE_MOUNT):
-        # the node boots without secrets, as one whose role was never synced would: not an
-        # apply's failure, but `fleet secrets check` (and `fleet plan`) name it
-        return f"{node}: no AppRole {name} in Vault, so no secrets: run `fleet secrets sync`"
-    return f"{node}: {_hand_over(node, _bundle(ctx, client, r, env))}"
+    """Give a node just created its credentials: its Consul token, and for a role with
+    secrets its Vault login, with which it renders them."""
+    r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: only the token
+    bundle: dict[str, object] = {}
+    note = ""
+    if r is not None and r.secrets and env in ctx.fleet.env_names():
+        client = vault(ctx)
+        name = model.name(ctx.fleet.name, role_name, env)
+        if name in client.approles(name, model.APPROLE_MOUNT):
+            bundle["vault"] = _vault_part(ctx, client, r, env)
+        else:
+            # the node boots without secrets, as one whose role was never synced would: not
+            # an apply's failure, but `fleet secrets check` (and `fleet plan`) name it
+            note = f"; no AppRole {name} in Vault, so no secrets: run `fleet secrets sync`"
+    bundle["consul_token"] = node_token(ctx, node, r).reveal()
+    return f"{node}: {_hand_over(node, bundle)}{note}"
 
 
 @dataclass(frozen=True)
@@ -226,7 +257,7 @@ def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
     done, failed = [], []
     for node in nodes:  # per node: one failure does not hide the others' results
         try:
-            done.append((node, _hand_over(node, _bundle(ctx, client, r, env))))
+            done.append((node, _hand_over(node, {"vault": _vault_part(ctx, client, r, env)})))
         except FleetError as exc:
             failed.append((node, exc.line()))
     return RotateReport(name, destroyed, tuple(done), tuple(failed))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import shutil
 import socket
 import time
@@ -44,7 +45,7 @@ from fleet.model.verification import (
     container_labels,
     local_node,
 )
-from fleet.workflows import lab
+from fleet.workflows import cattle, lab
 from fleet.workflows.catalog import KV, Catalog
 from fleet.workflows.context import Context, who
 
@@ -71,6 +72,7 @@ class VagrantMachine:
     ssh_port: int             # sshd published on 127.0.0.1
     env: dict[str, str]       # what fleet-init reads
     labels: dict[str, str]
+    deliver: tuple[str, ...]  # argv the Vagrantfile runs once the machine is up: its token
 
 
 @dataclass(frozen=True)
@@ -119,16 +121,17 @@ def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
     net = lab.network(ctx)
     private, public = key_pair(ctx)
     ports = _free_ports(len(nodes))
+    deliver = shlex.split(cattle.deliver_command(ctx))
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
                        container_env(node, net.gateway, lab.DATACENTER),
-                       dict(container_labels(node)))
+                       dict(container_labels(node)), (*deliver, node.name, node.role, node.env))
         for (name, image, node), port in zip(nodes, ports, strict=True))
     return VagrantPlan(machines, unbaked, net.name, SSH_USER, str(private), str(public))
 
 
 def _catalog(ctx: Context) -> tuple[Consul, Catalog]:
-    consul = Consul(ctx.consul_addr, ctx.consul_token.reveal() if ctx.consul_token else None)
+    consul = ctx.consul()
     return consul, Catalog(consul, ctx.fleet.kv_prefix)
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from fleet.adapters import docker
-from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from tests.conftest import FleetCopy
 
@@ -29,7 +28,7 @@ def role_images(role: str) -> set[str]:
 
 
 def catalog_keys(lab: Any, copy: FleetCopy) -> list[str]:
-    return [e.key for e in Consul(lab.consul_addr).list(f"fleet/{copy.name}/catalog/")]
+    return [e.key for e in lab.consul().list(f"fleet/{copy.name}/catalog/")]
 
 
 def bake(copy: FleetCopy, *args: str) -> tuple[int, dict[str, Any], str]:

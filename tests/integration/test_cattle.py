@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from fleet.adapters.consul import Consul
 from fleet.model.nodes import group
 from fleet.workflows import cattle
 from fleet.workflows.context import load
@@ -28,7 +27,7 @@ def test_nodes_boot_register_pass_and_go(lab: Any, fleet_copy: FleetCopy) -> Non
     run = fleet_copy.run("bake", "web", "--version", "v1", "--json")
     assert run.code == 0, run.stderr
     image = json.loads(run.stdout)["results"][0]["artifact"]
-    ctx = load(fleet_copy.file, {"VAULT_TOKEN": fleet_copy.env["VAULT_TOKEN"]})
+    ctx = load(fleet_copy.file, fleet_copy.env)
     web = ctx.fleet.roles["web"]
     nodes = group(ctx.fleet.name, web, "canary", "v1", image, 2, 10)
     try:
@@ -37,11 +36,11 @@ def test_nodes_boot_register_pass_and_go(lab: Any, fleet_copy: FleetCopy) -> Non
         met, seen = cattle.wait_passing(ctx, ["web"], "canary", "web",
                                         lambda h: h.passing_of("v1") == 2, 90)
         assert met, seen
-        (instance, *_) = Consul(lab.consul_addr).instances("web", f"fleet:{fleet_copy.name}")
+        (instance, *_) = lab.consul().instances("web", f"fleet:{fleet_copy.name}")
         assert instance.weight == 10
         assert instance.meta == {"fleet": fleet_copy.name, "role": "web", "env": "canary",
                                  "version": "v1"}
-        state = Consul(lab.consul_addr).get(f"fleet/{fleet_copy.name}/terraform/cattle/canary")
+        state = lab.consul().get(f"fleet/{fleet_copy.name}/terraform/cattle/canary")
         assert state is not None and b"terraform_data" in state.value
     finally:
         assert cattle.apply(ctx, "canary", []) == {}

@@ -56,9 +56,12 @@ def test_web_follows_gitaly_joining_and_leaving(lab: Any, fleet_copy: FleetCopy)
 
         began = time.monotonic()
         docker("run", "-d", "--pull", "never", "--name", gitaly, "--hostname", gitaly,
-               "--network", net.name, "--label", "fleet.lab=1",
+               "--network", net.name, "--label", "fleet.lab=1", "--tmpfs", "/run/fleet:mode=0700",
                "-e", f"FLEET_CONSUL_JOIN={net.gateway}", "-e", "FLEET_CONSUL_DATACENTER=lab",
                "-e", f"FLEET_CONSUL_SERVICES={gitaly_services(ctx.fleet.name)}", image)
+        # its Consul token, as Terraform's create provisioner hands it to a new pet
+        delivered = fleet_copy.run("secrets", "deliver", gitaly, "gitaly", "canary")
+        assert delivered.code == 0, delivered.stderr
         address = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
                          "{{end}}", gitaly).strip()
         joined = {**empty, "gitaly": [f"{address}:8080"]}

@@ -10,6 +10,7 @@ import pytest
 from fleet.adapters import process
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
+from fleet.errors import FleetError
 from fleet.workflows import lab as lab_workflow
 from tests.conftest import fleet
 
@@ -46,7 +47,7 @@ def test_status_shows_versions_and_addresses(lab: Any) -> None:
 
 def test_data_survives_down_and_up(lab: Any) -> None:
     key = f"{lab.fleet.kv_prefix}/test/survives-{uuid.uuid4().hex[:8]}"
-    consul = Consul(lab.consul_addr)
+    consul = lab.consul()
     assert consul.put(key, b"kept", cas=0)
     assert not consul.put(key, b"lost", cas=0), "check-and-set must refuse a second create"
     vault = Vault(lab.vault_addr, lab.vault_token.reveal())
@@ -62,7 +63,7 @@ def test_data_survives_down_and_up(lab: Any) -> None:
     up = fleet("lab", "up", "--json")
     assert up.code == 0, up.stderr
     assert "unsealed openbao" in up.json()["actions"]
-    entry = Consul(lab.consul_addr).get(key)
+    entry = lab.consul().get(key)
     assert entry is not None and entry.value == b"kept"
     secret = Vault(lab.vault_addr, lab.vault_token.reveal()).kv_get(
         lab.fleet.secrets_mount, "test/survives")
@@ -92,3 +93,14 @@ def test_consul_down_is_one_clear_line(lab: Any) -> None:
     assert status.code == 1
     assert "consul" in status.stderr
     assert "Traceback" not in status.stderr
+
+
+def test_consul_enforces_acls_and_a_denied_token_is_one_clear_line(lab: Any) -> None:
+    anonymous = Consul(lab.consul_addr)
+    with pytest.raises(FleetError, match="Consul denied write"):
+        anonymous.put("fleet/gitlab/channels/canary/web", "forged", cas=0)
+    assert anonymous.acl_enabled()
+    run = fleet("images", env={"CONSUL_HTTP_TOKEN": "00000000-0000-0000-0000-00000000dead"})
+    assert run.code == 1 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert "Consul denied" in line and "CONSUL_HTTP_TOKEN" in line

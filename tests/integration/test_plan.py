@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from fleet.adapters import docker
-from fleet.adapters.consul import Consul
 from tests.conftest import ROOT, FleetCopy, Run
 
 pytestmark = pytest.mark.lab
@@ -158,7 +157,7 @@ def test_plan_apply_converge_drift_stale_and_destroy(fleet_copy: FleetCopy, lab:
                                  capture_output=True, text=True).stdout.split()
         if volumes:
             subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
-        Consul(lab.consul_addr).delete_tree(f"fleet/{name}/")
+        lab.consul().delete_tree(f"fleet/{name}/")
 
 
 def test_bad_input_is_one_line(fleet_copy: FleetCopy) -> None:

@@ -16,9 +16,10 @@ import pytest
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
+from fleet.model import acl, secretscan
 from fleet.model import secrets as model
-from fleet.model import secretscan
 from fleet.model.secret import Secret
+from fleet.workflows.lab import management_token
 from tests.conftest import ROOT, FleetCopy, Run, eventually
 
 pytestmark = pytest.mark.lab
@@ -166,16 +167,25 @@ def _answers(address: str) -> bool:
     return True
 
 
-def needles(lab: Any, copy: FleetCopy) -> dict[bytes, str]:
+def needles(lab: Any, copy: FleetCopy, node_token: str) -> dict[bytes, str]:
     """Every lab secret value, the copy's and the example fleet's (but test_lab's marker under
-    test/, whose value is a Consul key name on purpose), and the Vault token fleet hands
-    Terraform for the deliveries."""
+    test/, whose value is a Consul key name on purpose), the Vault token fleet hands
+    Terraform for the deliveries, and the Consul tokens: the lab's, fleet's and the node's."""
     vault = Vault(lab.vault_addr, lab.vault_token.reveal())
     pairs = [(f"{mount}/{path}:{key}", value)
              for mount in (copy.name, lab.fleet.secrets_mount)
              for path, data in vault.kv_walk(mount) for key, value in data.items()
              if not path.startswith("test/")]
-    return secretscan.needles([*pairs, ("the Vault token", lab.vault_token.reveal())])
+    return secretscan.needles([
+        *pairs, ("the Vault token", lab.vault_token.reveal()),
+        ("the Consul management token", management_token(lab).reveal()),
+        ("the Consul operator token", lab.consul_token.reveal()),
+        ("the node's Consul token", node_token)])
+
+
+# Where the lab keeps tokens and keys on purpose: OpenBao's and Consul's own storage (a token
+# store is that server's job), and the lab's 0600 files of its root and bootstrap tokens.
+KEPT = ("openbao", "openbao-init.json", "consul", "consul.json", "consul-acl.json")
 
 
 def scan_export(argv: list[str], found: dict[bytes, str]) -> list[secretscan.Finding]:
@@ -212,6 +222,21 @@ def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: F
         inspect = subprocess.run(["docker", "inspect", node], capture_output=True, text=True)
         assert not any(v in inspect.stdout for v in VALUES.values())
 
+        # its Consul token: 0600 on the tmpfs, registers the node, and writes no KV at all
+        mode, config = node_file(node, "/run/fleet/consul/acl.json")
+        token = json.loads(config)["acl"]["tokens"]["default"]
+        assert mode == "600 root" and token not in inspect.stdout
+        as_node = Consul(lab.consul_addr, token)
+        assert as_node.node_checks(node) != []  # it may read what it registered
+        prefix = f"fleet/{copy.name}"
+        for key in (f"{prefix}/catalog/web/v9", f"{prefix}/channels/canary/web",
+                    f"{prefix}/history/forged", f"{prefix}/rollout/canary"):
+            with pytest.raises(FleetError, match="Consul denied write"):
+                as_node.put(key, "forged", cas=0)
+        with pytest.raises(FleetError, match="Consul denied"):
+            as_node.create_token("escalate", [acl.OPERATOR_POLICY])
+        assert lab.consul().get(f"{prefix}/catalog/web/v9") is None
+
         # rotation: a new value, new credentials; the node logs in again and re-renders
         assert put(copy, "web", "db_password", "canary", "pw-web-canary-rotated-9Zt").code == 0
         rotated = copy.run("secrets", "rotate", "web", "--env", "canary", "--json")
@@ -221,31 +246,33 @@ def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: F
             "600 root", "pw-web-canary-rotated-9Zt")
 
         # Vault sealed-or-down on the node's side: the last rendered config stays
-        broken = '{"vault": "http://127.0.0.1:1", "approle_mount": "approle", "role_id": "x", ' \
-                 '"wrapped_secret_id": "x", "mount": "m", "path": "p", "keys": ["db_password"]}'
+        broken = json.dumps({"vault": {
+            "vault": "http://127.0.0.1:1", "approle_mount": "approle", "role_id": "x",
+            "wrapped_secret_id": "x", "mount": "m", "path": "p", "keys": ["db_password"]}})
         refused = subprocess.run(["docker", "exec", "-i", node, "/usr/local/sbin/fleet-node",
                                   "login"], input=broken, capture_output=True, text=True)
         assert refused.returncode == 1 and "not reachable" in refused.stderr
         assert node_file(node, f"{secrets_dir}/db_password")[1] == "pw-web-canary-rotated-9Zt"
 
         # the scan: images, the node's files outside its tmpfs, logs, Terraform state, KV
-        found = needles(lab, copy)
-        assert len(found) >= 4
+        found = needles(lab, copy, token)
+        assert len(found) >= 7
         image = json.loads(copy.run("images", "web", "--json").stdout)[0]["artifact"]
         findings = scan_export(["docker", "save", image], found)
         findings += scan_export(["docker", "export", node], found)
+        kept = [ROOT / ".fleet" / "lab" / name for name in KEPT]
         for logs in (copy.root / ".fleet", ROOT / ".fleet"):
-            for path in logs.rglob("*"):  # OpenBao's own storage is encrypted: not a leak;
-                if path.is_file() and "openbao" not in path.parts \
-                        and path.name != "openbao-init.json" \
-                        and path.stat().st_size < 50 << 20:  # its keys are kept there on purpose
+            for path in logs.rglob("*"):
+                if path.is_file() and not any(path.is_relative_to(k) for k in kept) \
+                        and path.stat().st_size < 50 << 20:
                     findings += secretscan.scan(str(path), path.read_bytes(), found)
-        for entry in Consul(lab.consul_addr).list(""):  # every KV entry, Terraform states too
+        every = Consul(lab.consul_addr, management_token(lab).reveal())  # sees every key
+        for entry in every.list(""):  # every KV entry, Terraform states too
             findings += secretscan.scan(entry.key, entry.value, found)
         # only the values count here: the node's host keys (made at boot) and the lab's own
         # keys under .fleet/lab are private keys by design
         assert [f for f in findings if f.what.startswith("the value of")] == []
-        state = Consul(lab.consul_addr).get(f"fleet/{copy.name}/terraform/cattle/canary")
+        state = lab.consul().get(f"fleet/{copy.name}/terraform/cattle/canary")
         assert state is not None and b"wrapped" not in state.value and b"role_id" not in state.value
     finally:
         _remove(copy)

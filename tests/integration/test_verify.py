@@ -43,7 +43,7 @@ def containers(prefix: str) -> list[str]:
 
 
 def consul(copy: FleetCopy) -> Consul:
-    return Consul(load(copy.file, copy.env).consul_addr)
+    return load(copy.file, copy.env).consul()
 
 
 def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> None:

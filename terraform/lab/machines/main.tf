@@ -24,6 +24,12 @@ variable "consul_join" {
   description = "the lab Consul server's address on that network"
 }
 
+variable "deliver" {
+  type        = string
+  default     = ""
+  description = "the command that hands a new node its Consul token and Vault credentials (fleet secrets deliver); fleet sets it, a hand-run apply may leave it empty"
+}
+
 variable "authorized_keys" {
   type        = string
   description = "the lab key's public half, mounted read-only as root's authorized_keys"
@@ -58,17 +64,21 @@ variable "snowflakes" {
 }
 
 locals {
-  # The same `docker run` for pets and snowflakes; a pet adds its data volume.
+  # The same `docker run` for pets and snowflakes; a pet adds its data volume. /run/fleet is a
+  # tmpfs: rendered secrets and the node's Consul token never touch a disk. Then the node gets
+  # its credentials over `docker exec` stdin (see terraform/lab/cattle): none is in this state.
   run = <<-EOT
+    set -e
     docker rm -f "$NAME" >/dev/null 2>&1 || true
     docker run -d --pull never --name "$NAME" --hostname "$NAME" \
-      --network "$NETWORK" --restart unless-stopped \
+      --network "$NETWORK" --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
       --label fleet.lab=1 --label fleet.role="$ROLE" --label fleet.env="$FLEET_ENV" \
       --label fleet.version="$VERSION" --label fleet.class="$CLASS" \
       -v "$KEYS:/root/.ssh/authorized_keys:ro" $VOLUME \
       -e FLEET_CONSUL_JOIN="$JOIN" -e FLEET_CONSUL_DATACENTER=lab \
       -e FLEET_ROLE="$ROLE" -e FLEET_ENV="$FLEET_ENV" -e FLEET_VERSION="$VERSION" \
       -e FLEET_CONSUL_SERVICES "$IMAGE" >/dev/null
+    %{if var.deliver != ""}${var.deliver} "$NAME" "$ROLE" "$FLEET_ENV"%{endif}
   EOT
 }
 
