@@ -137,8 +137,8 @@ def main() -> None:
     (work / "fleet.toml").write_text(fleet_toml(name, roles, counts))
     shutil.copytree(ROOT / ".fleet" / "cache", work / ".fleet" / "cache")  # stat-cached digests
     lab = load(ROOT / "fleet.toml")
-    env = {**os.environ, **token_environ(lab)}
-    ctx = load(work / "fleet.toml", env)
+    environ = {**os.environ, **token_environ(lab)}
+    ctx = load(work / "fleet.toml", environ)
     consul = ctx.consul()
     pool = Pool(ctx.consul_addr, lab_workflow.management_token(lab))
     registered: list[str] = []
@@ -178,7 +178,7 @@ def main() -> None:
             t = time.perf_counter()
             result = subprocess.run([str(ROOT / ".venv/bin/fleet"), "-f", str(ctx.file), "plan",
                                      "--json", "--detailed-exitcode"], capture_output=True,
-                                    text=True, env=env)
+                                    text=True, env=environ)
             command.append(time.perf_counter() - t)
             assert result.returncode == 0, result.stderr
         best = min(inproc)

@@ -50,6 +50,12 @@ def node_policy(node: str) -> str:
     return f"fleet-node-{node}"
 
 
+def policy_node(policy: str) -> str | None:
+    """The node a policy was written for, None for any other policy."""
+    prefix = node_policy("")
+    return policy.removeprefix(prefix) if policy.startswith(prefix) else None
+
+
 def node_description(node: str) -> str:
     return f"{NODE_TOKEN}{node}"
 

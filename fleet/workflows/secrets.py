@@ -168,8 +168,8 @@ def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
 # ---- delivery and rotation --------------------------------------------------------------
 
 def _vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, object]:
-    """What a node of role r in env needs to log in to Vault once (it holds the wrapping
-    token: it travels only inside a Secret)."""
+    """What a node of role r in env needs to log in to Vault once. It holds the wrapping
+    token: it goes to the node's stdin and nowhere else."""
     name = model.name(ctx.fleet.name, r.name, env)
     role_id = client.role_id(name, model.APPROLE_MOUNT)
     wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
@@ -203,14 +203,15 @@ def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
     consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
                       f"fleet node {node}: itself, its services, what it watches")
     tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
-    gone = acl.gone({n for _, n in tokens if n and n != node}, docker.lab_containers())
+    policies = {acl.policy_node(name): pid for name, pid in consul.policies().items()}
+    owners = {n for _, n in tokens} | set(policies)
+    gone = acl.gone({n for n in owners if n and n != node}, docker.lab_containers())
     for token, owner in tokens:
         if owner == node or owner in gone:
             consul.delete_token(token.accessor)
-    policies = consul.policies()
     for owner in gone:
-        if acl.node_policy(owner) in policies:
-            consul.delete_policy(policies[acl.node_policy(owner)])
+        if owner in policies:
+            consul.delete_policy(policies[owner])
     return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
 
 

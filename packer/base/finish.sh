@@ -6,10 +6,11 @@ rm -f /etc/ssh/ssh_host_*
 mkdir -p /etc/consul.d /etc/fleet/services.d /var/lib/consul /root/.ssh
 # Every node's agent enforces ACLs as the lab's server does (default deny); its own token comes
 # at boot, never in the image. Check output goes to the servers on every change, not every
-# 5 minutes: `fleet verify` names a failing check by what it said.
+# 5 minutes: `fleet verify` names a failing check by what it said. A failed join is retried
+# every 2 s, not 30: a node that misses its first try is not kept out of a rollout's gate.
 cat > /etc/consul.d/agent.json <<'EOF'
 {"acl": {"enabled": true, "default_policy": "deny", "down_policy": "extend-cache"},
- "check_update_interval": "0s"}
+ "check_update_interval": "0s", "retry_interval": "2s"}
 EOF
 chmod 0700 /root/.ssh
 apt-get clean

@@ -38,7 +38,8 @@ def test_the_operator_writes_only_the_fleets_kv() -> None:
 def test_node_tokens_are_told_apart_by_their_description() -> None:
     assert acl.node_of(acl.node_description("gitlab-web-canary-v1-0")) == "gitlab-web-canary-v1-0"
     assert acl.node_of("fleet operator (lab)") is None
-    assert acl.node_policy("n1") == "fleet-node-n1"
+    assert acl.policy_node(acl.node_policy("n1")) == "n1"
+    assert acl.policy_node(acl.OPERATOR_POLICY) is None
 
 
 def test_a_token_goes_only_once_its_node_is_gone_and_not_while_it_drains() -> None:

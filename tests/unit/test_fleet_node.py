@@ -55,3 +55,21 @@ def test_renders_this_fleet_and_environment_merged_and_atomically(
 
 def test_usage_is_exit_2() -> None:
     assert load().main(["nonsense"]) == 2
+
+
+def test_login_hands_the_agent_its_token_0600_and_prints_no_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    node = load()
+    config = tmp_path / "consul" / "acl.json"
+    monkeypatch.setattr(node, "CONSUL_CONFIG", str(config))
+    monkeypatch.delenv("FLEET_CONSUL_JOIN", raising=False)  # no agent on this "node"
+    token = "3f1c9a4e-0b7d-4e55-9a61-1d2b8c7e6f50"
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"consul_token": token})))
+    assert node.main(["login"]) == 0
+    assert json.loads(config.read_text()) == {"acl": {"tokens": {"default": token,
+                                                                 "agent": token}}}
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert node.stored_token() == token
+    out = capsys.readouterr()
+    assert token not in out.out + out.err and "stored its consul token" in out.out
