@@ -43,6 +43,12 @@ class Health(StrEnum):
     MAINTENANCE = "maintenance"
 
 
+class TokenState(StrEnum):
+    KNOWN = "known"
+    UNKNOWN = "unknown"
+    ACL_DISABLED = "acl disabled"
+
+
 @dataclass(frozen=True)
 class Token:
     """An ACL token as a listing shows it: never its SecretID."""
@@ -175,29 +181,26 @@ class Consul:
 
     # ---- ACLs (the lab runs default deny) --------------------------------------------------
 
-    def acl_enabled(self) -> bool:
-        """Whether the server enforces ACLs; asks as this client's token."""
+    def _token_state(self) -> TokenState:
         import consul
 
         try:
             self._call("acl/token/self", self._client.acl.token.read_self)
         except FleetError as exc:
             if isinstance(exc.__cause__, consul.ACLDisabled):
-                return False
+                return TokenState.ACL_DISABLED
             if isinstance(exc.__cause__, consul.ACLPermissionDenied):
-                return True  # enforced, and this token is unknown to it
+                return TokenState.UNKNOWN  # 'ACL not found'
             raise
-        return True
+        return TokenState.KNOWN
+
+    def acl_enabled(self) -> bool:
+        """Whether the server enforces ACLs (asked as this client's token, known or not)."""
+        return self._token_state() is not TokenState.ACL_DISABLED
 
     def token_known(self) -> bool:
-        """Whether this client's token exists (False: 'ACL not found')."""
-        try:
-            self._call("acl/token/self", self._client.acl.token.read_self)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, self._denied):
-                return False
-            raise
-        return True
+        """Whether the server knows this client's token."""
+        return self._token_state() is TokenState.KNOWN
 
     def policies(self) -> dict[str, str]:
         """Every ACL policy: name -> ID."""
