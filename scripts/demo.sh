@@ -3,7 +3,8 @@
 # policies and fill in missing lab secrets, bake every cattle role (then again, cached), list
 # the catalog, plan and apply the pets and snowflakes in depends_on order, promote the baked
 # version canary -> staging -> production (--wait waits out each soak; production needs manual
-# approval: --yes), then show that nothing is left to do, what runs where and what happened.
+# approval: --yes), then show that nothing is left to do, what runs where and what happened,
+# and scan everything for leaked secrets.
 # A second run finds everything done and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,4 +40,5 @@ $fleet promote "$version" --to production --wait --yes
 $fleet plan --detailed-exitcode   # 0: nothing left to do
 $fleet status
 $fleet history production
+$fleet secrets scan   # no secret value in any image, node disk, log, Terraform state or KV
 $fleet lab status

@@ -235,5 +235,10 @@ class Consul:
                       tuple(str(p["Name"]) for p in i.get("Policies") or []))  # omitted when none
                 for i in items]
 
+    def token_secret(self, accessor: str) -> Secret:
+        """A token's SecretID (acl = "write" reads it)."""
+        item = self._call("read an ACL token", self._client.acl.token.read, accessor)
+        return Secret(str(item["SecretID"]))
+
     def delete_token(self, accessor: str) -> None:
         self._call("delete an ACL token", self._client.acl.token.delete, accessor)

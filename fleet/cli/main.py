@@ -504,7 +504,7 @@ def secrets_rotate(session: Session, role: str, env: str, as_json: bool) -> None
 @json_option
 @click.pass_obj
 def secrets_deliver(session: Session, node: str, role: str, env: str, as_json: bool) -> None:
-    """Hand a node just created its Vault credentials (run by Terraform's provisioner)."""
+    """Hand a node just created its Consul token and Vault login (run by its provisioner)."""
     from fleet.workflows import secrets as workflow
 
     said = workflow.deliver(session.context(), node, role, env)
@@ -512,6 +512,32 @@ def secrets_deliver(session: Session, node: str, role: str, env: str, as_json: b
         render.emit_json({"node": node, "result": said})
     else:
         click.echo(said)
+
+
+@secrets.command(name="scan")
+@json_option
+@click.pass_obj
+def secrets_scan(session: Session, as_json: bool) -> None:
+    """Look for every lab secret value in every image, log, Terraform state and Consul KV."""
+    from fleet.workflows import secrets as workflow
+
+    report = workflow.scan(session.context())
+    if as_json:
+        render.emit_json(report)
+    else:
+        if report.findings:
+            render.table("secrets found", ["where", "what"],
+                         [[f.where, f.what] for f in report.findings])
+        for path in report.skipped:
+            render.progress(f"not scanned (over {workflow.SCAN_FILE_LIMIT >> 20} MiB): {path}")
+        render.progress(f"looked for {report.values} secret value(s) in {len(report.images)} "
+                        f"image(s), {len(report.nodes)} node(s), {report.files} file(s) under "
+                        f".fleet and {report.keys} Consul KV entries")
+    if report.findings:
+        first = report.findings[0]
+        raise FleetError(f"{len(report.findings)} secret(s) found, first {first.what} in "
+                         f"{first.where}", "remove it there and rotate the secret "
+                         "(fleet secrets put, then fleet secrets rotate)")
 
 
 # ---- plan, apply, converge, run ------------------------------------------------------------

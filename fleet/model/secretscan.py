@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO
 
+VALUE = "the value of "  # a finding's `what` for a secret value, then the value's name
+
 # Values shorter than this match by accident in any large binary; they cannot be scanned for.
 MIN_VALUE_LENGTH = 8
 
@@ -42,7 +44,7 @@ def scan(where: str, data: bytes, values: Mapping[bytes, str]) -> list[Finding]:
     script, while libraries such as gnutls embed public known-answer test keys, and a regex
     over every binary would cost seconds per image.
     """
-    found = [Finding(where, f"the value of {name}") for value, name in values.items()
+    found = [Finding(where, f"{VALUE}{name}") for value, name in values.items()
              if len(value) >= MIN_VALUE_LENGTH and value in data]
     if b"\0" not in data[:8192]:
         found += [Finding(where, what) for what, pattern in FORMATS.items() if pattern.search(data)]

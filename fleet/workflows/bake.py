@@ -412,7 +412,7 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
         findings += _scan_tree(image.top_layer, needles)
         findings += _scan_base_once(b, base_id, needles)
     else:
-        findings += _scan_export(artifact, needles)
+        findings += scan_image(artifact, needles)
     if findings:
         if any(f.where == log.name for f in findings):
             log.unlink(missing_ok=True)  # the log itself holds a secret: it must not stay
@@ -431,13 +431,19 @@ def _scan_tree(top: Path, needles: dict[bytes, str]) -> list[secretscan.Finding]
     return found
 
 
-def _scan_export(image_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+def scan_image(image_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    """Every file of an image (through `docker export` of a container made from it)."""
     container = docker.create_container(image_id)
     try:
-        with process.reading(docker.export_argv(container)) as stream:
-            return list(secretscan.scan_tar(stream, needles))
+        return scan_container(container, needles)
     finally:
         docker.remove_container(container)
+
+
+def scan_container(container: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    """Every file of a container's filesystem (`docker export`: its tmpfs mounts are not in it)."""
+    with process.reading(docker.export_argv(container)) as stream:
+        return list(secretscan.scan_tar(stream, needles))
 
 
 def _scan_base_once(b: Bakery, base_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
@@ -454,7 +460,7 @@ def _scan_base_once(b: Bakery, base_id: str, needles: dict[bytes, str]) -> list[
             clean = set()
         if key in clean:
             return []
-        found = _scan_export(base_id, needles)
+        found = scan_image(base_id, needles)
         if not found:
             memo_file.parent.mkdir(parents=True, exist_ok=True)
             memo_file.write_text(json.dumps(sorted(clean | {key})))

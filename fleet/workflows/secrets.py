@@ -1,5 +1,6 @@
 """Secrets from Vault: policies and AppRoles (sync), what is missing (check), writing a value
-(put), new credentials for running nodes (rotate), and the hand-over to a new node (deliver).
+(put), new credentials for running nodes (rotate), the hand-over to a new node (deliver), and
+the search for leaked values (scan).
 
 Boot-time delivery, the lab's way: Terraform's create provisioners (terraform/lab/cattle and
 terraform/lab/machines; the Vagrantfile's trigger for local nodes) run
@@ -21,18 +22,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import urlparse
 
 from fleet.adapters import docker, process
+from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError, DependencyDown, FleetError
-from fleet.model import acl
+from fleet.model import acl, secretscan
 from fleet.model import secrets as model
 from fleet.model.definition import Role
 from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
-from fleet.workflows import cattle, lab
+from fleet.workflows import bake, cattle, lab
+from fleet.workflows.catalog import Catalog
 from fleet.workflows.context import Context
 
 NODE_LOGIN = ["/usr/local/sbin/fleet-node", "login"]
@@ -262,3 +266,90 @@ def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
         except FleetError as exc:
             failed.append((node, exc.line()))
     return RotateReport(name, destroyed, tuple(done), tuple(failed))
+
+
+# ---- scan ---------------------------------------------------------------------------------
+
+# What the lab keeps on purpose under .fleet/lab (lab.Paths): OpenBao's and Consul's own stores (keeping
+# tokens is their job) and its 0600 files of root and bootstrap tokens.
+LAB_KEPT = ("openbao", "openbao-init.json", "consul", "consul.json", "consul-acl.json")
+SCAN_FILE_LIMIT = 50 << 20  # a larger file under .fleet is named as not scanned
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    values: int                      # secret values looked for
+    images: tuple[str, ...]          # ROLE:VERSION of every image scanned
+    nodes: tuple[str, ...]           # the fleet's lab nodes scanned (not their tmpfs)
+    files: int                       # files under .fleet scanned
+    keys: int                        # Consul KV entries scanned (Terraform states among them)
+    skipped: tuple[str, ...]         # files too large to scan
+    findings: tuple[secretscan.Finding, ...]
+
+
+def scan_needles(ctx: Context, consul: Consul) -> dict[bytes, str]:
+    """Every value under the fleet's Vault mount, the Vault token, and the Consul tokens:
+    fleet's own, the lab's management token, and every node's."""
+    found = bake.secret_needles(ctx)
+    tokens = [("the Consul token fleet uses", ctx.consul_token)]
+    if lab.paths(ctx).consul_acl.exists():
+        tokens.append(("the lab's Consul management token", lab.management_token(ctx)))
+    for token in consul.tokens():
+        node = acl.node_of(token.description)
+        if node is not None:
+            tokens.append((f"the Consul token of {node}", consul.token_secret(token.accessor)))
+    return {**found, **secretscan.needles([(n, t.reveal()) for n, t in tokens if t is not None])}
+
+
+def _values(findings: Iterable[secretscan.Finding]) -> list[secretscan.Finding]:
+    """The findings of secret values, without those of mere formats (private keys)."""
+    return [f for f in findings if f.what.startswith(secretscan.VALUE)]
+
+
+def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) -> ScanReport:
+    """Look for every lab secret value in every catalog image, the disk of every lab node of
+    the fleet (its tmpfs, where rendered secrets and its token live, is not on it), every file
+    under .fleet and the directories `also` (bake, Terraform and run logs; not the lab's own
+    stores and key files), and every Consul KV entry (Terraform's states among them).
+    consul: a client that sees every key (the lab's management token); by default fleet's
+    own, which sees the fleet/ prefix, where all of the fleet's data lives."""
+    consul = consul or ctx.consul()
+    needles = scan_needles(ctx, consul)
+    findings: list[secretscan.Finding] = []
+    images = []
+    for record in Catalog(ctx.consul(), ctx.fleet.kv_prefix).records():
+        if docker.image(record.artifact) is not None:
+            images.append(record.ref)
+            findings += [replace(f, where=f"{record.ref}:{f.where}")
+                         for f in bake.scan_image(record.artifact, needles)]
+    nodes = []
+    for node in docker.lab_containers():
+        if not node.startswith(f"{ctx.fleet.name}-") or node.endswith(".draining"):
+            continue
+        try:
+            found = bake.scan_container(node, needles)
+        except FleetError:
+            if docker.container_exists(node):
+                raise
+            continue  # removed meanwhile (a rollout's drain): nothing left to leak
+        nodes.append(node)
+        # values only: a node's SSH host keys, made at boot, are private keys on purpose
+        findings += [replace(f, where=f"{node}:{f.where}") for f in _values(found)]
+    files, skipped = 0, []
+    tops = [ctx.state_dir, *also]
+    kept = [top / "lab" / name for top in tops for name in LAB_KEPT]
+    paths = [p for top in tops if top.is_dir() for p in sorted(top.rglob("*"))]
+    for path in paths:
+        if not path.is_file() or path.is_symlink() or any(path.is_relative_to(k) for k in kept):
+            continue
+        if path.stat().st_size > SCAN_FILE_LIMIT:
+            skipped.append(str(path))
+            continue
+        files += 1
+        # values only: the lab's SSH key for local nodes is a private key on purpose
+        findings += _values(secretscan.scan(str(path), path.read_bytes(), needles))
+    entries = consul.list("")
+    for entry in entries:
+        findings += secretscan.scan(f"consul kv {entry.key}", entry.value, needles)
+    return ScanReport(len(needles), tuple(images), tuple(nodes), files, len(entries),
+                      tuple(skipped), tuple(findings))

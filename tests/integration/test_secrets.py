@@ -3,7 +3,6 @@ boot-time delivery to a real lab node, rotation, and a scan for leaked values af
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ from fleet.errors import FleetError
 from fleet.model import acl, secretscan
 from fleet.model import secrets as model
 from fleet.model.secret import Secret
+from fleet.workflows import secrets as workflow
+from fleet.workflows.context import load
 from fleet.workflows.lab import management_token
 from tests.conftest import ROOT, FleetCopy, Run, eventually
 
@@ -167,32 +168,6 @@ def _answers(address: str) -> bool:
     return True
 
 
-def needles(lab: Any, copy: FleetCopy, node_token: str) -> dict[bytes, str]:
-    """Every lab secret value, the copy's and the example fleet's (but test_lab's marker under
-    test/, whose value is a Consul key name on purpose), the Vault token fleet hands
-    Terraform for the deliveries, and the Consul tokens: the lab's, fleet's and the node's."""
-    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
-    pairs = [(f"{mount}/{path}:{key}", value)
-             for mount in (copy.name, lab.fleet.secrets_mount)
-             for path, data in vault.kv_walk(mount) for key, value in data.items()
-             if not path.startswith("test/")]
-    return secretscan.needles([
-        *pairs, ("the Vault token", lab.vault_token.reveal()),
-        ("the Consul management token", management_token(lab).reveal()),
-        ("the Consul operator token", lab.consul_token.reveal()),
-        ("the node's Consul token", node_token)])
-
-
-# Where the lab keeps tokens and keys on purpose: OpenBao's and Consul's own storage (a token
-# store is that server's job), and the lab's 0600 files of its root and bootstrap tokens.
-KEPT = ("openbao", "openbao-init.json", "consul", "consul.json", "consul-acl.json")
-
-
-def scan_export(argv: list[str], found: dict[bytes, str]) -> list[secretscan.Finding]:
-    proc = subprocess.run(argv, capture_output=True, check=True)
-    return list(secretscan.scan_tar(io.BytesIO(proc.stdout), found))
-
-
 def node_file(node: str, path: str) -> tuple[str, str]:
     """(mode owner, content) of a file on a node."""
     stat = subprocess.run(["docker", "exec", node, "stat", "-c", "%a %U", path],
@@ -254,26 +229,34 @@ def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: F
         assert refused.returncode == 1 and "not reachable" in refused.stderr
         assert node_file(node, f"{secrets_dir}/db_password")[1] == "pw-web-canary-rotated-9Zt"
 
-        # the scan: images, the node's files outside its tmpfs, logs, Terraform state, KV
-        found = needles(lab, copy, token)
-        assert len(found) >= 7
-        image = json.loads(copy.run("images", "web", "--json").stdout)[0]["artifact"]
-        findings = scan_export(["docker", "save", image], found)
-        findings += scan_export(["docker", "export", node], found)
-        kept = [ROOT / ".fleet" / "lab" / name for name in KEPT]
-        for logs in (copy.root / ".fleet", ROOT / ".fleet"):
-            for path in logs.rglob("*"):
-                if path.is_file() and not any(path.is_relative_to(k) for k in kept) \
-                        and path.stat().st_size < 50 << 20:
-                    findings += secretscan.scan(str(path), path.read_bytes(), found)
+        # the scan (`fleet secrets scan`): every catalog image, the node's disk (not its
+        # tmpfs), every file under the copy's .fleet and the lab's, every Consul KV entry
+        # (Terraform states too), for every secret value and every token
+        ctx = load(copy.file, copy.env)
         every = Consul(lab.consul_addr, management_token(lab).reveal())  # sees every key
-        for entry in every.list(""):  # every KV entry, Terraform states too
-            findings += secretscan.scan(entry.key, entry.value, found)
-        # only the values count here: the node's host keys (made at boot) and the lab's own
-        # keys under .fleet/lab are private keys by design
-        assert [f for f in findings if f.what.startswith("the value of")] == []
+        report = workflow.scan(ctx, every, also=[ROOT / ".fleet"])
+        assert report.findings == ()
+        assert report.images == ("web:v1",) and report.nodes == (node,)
+        assert report.values >= 6 and report.files > 10 and report.keys > 0
+        found = secretscan.needles([("t", token), ("v", "pw-web-canary-rotated-9Zt")])
+        assert set(found) <= set(workflow.scan_needles(ctx, every))  # the node's token is looked for
         state = lab.consul().get(f"fleet/{copy.name}/terraform/cattle/canary")
         assert state is not None and b"wrapped" not in state.value and b"role_id" not in state.value
+
+        # the command says the same, and names a planted value without showing it
+        scanned = copy.run("secrets", "scan", "--json")
+        assert scanned.code == 0, scanned.stderr
+        assert scanned.json()["nodes"] == [node] and scanned.json()["findings"] == []
+        planted = copy.root / ".fleet" / "logs" / "planted.log"
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_text(f"debug: password={VALUES[('api', 'canary', 'db_password')]}\n")
+        leaked = copy.run("secrets", "scan")
+        assert leaked.code == 1
+        assert leaked.stderr.strip().splitlines()[-1] == (
+            f"fleet: error: 1 secret(s) found, first the value of {copy.name}/api/canary:"
+            f"db_password in {planted}: remove it there and rotate the secret (fleet secrets "
+            "put, then fleet secrets rotate)")
+        assert VALUES[("api", "canary", "db_password")] not in leaked.stdout + leaked.stderr
     finally:
         _remove(copy)
 
