@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet.adapters import process
 from fleet.errors import DependencyDown
@@ -17,6 +18,7 @@ class Image:
     created: str
     labels: dict[str, str]
     top_layer: Path | None  # overlay2: the directory holding what the newest layer changed
+    layers: tuple[Path, ...]  # overlay2: every layer's directory, newest first; () elsewhere
 
 def server_version() -> str | None:
     """The daemon's version, None when no daemon answers."""
@@ -54,8 +56,29 @@ def image(ref: str) -> Image | None:
     data = json.loads(result.stdout)[0]
     labels = data["Config"]["Labels"] or {}
     driver = data["GraphDriver"]
-    top = Path(driver["Data"]["UpperDir"]) if driver["Name"] == "overlay2" else None
-    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels), top)
+    top, layers = _overlay(driver)
+    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels), top, layers)
+
+
+def _overlay(driver: dict[str, Any]) -> tuple[Path | None, tuple[Path, ...]]:
+    """(UpperDir, every layer dir) of an overlay2 GraphDriver; LowerDir is absent for an image
+    of a single layer."""
+    if driver["Name"] != "overlay2":
+        return None, ()
+    data = driver["Data"]
+    top = Path(data["UpperDir"])
+    lower = data.get("LowerDir") or ""  # omitted for a single-layer image
+    return top, (top, *(Path(d) for d in lower.split(":") if d))
+
+
+def container_layer(name: str) -> Path | None:
+    """overlay2: the directory of what a container changed over its image; None elsewhere or
+    for a container that is gone."""
+    result = process.run(["docker", "container", "inspect", name], check=False, timeout=10)
+    if result.returncode != 0:
+        return None
+    top, _ = _overlay(json.loads(result.stdout)[0]["GraphDriver"])
+    return top
 
 def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
     """docker import a root filesystem tarball; return the image id."""

@@ -409,7 +409,7 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
     findings = secretscan.scan(log.name, log.read_bytes(), needles) if log.exists() else []
     image = docker.image(artifact)
     if image is not None and image.top_layer is not None and image.top_layer.is_dir():
-        findings += _scan_tree(image.top_layer, needles)
+        findings += scan_tree(image.top_layer, needles)
         findings += _scan_base_once(b, base_id, needles)
     else:
         findings += scan_image(artifact, needles)
@@ -423,7 +423,8 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
                          "secrets come from Vault at boot: remove it from the role's scripts")
 
 
-def _scan_tree(top: Path, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+def scan_tree(top: Path, needles: dict[bytes, str]) -> list[secretscan.Finding]:
+    """Every regular file below top (an overlay2 layer's directory), named as in the image."""
     found: list[secretscan.Finding] = []
     for path in sorted(top.rglob("*")):
         if path.is_file() and not path.is_symlink():  # whiteouts are devices; links point away

@@ -308,26 +308,38 @@ def _values(findings: Iterable[secretscan.Finding]) -> list[secretscan.Finding]:
 
 def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) -> ScanReport:
     """Look for every lab secret value in every catalog image, the disk of every lab node of
-    the fleet (its tmpfs, where rendered secrets and its token live, is not on it), every file
-    under .fleet and the directories `also` (bake, Terraform and run logs; not the lab's own
-    stores and key files), and every Consul KV entry (Terraform's states among them).
+    the fleet (what it wrote over its image; its tmpfs, where rendered secrets and its token
+    live, is not on disk), every file under .fleet and the directories `also` (bake,
+    Terraform and run logs; not the lab's own stores and key files), and every Consul KV
+    entry (Terraform's states among them).
     consul: a client that sees every key (the lab's management token); by default fleet's
     own, which sees the fleet/ prefix, where all of the fleet's data lives."""
     consul = consul or ctx.consul()
     needles = scan_needles(ctx, consul)
     findings: list[secretscan.Finding] = []
-    images = []
+    images: list[str] = []
+    layers: dict[Path, str] = {}  # layer directory -> the first image that has it
     for record in Catalog(ctx.consul(), ctx.fleet.kv_prefix).records():
-        if docker.image(record.artifact) is not None:
-            images.append(record.ref)
+        image = docker.image(record.artifact)
+        if image is None:
+            continue  # an AMI, or removed from Docker: nothing of it here
+        images.append(record.ref)
+        if image.layers and all(d.is_dir() for d in image.layers):
+            for layer in image.layers:  # overlay2: a layer images share is read once
+                layers.setdefault(layer, record.ref)
+        else:
             findings += [replace(f, where=f"{record.ref}:{f.where}")
                          for f in bake.scan_image(record.artifact, needles)]
+    for layer, ref in layers.items():
+        findings += [replace(f, where=f"{ref}:{f.where}") for f in bake.scan_tree(layer, needles)]
     nodes = []
     for node in docker.lab_containers():
         if not node.startswith(f"{ctx.fleet.name}-") or node.endswith(".draining"):
             continue
+        own = docker.container_layer(node)  # what the node wrote; its image is scanned above
         try:
-            found = bake.scan_container(node, needles)
+            found = (bake.scan_tree(own, needles) if own is not None and own.is_dir()
+                     else bake.scan_container(node, needles))
         except FleetError:
             if docker.container_exists(node):
                 raise
