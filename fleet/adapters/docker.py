@@ -167,6 +167,21 @@ def addresses(names: list[str], network: str) -> dict[str, str]:
     return found
 
 
+def running_nodes() -> list[tuple[str, str, str]]:
+    """(name, role, env) of every running lab container, from its fleet.* labels."""
+    result = process.run(["docker", "ps", "--filter", "label=fleet.lab=1", "--format",
+                          '{{.Names}}\t{{.Label "fleet.role"}}\t{{.Label "fleet.env"}}'],
+                         timeout=30)
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line]
+    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3 and row[1]]
+
+
+def has_file(container: str, path: str) -> bool:
+    """Whether a running container has a non-empty file at path."""
+    return process.run(["docker", "exec", container, "test", "-s", path], check=False,
+                       timeout=30).returncode == 0
+
+
 def containers(label: str) -> list[str]:
     """Names of the containers (running or not) carrying a label (KEY=VALUE)."""
     result = process.run(["docker", "ps", "-a", "--filter", f"label={label}",

@@ -113,9 +113,11 @@ def _state(state: str) -> str:
 def up(session: Session, as_json: bool) -> None:
     """Start every part of the lab; does nothing when all are up."""
     from fleet.workflows import lab as workflow
+    from fleet.workflows import secrets
 
     started = time.monotonic()
-    report = workflow.up(session.context(), render.progress)
+    report = workflow.up(session.context(), render.progress,
+                         lambda ctx: secrets.redeliver(ctx, render.progress))
     _lab_result(report, as_json, fail_unhealthy=True)
     render.progress(f"lab up in {time.monotonic() - started:.1f}s")
 

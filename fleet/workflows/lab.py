@@ -384,18 +384,24 @@ def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
 
 # ---- the commands -----------------------------------------------------------------------
 
-def up(ctx: Context, progress: Progress) -> LabReport:
-    """Bring every part up; idempotent, and quick when all is already up."""
+def up(ctx: Context, progress: Progress,
+       restarted: Callable[[Context], list[str]] | None = None) -> LabReport:
+    """Bring every part up; idempotent, and quick when all is already up. restarted: what
+    to do once everything is up if dockerd had to be started, and with it the lab's nodes
+    (the CLI hands over credentials again: fleet.workflows.secrets.redeliver)."""
     p = paths(ctx)
     p.lab.mkdir(parents=True, exist_ok=True)
     net = network(ctx)
     actions = _docker_up(p, progress)
+    docker_started = bool(actions)
     actions += _network_up(net, progress)
     actions += _consul_up(ctx, p, net, progress)
     actions += _openbao_up(ctx, p, net, progress)
     actions += _base_images_up(ctx, p, progress)
     if ctx.consul_token is None:  # the first `lab up` made the operator token just now
         ctx = replace(ctx, consul_token=consul_tokens(p).operator)
+    if docker_started and restarted is not None:
+        actions += restarted(ctx)
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
 
 

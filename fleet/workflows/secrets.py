@@ -21,7 +21,7 @@ containers are gone are removed at each delivery.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -236,6 +236,26 @@ def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
             note = f"; no AppRole {name} in Vault, so no secrets: run `fleet secrets sync`"
     bundle["consul_token"] = node_token(ctx, node, r).reveal()
     return f"{node}: {_hand_over(node, bundle)}{note}"
+
+
+NODE_TOKEN_FILE = "/run/fleet/consul/acl.json"  # where fleet-node login puts it (tmpfs)
+
+
+def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
+    """After the lab's dockerd restarted (its containers with it): each running node of the
+    fleet that came back without its credentials (its tmpfs went with the restart) gets them
+    again, as at its creation, the way a cloud instance re-authenticates at boot. One line
+    per node, its failure included: one node does not hide the others."""
+    said = []
+    for node, role_name, env in docker.running_nodes():
+        if not node.startswith(f"{ctx.fleet.name}-") or docker.has_file(node, NODE_TOKEN_FILE):
+            continue
+        say(f"handing {node} its credentials again")
+        try:
+            said.append(deliver(ctx, node, role_name, env))
+        except FleetError as exc:
+            said.append(f"{node}: not handed its credentials: {exc.line()}")
+    return said
 
 
 @dataclass(frozen=True)

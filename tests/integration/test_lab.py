@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 
-from fleet.adapters import process
+from fleet.adapters import docker, process
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
 from fleet.workflows import lab as lab_workflow
-from tests.conftest import fleet
+from tests.conftest import eventually, fleet
 
 pytestmark = pytest.mark.lab
 
@@ -104,3 +105,35 @@ def test_consul_enforces_acls_and_a_denied_token_is_one_clear_line(lab: Any) -> 
     assert run.code == 1 and "Traceback" not in run.stderr
     (line,) = run.stderr.strip().splitlines()
     assert "Consul denied" in line and "CONSUL_HTTP_TOKEN" in line
+
+
+def test_nodes_restarted_with_dockerd_get_their_credentials_again(lab: Any) -> None:
+    if not lab_workflow.paths(lab).pid("dockerd").exists():
+        pytest.skip("dockerd was not started by the lab, so `lab down` does not restart it")
+    net = lab_workflow.network(lab)
+    base = parts(fleet("lab", "status", "--json").json())["base image bookworm"]["address"]
+    node = f"{lab.fleet.name}-bastion-restart-{uuid.uuid4().hex[:6]}"
+    token_file = "/run/fleet/consul/acl.json"
+    try:
+        process.run(["docker", "run", "-d", "--pull", "never", "--name", node, "--hostname", node,
+                     "--network", net.name, "--restart", "unless-stopped",
+                     "--tmpfs", "/run/fleet:mode=0700", "--label", "fleet.lab=1",
+                     "--label", "fleet.role=bastion", "--label", "fleet.env=production",
+                     "-e", f"FLEET_CONSUL_JOIN={net.gateway}", "-e", "FLEET_CONSUL_DATACENTER=lab",
+                     base])
+        delivered = fleet("secrets", "deliver", node, "bastion", "production")
+        assert delivered.code == 0, delivered.stderr
+        first = docker.read_file(node, token_file)
+
+        assert fleet("lab", "down").code == 0  # dockerd stops, and every lab node with it
+        up = fleet("lab", "up", "--json")
+        assert up.code == 0, up.stderr
+        assert any(a.startswith(f"{node}: ") for a in up.json()["actions"]), up.json()["actions"]
+        before = json.loads(first)["acl"]["tokens"]["default"]
+        again = json.loads(docker.read_file(node, token_file))["acl"]["tokens"]["default"]
+        assert again != before  # a new token, minted now; the old one is gone
+        assert Consul(lab.consul_addr, again).token_known()
+        assert not Consul(lab.consul_addr, before).token_known()
+        assert eventually(lambda: bool(lab.consul().node_checks(node)), True, timeout=30)
+    finally:
+        process.run(["docker", "rm", "-f", node], check=False)
