@@ -43,6 +43,13 @@ class Health(StrEnum):
     MAINTENANCE = "maintenance"
 
 
+# The leader gives every member of the cluster this check, and takes it away with the node when
+# the node leaves. A node's agent can still sync its services in its last moment, after the
+# leader deregistered it: the catalog then holds them, passing, without this check, until the
+# leader's next reconcile (up to a minute). Such a node is not counted as registered.
+MEMBER_CHECK = "serfHealth"
+
+
 class TokenState(StrEnum):
     KNOWN = "known"
     UNKNOWN = "unknown"
@@ -122,9 +129,11 @@ class Consul:
         return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"])) for i in items or []]
 
     def instances(self, service: str, tag: str) -> builtins.list[Instance]:
-        """Every instance of a service carrying tag, with its health, in one request."""
+        """Every instance of a service carrying tag, with its health, in one request. Only
+        on nodes that are members of the cluster (see MEMBER_CHECK)."""
         _, items = self._call(f"health of {service}", self._client.health.service, service,
                               tag=tag)
+        items = [i for i in items if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
         return [Instance(
             node=i["Node"]["Node"],
             address=i["Service"]["Address"] or i["Node"]["Address"],
@@ -135,8 +144,11 @@ class Consul:
         ) for i in items]
 
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
-        """Every check on a node; [] while the node has not joined."""
+        """Every check on a node; [] while the node is not a member of the cluster (it has not
+        joined, or it has left: see MEMBER_CHECK)."""
         _, items = self._call(f"health of node {node}", self._client.health.node, node)
+        if not any(i["CheckID"] == MEMBER_CHECK for i in items):
+            return []
         return [NodeCheck(i["CheckID"], i["Name"], i["ServiceName"], Health(i["Status"]),
                           i["Output"]) for i in items]
 

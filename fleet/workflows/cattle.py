@@ -20,7 +20,7 @@ from fleet.adapters.vault import Vault
 from fleet.model.nodes import Node, upstream_services, with_watches
 from fleet.model.secret import Secret
 from fleet.workflows import lab
-from fleet.workflows.context import Context
+from fleet.workflows.context import Context, token_environ
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,13 @@ class NodeWorkspace(terraform.Workspace):
 def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
     """One environment's state of a lab module (cattle, machines) in the consul backend."""
     url = urlparse(ctx.consul_addr)
-    tokens = {"VAULT_TOKEN": ctx.vault_token, "CONSUL_HTTP_TOKEN": ctx.consul_token}
     return NodeWorkspace(
         module=ctx.root / "terraform" / "lab" / module,
         data_dir=ctx.state_dir / "terraform" / module / env,
         consul_address=f"{url.hostname}:{url.port}",
         state_path=f"{ctx.fleet.kv_prefix}/terraform/{module}/{env}",
         state_dir=ctx.state_dir,
-        tokens={k: v for k, v in tokens.items() if v is not None},
+        tokens={k: Secret(v) for k, v in token_environ(ctx).items()},
     )
 
 
