@@ -62,7 +62,6 @@ class Token:
 
     accessor: str
     description: str
-    policies: tuple[str, ...]   # policy names
 
 
 @dataclass(frozen=True)
@@ -219,9 +218,11 @@ class Consul:
         items = self._call("list ACL policies", self._client.acl.policy.list)
         return {str(i["Name"]): str(i["ID"]) for i in items}
 
-    def put_policy(self, name: str, rules: Mapping[str, Any], description: str) -> None:
-        """Create the policy, or replace its rules (Consul's rule language in its JSON form)."""
-        existing = self.policies().get(name)
+    def put_policy(self, name: str, rules: Mapping[str, Any], description: str,
+                   known: Mapping[str, str] | None = None) -> None:
+        """Create the policy, or replace its rules (Consul's rule language in its JSON form).
+        known: the policies (name -> ID) the caller has just listed, saving a listing."""
+        existing = (self.policies() if known is None else known).get(name)
         if existing is None:
             self._call(f"create ACL policy {name}", self._client.acl.policy.create, name,
                        rules=dict(rules), description=description)
@@ -243,9 +244,7 @@ class Consul:
 
     def tokens(self) -> builtins.list[Token]:
         items = self._call("list ACL tokens", self._client.acl.token.list)
-        return [Token(str(i["AccessorID"]), str(i["Description"]),
-                      tuple(str(p["Name"]) for p in i.get("Policies") or []))  # omitted when none
-                for i in items]
+        return [Token(str(i["AccessorID"]), str(i["Description"])) for i in items]
 
     def token_secret(self, accessor: str) -> Secret:
         """A token's SecretID (acl = "write" reads it)."""

@@ -17,8 +17,12 @@ class Image:
     tags: tuple[str, ...]
     created: str
     labels: dict[str, str]
-    top_layer: Path | None  # overlay2: the directory holding what the newest layer changed
     layers: tuple[Path, ...]  # overlay2: every layer's directory, newest first; () elsewhere
+
+    @property
+    def top_layer(self) -> Path | None:
+        """overlay2: the directory holding what the newest layer changed."""
+        return self.layers[0] if self.layers else None
 
 def server_version() -> str | None:
     """The daemon's version, None when no daemon answers."""
@@ -56,19 +60,18 @@ def image(ref: str) -> Image | None:
     data = json.loads(result.stdout)[0]
     labels = data["Config"]["Labels"] or {}
     driver = data["GraphDriver"]
-    top, layers = _overlay(driver)
-    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels), top, layers)
+    return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels),
+                 _layers(driver))
 
 
-def _overlay(driver: dict[str, Any]) -> tuple[Path | None, tuple[Path, ...]]:
-    """(UpperDir, every layer dir) of an overlay2 GraphDriver; LowerDir is absent for an image
-    of a single layer."""
+def _layers(driver: dict[str, Any]) -> tuple[Path, ...]:
+    """Every layer directory of an overlay2 GraphDriver, UpperDir first; () for another
+    driver. LowerDir is absent for an image of a single layer."""
     if driver["Name"] != "overlay2":
-        return None, ()
+        return ()
     data = driver["Data"]
-    top = Path(data["UpperDir"])
     lower = data.get("LowerDir") or ""  # omitted for a single-layer image
-    return top, (top, *(Path(d) for d in lower.split(":") if d))
+    return (Path(data["UpperDir"]), *(Path(d) for d in lower.split(":") if d))
 
 
 def container_layer(name: str) -> Path | None:
@@ -77,8 +80,8 @@ def container_layer(name: str) -> Path | None:
     result = process.run(["docker", "container", "inspect", name], check=False, timeout=10)
     if result.returncode != 0:
         return None
-    top, _ = _overlay(json.loads(result.stdout)[0]["GraphDriver"])
-    return top
+    layers = _layers(json.loads(result.stdout)[0]["GraphDriver"])
+    return layers[0] if layers else None
 
 def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
     """docker import a root filesystem tarball; return the image id."""

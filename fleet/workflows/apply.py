@@ -129,7 +129,7 @@ def _machines(ctx: Context, env: str, fresh: Plan, items: list[Item], reading: R
               say: Say) -> list[Done]:
     """Plan the environment's pets and snowflakes again with the baked images, check that it
     is the work shown, apply that saved plan, converge what changed in place."""
-    images = {r.name: current(Catalog(cattle.consul(ctx), ctx.fleet.kv_prefix).records(r.name))
+    images = {r.name: current(Catalog(ctx.consul(), ctx.fleet.kv_prefix).records(r.name))
               for r in ctx.fleet.roles.values()}
     keep = [i.target for i in fresh.items if i.env == env and i.cls == "snowflake" and i.blocked]
     running = set(docker.lab_containers())
@@ -163,7 +163,7 @@ def _cattle(ctx: Context, env: str, items: list[Item], reading: Reading,
     """Promotions, in the items' (depends_on) order: roles new to the first environment go
     together, one rollout per version; a role's other changes are one promotion of it."""
     done: list[Done] = []
-    catalog = Catalog(cattle.consul(ctx), ctx.fleet.kv_prefix)
+    catalog = Catalog(ctx.consul(), ctx.fleet.kv_prefix)
     batches: dict[str, list[Item]] = {}
     for item in items:
         if item.action is Action.PROMOTE:
@@ -191,7 +191,7 @@ def _cattle(ctx: Context, env: str, items: list[Item], reading: Reading,
 def _rolling(ctx: Context, env: str, role: str) -> str:
     """The version an unfinished rollout of ROLE in ENV takes it to (its nodes run, no channel
     is set yet): promoting it again carries that rollout on."""
-    rollout = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix).rollout(env)
+    rollout = FleetState(ctx.consul(), ctx.fleet.kv_prefix).rollout(env)
     if rollout is None or role not in rollout.roles:
         raise FleetError(f"{role} has nodes in {env} but neither a channel nor a rollout",
                          f"promote a version: fleet promote VERSION --to {env} --role {role}")

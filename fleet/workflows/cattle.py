@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from fleet.adapters import terraform
-from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.model.nodes import Node, upstream_services, with_watches
 from fleet.model.secret import Secret
@@ -52,9 +51,14 @@ def workspace(ctx: Context, env: str) -> NodeWorkspace:
     return lab_workspace(ctx, "cattle", env)
 
 
+def deliver_argv(ctx: Context) -> list[str]:
+    """What hands a node just created its credentials, with NODE ROLE ENV after it."""
+    return [sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets", "deliver"]
+
+
 def deliver_command(ctx: Context) -> str:
-    """What a lab module's create provisioner runs, with NODE ROLE ENV after it."""
-    return shlex.join([sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets", "deliver"])
+    """deliver_argv as the shell command line a lab module's create provisioner runs."""
+    return shlex.join(deliver_argv(ctx))
 
 
 def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
@@ -87,10 +91,6 @@ def _vault_ready(ctx: Context, roles: set[str]) -> None:
     Vault(ctx.vault_addr).require_unsealed(": new nodes could not get their secrets")
 
 
-def consul(ctx: Context) -> Consul:
-    return ctx.consul()
-
-
 @dataclass(frozen=True)
 class Health:
     """What Consul says of one role's nodes in one environment."""
@@ -104,7 +104,7 @@ class Health:
 
 def health(ctx: Context, role_services: list[str], env: str, role: str) -> Health:
     """A node passes only if every service of its role passes on it."""
-    client = consul(ctx)
+    client = ctx.consul()
     tag = f"fleet:{ctx.fleet.name}"
     per_node: dict[str, tuple[str, bool]] = {}
     for service in role_services:

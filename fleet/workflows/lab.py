@@ -96,6 +96,13 @@ class Paths:
         return self.lab / "consul-acl.json"
 
     @property
+    def kept(self) -> tuple[Path, ...]:
+        """What holds tokens and keys on purpose: Consul's and OpenBao's own stores (keeping
+        them is their job) and the lab's 0600 files of bootstrap and root tokens."""
+        return (self.consul_data, self.consul_config, self.consul_acl, self.openbao_data,
+                self.openbao_init)
+
+    @property
     def openbao_data(self) -> Path:
         return self.lab / "openbao"
 
@@ -219,15 +226,23 @@ class ConsulTokens:
 
 
 def consul_tokens(p: Paths) -> ConsulTokens:
+    """The lab's tokens, as `lab up` chose them."""
+    try:
+        data = json.loads(p.consul_acl.read_text())
+        return ConsulTokens(Secret(data["management"]), Secret(data["operator"]))
+    except FileNotFoundError as exc:
+        raise FleetError(f"the lab has no Consul tokens yet ({p.consul_acl})",
+                         "run `fleet lab up`") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise FleetError(f"{p.consul_acl} is unreadable", "run `fleet lab reset`") from exc
+
+
+def _choose_consul_tokens(p: Paths) -> ConsulTokens:
     """The lab's tokens, chosen once (random UUIDs) and kept for every later `lab up`."""
     if not p.consul_acl.exists():
         _write_private(p.consul_acl, json.dumps({"management": str(uuid.uuid4()),
                                                  "operator": str(uuid.uuid4())}))
-    try:
-        data = json.loads(p.consul_acl.read_text())
-        return ConsulTokens(Secret(data["management"]), Secret(data["operator"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise FleetError(f"{p.consul_acl} is unreadable", "run `fleet lab reset`") from exc
+    return consul_tokens(p)
 
 
 def management_token(ctx: Context) -> Secret:
@@ -246,7 +261,7 @@ def _consul_config(tokens: ConsulTokens) -> str:
 def _consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[str]:
     _local(ctx.consul_addr, "Consul")
     p.lab.mkdir(parents=True, exist_ok=True)
-    tokens = consul_tokens(p)
+    tokens = _choose_consul_tokens(p)
     consul = Consul(ctx.consul_addr, tokens.management.reveal())
     actions = []
     if _consul_ready(consul) and not consul.acl_enabled():

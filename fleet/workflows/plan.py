@@ -278,15 +278,15 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     prefix = fleet.kv_prefix
 
     def kv() -> tuple[dict[tuple[str, str], str], dict[str, dict[str, dict[str, int]]], set[str]]:
-        consul = cattle.consul(ctx)
+        consul = ctx.consul()
         states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
                   if "/.lock" not in e.key and e.value}
         return _channels(consul, prefix), _groups(consul, prefix), states
 
     # independent reads side by side: the health of every node, KV, the catalog, the digests
     with ThreadPoolExecutor(max_workers=5) as pool:
-        reading_nodes = pool.submit(_nodes, cattle.consul(ctx), fleet.name)
-        reading_records = pool.submit(lambda: Catalog(cattle.consul(ctx), prefix).records())
+        reading_nodes = pool.submit(_nodes, ctx.consul(), fleet.name)
+        reading_records = pool.submit(lambda: Catalog(ctx.consul(), prefix).records())
         reading_kv = pool.submit(kv)
         reading_digests = pool.submit(wanted_digests, ctx)
         reading_secrets = pool.submit(secrets_state, ctx, chosen)

@@ -72,7 +72,7 @@ class Promoter:
         self.ctx = ctx
         self.say = say
         self.step_timeout = step_timeout
-        self.consul: Consul = cattle.consul(ctx)
+        self.consul: Consul = ctx.consul()
         self.state = FleetState(self.consul, ctx.fleet.kv_prefix)
         self.catalog = Catalog(self.consul, ctx.fleet.kv_prefix)
         self._images: dict[tuple[str, str], ImageRecord] = {}

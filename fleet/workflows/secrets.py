@@ -204,10 +204,11 @@ def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
     consul = ctx.consul()
     services = [s.name for s in r.services] if r else []
     upstreams = upstream_services(ctx.fleet, r) if r else []
+    listed = consul.policies()
     consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
-                      f"fleet node {node}: itself, its services, what it watches")
+                      f"fleet node {node}: itself, its services, what it watches", listed)
     tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
-    policies = {acl.policy_node(name): pid for name, pid in consul.policies().items()}
+    policies = {acl.policy_node(name): pid for name, pid in listed.items()}
     owners = {n for _, n in tokens} | set(policies)
     gone = acl.gone({n for n in owners if n and n != node}, docker.lab_containers())
     for token, owner in tokens:
@@ -290,9 +291,6 @@ def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
 
 # ---- scan ---------------------------------------------------------------------------------
 
-# What the lab keeps on purpose under .fleet/lab (lab.Paths): OpenBao's and Consul's own stores (keeping
-# tokens is their job) and its 0600 files of root and bootstrap tokens.
-LAB_KEPT = ("openbao", "openbao-init.json", "consul", "consul.json", "consul-acl.json")
 SCAN_FILE_LIMIT = 50 << 20  # a larger file under .fleet is named as not scanned
 
 
@@ -339,7 +337,7 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
     findings: list[secretscan.Finding] = []
     images: list[str] = []
     layers: dict[Path, str] = {}  # layer directory -> the first image that has it
-    for record in Catalog(ctx.consul(), ctx.fleet.kv_prefix).records():
+    for record in Catalog(consul, ctx.fleet.kv_prefix).records():
         image = docker.image(record.artifact)
         if image is None:
             continue  # an AMI, or removed from Docker: nothing of it here
@@ -369,7 +367,7 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
         findings += [replace(f, where=f"{node}:{f.where}") for f in _values(found)]
     files, skipped = 0, []
     tops = [ctx.state_dir, *also]
-    kept = [top / "lab" / name for top in tops for name in LAB_KEPT]
+    kept = [k for top in tops for k in lab.Paths(top / "lab").kept]
     paths = [p for top in tops if top.is_dir() for p in sorted(top.rglob("*"))]
     for path in paths:
         if not path.is_file() or path.is_symlink() or any(path.is_relative_to(k) for k in kept):

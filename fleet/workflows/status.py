@@ -34,7 +34,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     for env in envs:
         _check_env(ctx, env)
     fleet = ctx.fleet
-    consul = cattle.consul(ctx)
+    consul = ctx.consul()
     state = FleetState(consul, fleet.kv_prefix)
     tag = f"fleet:{fleet.name}"
     last = fleet.env_names()[-1]
@@ -66,7 +66,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
 def history(ctx: Context, env: str | None, role: str | None) -> list[dict[str, Any]]:
     if env:
         _check_env(ctx, env)
-    events = FleetState(cattle.consul(ctx), ctx.fleet.kv_prefix).history()
+    events = FleetState(ctx.consul(), ctx.fleet.kv_prefix).history()
 
     def about(event: dict[str, Any]) -> bool:
         return (env is None or event["env"] == env) and (role is None or role in event["roles"])

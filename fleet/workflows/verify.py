@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import shlex
 import shutil
 import socket
 import time
@@ -121,7 +120,7 @@ def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
     net = lab.network(ctx)
     private, public = key_pair(ctx)
     ports = _free_ports(len(nodes))
-    deliver = shlex.split(cattle.deliver_command(ctx))
+    deliver = cattle.deliver_argv(ctx)
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
                        container_env(node, net.gateway, lab.DATACENTER),
