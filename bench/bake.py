@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
+from fleet.services.context import Context, load, token_environ  # noqa: E402
 from fleet.workflows import bake  # noqa: E402
-from fleet.workflows.context import Context, load, token_environ  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:

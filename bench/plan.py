@@ -42,10 +42,10 @@ from fleet.model.image import ImageRecord  # noqa: E402  (after the path is set)
 from fleet.model.nodes import node_name  # noqa: E402
 from fleet.model.promotion import Channel  # noqa: E402
 from fleet.model.secret import Secret  # noqa: E402
-from fleet.workflows import lab as lab_workflow  # noqa: E402
+from fleet.services import topology  # noqa: E402
+from fleet.services.catalog import Catalog  # noqa: E402
+from fleet.services.context import load, token_environ  # noqa: E402
 from fleet.workflows import plan as workflow  # noqa: E402
-from fleet.workflows.catalog import Catalog  # noqa: E402
-from fleet.workflows.context import load, token_environ  # noqa: E402
 
 ENVS = ("canary", "staging", "production")
 VERSION = "v1"
@@ -140,7 +140,7 @@ def main() -> None:
     environ = {**os.environ, **token_environ(lab)}
     ctx = load(work / "fleet.toml", environ)
     consul = ctx.consul()
-    pool = Pool(ctx.consul_addr, lab_workflow.management_token(lab))
+    pool = Pool(ctx.consul_addr, topology.management_token(lab))
     registered: list[str] = []
     try:
         print(f"registering {nodes} synthetic nodes of {roles} roles x {len(ENVS)} environments "

@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
 from fleet.model.nodes import group  # noqa: E402
-from fleet.workflows import bake, cattle, promote  # noqa: E402
-from fleet.workflows.catalog import Catalog  # noqa: E402
-from fleet.workflows.context import Context, load, token_environ  # noqa: E402
+from fleet.services import cattle  # noqa: E402
+from fleet.services.catalog import Catalog  # noqa: E402
+from fleet.services.context import Context, load, token_environ  # noqa: E402
+from fleet.workflows import bake, promote  # noqa: E402
 
 
 def started_at(container: str) -> float:

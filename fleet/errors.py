@@ -40,3 +40,19 @@ class CommandFailed(FleetError):
         if tail:
             what += f" ({tail})"
         super().__init__(what, fix)
+
+
+class Unreachable(DependencyDown):
+    """A server did not answer: the connection was refused or timed out."""
+
+
+class Sealed(DependencyDown):
+    """Vault answers but is sealed: nothing can be read or written until it is unsealed."""
+
+
+class Denied(FleetError):
+    """A server refused the request for want of permission (the token's policy)."""
+
+
+class NotFound(FleetError):
+    """A server has nothing at the path asked for."""

@@ -51,7 +51,7 @@ def eventually(read: Callable[[], T], expected: T, timeout: float = 20) -> T:
 @pytest.fixture(scope="session")
 def lab() -> Any:
     """The example fleet's lab, up; yields its Context."""
-    from fleet.workflows.context import load
+    from fleet.services.context import load
 
     result = fleet("lab", "up")
     assert result.code == 0, result.stderr
@@ -96,7 +96,7 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
         shutil.copytree(ROOT / part, root / part)
     text = EXAMPLE.read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
     (root / "fleet.toml").write_text(text)
-    from fleet.workflows.context import token_environ
+    from fleet.services.context import token_environ
 
     env = token_environ(lab)  # the lab's Vault root token and fleet's Consul operator token
     yield FleetCopy(root, name, env)

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fleet.adapters.http import answering
-from fleet.errors import FleetError
+from fleet.errors import Denied, FleetError
 from fleet.model.secret import Secret
 
 
@@ -97,9 +97,9 @@ class Consul:
             with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
                 return fn(*args, **kwargs)
         except self._denied as exc:
-            raise FleetError(f"Consul denied {what} ({exc}): the token lacks that permission",
-                             "set CONSUL_HTTP_TOKEN to a token whose policy allows it "
-                             "(the lab's operator token is used by default)") from exc
+            raise Denied(f"Consul denied {what} ({exc}): the token lacks that permission",
+                         "set CONSUL_HTTP_TOKEN to a token whose policy allows it "
+                         "(the lab's operator token is used by default)") from exc
         except self._exc as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from fleet.adapters.http import answering
-from fleet.errors import DependencyDown, FleetError
+from fleet.errors import Denied, DependencyDown, FleetError, NotFound, Sealed
 from fleet.model.secret import Secret
 
 
@@ -48,11 +48,12 @@ class Vault:
             with answering("Vault", self.address, what, "VAULT_ADDR"):
                 return fn(*args, **kwargs)
         except hvac.exceptions.VaultDown as exc:
-            raise DependencyDown(f"Vault at {self.address} is sealed ({what})",
-                                 "unseal it (`fleet lab up` does so for the lab)") from exc
+            raise Sealed(f"Vault at {self.address} is sealed ({what})",
+                         "unseal it (`fleet lab up` does so for the lab)") from exc
         except hvac.exceptions.Forbidden as exc:
-            raise FleetError(f"Vault denied {what}",
-                             "check VAULT_TOKEN and the token's policies") from exc
+            raise Denied(f"Vault denied {what}", "check VAULT_TOKEN and the token's policies") from exc
+        except hvac.exceptions.InvalidPath as exc:
+            raise NotFound(f"Vault has nothing at {what}") from exc
         except hvac.exceptions.VaultError as exc:
             raise FleetError(f"Vault refused {what}: {exc}") from exc
 
@@ -74,8 +75,9 @@ class Vault:
         """Raise DependencyDown unless Vault answers, unsealed and active."""
         state = self.health().state
         if state is not SealState.UNSEALED:
-            raise DependencyDown(f"Vault at {self.address} is {state}{why}",
-                                 "unseal it (`fleet lab up` does so for the lab)")
+            error = Sealed if state is SealState.SEALED else DependencyDown
+            raise error(f"Vault at {self.address} is {state}{why}",
+                        "unseal it (`fleet lab up` does so for the lab)")
 
     def initialize(self) -> InitKeys:
         """One key share, threshold one: a lab, not production."""
@@ -104,43 +106,31 @@ class Vault:
     def kv_set(self, mount: str, path: str, key: str, value: Secret) -> None:
         """Set one key of a kv-v2 secret, keeping its other keys: a patch (atomic in Vault),
         or the secret's first version (check-and-set 0) when there is none yet."""
-        import hvac.exceptions
-
         what = f"write {key} at {mount}/{path}"
         try:
             self._call(what, self._client.secrets.kv.v2.patch, path, {key: value.reveal()},
                        mount_point=mount)
-        except FleetError as exc:
-            if not isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
-                raise
+        except NotFound:
             self._call(what, self._client.secrets.kv.v2.create_or_update_secret, path,
                        secret={key: value.reveal()}, cas=0, mount_point=mount)
 
     def kv_get(self, mount: str, path: str) -> dict[str, str] | None:
         """The latest version of a kv-v2 secret, None if there is none."""
-        import hvac.exceptions
-
         try:
             data = self._call(f"read {mount}/{path}",
                               self._client.secrets.kv.v2.read_secret_version, path,
                               mount_point=mount, raise_on_deleted_version=True)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
-                return None
-            raise
+        except NotFound:
+            return None
         return {str(k): str(v) for k, v in data["data"]["data"].items()}
 
     def kv_walk(self, mount: str, path: str = "") -> list[tuple[str, dict[str, str]]]:
         """Every secret under mount/path, depth first: (path, data) pairs."""
-        import hvac.exceptions
-
         try:
             listing = self._call(f"list {mount}/{path}",
                                  self._client.secrets.kv.v2.list_secrets, path, mount_point=mount)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
-                return []  # nothing stored under it
-            raise
+        except NotFound:
+            return []  # nothing stored under it
         found: list[tuple[str, dict[str, str]]] = []
         for key in listing["data"]["keys"]:
             child = f"{path}{key}"
@@ -180,15 +170,11 @@ class Vault:
     def approles(self, prefix: str, mount: str) -> dict[str, dict[str, str]]:
         """Every AppRole whose name starts with prefix: name -> its settings as strings
         (lists joined with commas), as create_approle takes them."""
-        import hvac.exceptions
-
         try:
             listing = self._call("list approles", self._client.auth.approle.list_roles,
                                  mount_point=mount)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
-                return {}  # none yet
-            raise
+        except NotFound:
+            return {}  # none yet
         found = {}
         for name in listing["data"]["keys"]:
             if not name.startswith(prefix):
@@ -230,16 +216,12 @@ class Vault:
 
     def destroy_secret_ids(self, name: str, mount: str) -> int:
         """Destroy every SecretID the AppRole has outstanding; how many there were."""
-        import hvac.exceptions
-
         try:
             listing = self._call(f"list SecretIDs of {name}",
                                  self._client.auth.approle.list_secret_id_accessors, name,
                                  mount_point=mount)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, hvac.exceptions.InvalidPath):
-                return 0  # none outstanding
-            raise
+        except NotFound:
+            return 0  # none outstanding
         accessors = listing["data"]["keys"]
         for accessor in accessors:
             self._call(f"destroy a SecretID of {name}",

@@ -29,7 +29,7 @@ class Session:
         self.file = file
 
     def context(self) -> Any:
-        from fleet.workflows.context import load
+        from fleet.services.context import load
 
         return load(self.file)
 
@@ -77,7 +77,7 @@ def validate(session: Session, as_json: bool) -> None:
 @json_option
 def schema(as_json: bool) -> None:
     """Print the JSON Schema of fleet.toml (it is JSON either way)."""
-    from fleet.model.definition import json_schema
+    from fleet.model.grammar import json_schema
 
     render.emit_json(json_schema())
 

@@ -1,191 +1,20 @@
-"""The fleet definition (fleet.toml): its spec, every check on it, and the typed model it becomes."""
+"""The fleet definition (fleet.toml): every check on it, and the typed model it becomes; its
+grammar (the spec tables) is fleet/model/grammar.py."""
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from fleet.errors import ConfigError
+from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
 from fleet.model.locate import locate
 from fleet.model.spec import (
-    NAME,
-    Array,
-    Bool,
-    Duration,
-    Int,
-    Node,
     Problem,
-    Str,
-    Table,
-    Union,
     did_you_mean,
     join,
-    show,
-)
-
-
-class RoleClass(StrEnum):
-    """Cattle are replaced from images; pets are changed in place; snowflakes only when named."""
-
-    CATTLE = "cattle"
-    PET = "pet"
-    SNOWFLAKE = "snowflake"
-
-
-@dataclass(frozen=True)
-class Scalar(Node):
-    """A free setting: string, integer, float or boolean."""
-
-    doc: str = ""
-
-    def check(self, value: object, path: str) -> list[Problem]:
-        if isinstance(value, str | int | float | bool):
-            return []
-        return [(path, f"expected a string, number or boolean, got {show(value)}")]
-
-    def schema(self) -> dict[str, Any]:
-        return self._with_doc({"type": ["string", "number", "boolean"]})
-
-
-SETTING = r"[a-z][a-z0-9_]*"
-# The environment of nodes fleet boots outside the fleet's own environments: `fleet verify`'s
-# and the Vagrantfile's (fleet/model/verification.py). No environment of a fleet may take one.
-LOCAL_ENVS = ("verify", "vagrant")
-NAME_DOC = "a name of lower-case letters, digits and '-'"
-URL = Str(pattern=r"https?://[A-Za-z0-9.\-]+(:\d+)?", pattern_doc="an http(s)://host:port address")
-
-CHECK = Table(
-    fields={
-        "type": Str(choices=("http", "tcp"), doc="http: GET path must answer 2xx; tcp: port accepts"),
-        "path": Str(pattern=r"/\S*", pattern_doc="a path starting with /"),
-        "interval": Duration(doc="how often Consul runs the check"),
-        "timeout": Duration(doc="how long one run may take"),
-    },
-    required=("type",),
-    doc="the Consul health check of the service",
-)
-SERVICE = Table(
-    fields={"port": Int(minimum=1, maximum=65535), "check": CHECK},
-    required=("port", "check"),
-)
-PROVISIONER = Union(
-    tag="type",
-    variants={
-        "shell": Table(
-            fields={
-                "type": Str(choices=("shell",)),
-                "scripts": Array(Str(), min_items=1, doc="paths relative to fleet.toml"),
-            },
-            required=("type", "scripts"),
-        ),
-        "chef-solo": Table(
-            fields={
-                "type": Str(choices=("chef-solo",)),
-                "run_list": Array(
-                    Str(pattern=r"recipe\[[a-z0-9_-]+(::[a-z0-9_-]+)?\]",
-                        pattern_doc='"recipe[cookbook]" or "recipe[cookbook::recipe]"'),
-                    min_items=1,
-                    unique=True,
-                ),
-                "attributes": Table(values=Scalar(), key_pattern=SETTING,
-                                    doc="node attributes (JSON) for chef-solo"),
-            },
-            required=("type", "run_list"),
-        ),
-    },
-    doc="how the role's image is provisioned (cattle) or converged in place (pets)",
-)
-ROLE = Table(
-    fields={
-        "class": Str(choices=tuple(c.value for c in RoleClass)),
-        "base": Str(pattern=NAME, pattern_doc=NAME_DOC, doc="a key of [bases]"),
-        "description": Str(),
-        "provisioner": PROVISIONER,
-        "services": Table(values=SERVICE, doc="service name -> port and health check"),
-        "secrets": Array(
-            Str(pattern=r"[A-Za-z0-9_/{}\-]+", pattern_doc="a key, or a kv path ending in a key"),
-            unique=True,
-            doc="keys read from Vault at boot: KEY lives at MOUNT/ROLE/ENV; or MOUNT/PATH/KEY",
-        ),
-        "count": Table(values=Int(minimum=0), doc="cattle: nodes per environment"),
-        "instances": Table(
-            values=Array(Str(pattern=NAME, pattern_doc=NAME_DOC), unique=True),
-            doc="pets and snowflakes: named instances per environment",
-        ),
-        "depends_on": Array(Str(pattern=NAME, pattern_doc=NAME_DOC), unique=True),
-        "data": Str(doc="pets: what data lives on the instance (shown before a replace)"),
-        "settings": Table(values=Scalar(), key_pattern=SETTING,
-                          doc="free role settings, passed to provisioners"),
-    },
-    required=("class", "base", "provisioner"),
-)
-ENVIRONMENT = Table(
-    fields={
-        "name": Str(pattern=NAME, pattern_doc=NAME_DOC),
-        "soak": Duration(doc="how long a version must pass here before the next environment"),
-        "canary_weight": Int(minimum=0, maximum=100, doc="percent of traffic to the new version"),
-        "min_healthy_percent": Int(minimum=0, maximum=100),
-        "batch_size": Int(minimum=1),
-        "manual_approval": Bool(),
-        "require_verify": Bool(doc="a version enters only after its exact image passed "
-                                   "`fleet verify` (its latest verify)"),
-    },
-    required=("name",),
-)
-TARGET = Union(
-    tag="kind",
-    variants={
-        "lab": Table(
-            fields={
-                "kind": Str(choices=("lab",)),
-                "network": Str(pattern=NAME, pattern_doc=NAME_DOC),
-                "subnet": Str(pattern=r"\d+\.\d+\.\d+\.0/24", pattern_doc="an IPv4 /24 such as "
-                              '"172.30.7.0/24"'),
-            },
-            required=("kind", "network", "subnet"),
-        ),
-        "aws": Table(
-            fields={
-                "kind": Str(choices=("aws",)),
-                "region": Str(pattern=r"[a-z]{2}-[a-z]+-\d", pattern_doc="an AWS region"),
-                "instance_type": Str(),
-                "source_ami_owner": Str(),
-                "source_ami_name": Str(),
-                "ssh_username": Str(),
-            },
-            required=("kind", "region", "instance_type"),
-        ),
-    },
-)
-BASE = Table(
-    fields={
-        "suite": Str(choices=("bookworm",)),
-        "packages": Array(Str(pattern=r"[a-z0-9][a-z0-9+.\-]*", pattern_doc="a Debian package"),
-                          unique=True),
-    },
-    required=("suite",),
-)
-SPEC = Table(
-    fields={
-        "fleet": Table(
-            fields={
-                "name": Str(pattern=NAME, pattern_doc=NAME_DOC),
-                "consul": URL,
-                "vault": URL,
-                "secrets_mount": Str(pattern=NAME, pattern_doc=NAME_DOC, doc="Vault kv-v2 mount"),
-            },
-            required=("name", "consul", "vault", "secrets_mount"),
-        ),
-        "environments": Array(ENVIRONMENT, min_items=1, doc="in promotion order"),
-        "bases": Table(values=BASE, min_keys=1),
-        "targets": Table(values=TARGET, min_keys=1),
-        "roles": Table(values=ROLE, min_keys=1),
-    },
-    required=("fleet", "environments", "bases", "targets", "roles"),
-    doc="fleet.toml: the fleet definition",
 )
 
 
@@ -270,6 +99,32 @@ class Fleet:
 
     def env_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.environments)
+
+    def environment(self, name: str) -> Environment:
+        """The environment called name; one ConfigError, with did-you-mean, if there is none."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        names = self.env_names()
+        raise ConfigError(f'unknown environment "{name}"{did_you_mean(name, names)}',
+                          fix=f"environments: {', '.join(names)}")
+
+    def role(self, name: str) -> Role:
+        """The role called name; one ConfigError, with did-you-mean, if there is none."""
+        if name not in self.roles:
+            raise ConfigError(f'unknown role "{name}"{did_you_mean(name, self.roles)}',
+                              fix=f"roles: {', '.join(self.roles)}")
+        return self.roles[name]
+
+    def chosen_envs(self, names: Iterable[str] = ()) -> tuple[Environment, ...]:
+        """The environments named (every one when none is), each resolved, in promotion order."""
+        chosen = {self.environment(n).name for n in names}
+        return tuple(e for e in self.environments if not chosen or e.name in chosen)
+
+    def previous(self, env: Environment) -> Environment | None:
+        """The environment before env in the chain (None for the first)."""
+        index = self.environments.index(env)
+        return self.environments[index - 1] if index else None
 
     def lab_target(self) -> Target:
         for target in self.targets.values():
@@ -459,11 +314,3 @@ def _role(name: str, r: Mapping[str, Any]) -> Role:
         data=r.get("data", ""),
         settings=dict(r.get("settings", {})),
     )
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of fleet.toml, generated from the same spec that validates it."""
-    schema = SPEC.schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "fleet.toml"
-    return schema

@@ -28,7 +28,8 @@ from enum import StrEnum
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.model.definition import Fleet, Role, RoleClass
+from fleet.model.definition import Fleet, Role
+from fleet.model.grammar import RoleClass
 from fleet.model.nodes import node_name
 
 

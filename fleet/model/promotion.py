@@ -11,7 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.model.definition import Fleet, RoleClass
+from fleet.model.definition import Fleet
+from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord
 
 
@@ -77,7 +78,7 @@ def weight(fleet: Fleet, env: str, role: str) -> int:
     weigh so much that, next to the last environment's nodes (the ones serving everyone), they
     get W percent of the role's traffic.
     """
-    environment = fleet.environments[fleet.env_names().index(env)]
+    environment = fleet.environment(env)
     last = fleet.environments[-1].name
     share = environment.canary_weight
     counts = fleet.roles[role].count
@@ -91,9 +92,7 @@ def promotable_roles(fleet: Fleet, baked: Mapping[str, ImageRecord | None],
     """The cattle roles a promotion covers: those asked, or every cattle role baked at it."""
     if asked:
         for name in asked:
-            if name not in fleet.roles:
-                raise PromotionError(f'unknown role "{name}"', f"roles: {', '.join(fleet.roles)}")
-            if fleet.roles[name].cls is not RoleClass.CATTLE:
+            if fleet.role(name).cls is not RoleClass.CATTLE:
                 raise PromotionError(f"{name} is a {fleet.roles[name].cls.value}: only cattle are "
                                      "promoted", "pets and snowflakes change through fleet apply")
         return list(dict.fromkeys(asked))

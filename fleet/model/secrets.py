@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from fleet.errors import ConfigError
-from fleet.model.definition import Fleet, Role, RoleClass
+from fleet.model.definition import Fleet, Role
+from fleet.model.grammar import RoleClass
 
 # A SecretID is unwrapped and used within seconds of delivery: 2 minutes of wrap TTL (the issue
 # allows at most 5) covers a slow boot; the SecretID itself dies after one login or 10 minutes.

@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.model.definition import LOCAL_ENVS, Fleet, Role
+from fleet.model.definition import Fleet, Role
+from fleet.model.grammar import LOCAL_ENVS
 from fleet.model.image import ImageRecord
 from fleet.model.nodes import Node, node_name, services_json
 
@@ -100,7 +101,7 @@ def verify_problems(fleet: Fleet, env: str, image: ImageRecord,
     Only an environment with require_verify = true asks. The latest verify of the version
     must have passed, and must have booted the very image the catalog holds under it.
     """
-    environment = fleet.environments[fleet.env_names().index(env)]
+    environment = fleet.environment(env)
     if not environment.require_verify:
         return []
     again = f"run `fleet verify {image.role} --version {image.version}`"

@@ -30,12 +30,13 @@ from fleet.errors import FleetError
 from fleet.model.image import current
 from fleet.model.nodes import node_name
 from fleet.model.plan import Action, Item, Options, Plan, PlanError, refusals
-from fleet.workflows import bake, cattle, promote, remote
-from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context
-from fleet.workflows.lock import env_lock
+from fleet.services import cattle
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context
+from fleet.services.lock import env_lock
+from fleet.services.state import FleetState
+from fleet.workflows import bake, promote, remote
 from fleet.workflows.plan import Reading, plan, plan_machines, planfile, workspace
-from fleet.workflows.state import FleetState
 
 Say = Callable[[str], None]
 MACHINE_ACTIONS = {Action.CREATE: "create", Action.UPDATE: "update", Action.REPLACE: "replace",

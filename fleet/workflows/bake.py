@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,16 +31,26 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from fleet.adapters import chef, docker, git, packer, process
-from fleet.adapters.vault import Vault
+from fleet.adapters import chef, docker, git, packer
 from fleet.errors import DependencyDown, FleetError
 from fleet.model import secretscan
-from fleet.model.definition import Role, RoleClass, Target
-from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide, inputs_digest
+from fleet.model.definition import Role, Target
+from fleet.model.grammar import RoleClass
+from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide
 from fleet.model.spec import did_you_mean
-from fleet.workflows import baseimage, memo
-from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context, who
+from fleet.services import baseimage
+from fleet.services.bakeinputs import (
+    cookbooks,
+    digest_of,
+    image_repository,
+    missing_files,
+    packer_version,
+    script_environment,
+    template_for,
+)
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context, who
+from fleet.services.leaks import scan_image, scan_tree, secret_needles
 
 Say = Callable[[str, str], None]  # (role, what is happening)
 
@@ -77,15 +86,6 @@ class BakeReport:
         return all(r.outcome is not Outcome.FAILED for r in self.results)
 
 
-def image_repository(fleet: str, role: str) -> str:
-    """fleet-FLEET-ROLE: one repository per fleet and role, so two fleets never share a tag.
-
-    Tags are for people; fleet itself always runs images by id, so a missing image is never
-    looked for in a registry.
-    """
-    return f"fleet-{fleet}-{role}"
-
-
 def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[Role]:
     """The roles a bake names, or every cattle role; unknown names are one clear error."""
     names = list(names)
@@ -95,11 +95,7 @@ def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[R
         return [r for r in ctx.fleet.roles.values() if r.cls is RoleClass.CATTLE]
     if not names:
         raise FleetError("no role named", "name one or more roles, or pass --all")
-    unknown = [n for n in names if n not in ctx.fleet.roles]
-    if unknown:
-        raise FleetError(f'unknown role "{unknown[0]}"{did_you_mean(unknown[0], ctx.fleet.roles)}',
-                         f"roles: {', '.join(ctx.fleet.roles)}")
-    return [ctx.fleet.roles[n] for n in dict.fromkeys(names)]
+    return [ctx.fleet.role(n) for n in dict.fromkeys(names)]
 
 
 class Bakery:
@@ -108,10 +104,7 @@ class Bakery:
     def __init__(self, ctx: Context, target: Target) -> None:
         self.ctx = ctx
         self.target = target
-        binary = shutil.which("packer")
-        if binary is None:
-            raise DependencyDown("packer is not installed", "run scripts/setup.sh")
-        self.packer_version = memo.by_stat(ctx.state_dir / "cache", Path(binary), packer.version)
+        self.packer_version = packer_version(ctx)
         self._revision: git.Revision | None = None
         self._needles: dict[bytes, str] | None = None
         self._lock = threading.Lock()
@@ -148,87 +141,17 @@ class Bakery:
         return self.ctx.state_dir / "logs" / "bake" / f"{role}-{stamp}.log"
 
 
-def secret_needles(ctx: Context) -> dict[bytes, str]:
-    """Every value stored under the fleet's Vault mount, and the Vault token fleet uses, by
-    value; a secret scan fails closed without them (also used by `fleet verify`'s suite)."""
-    if ctx.vault_token is None:
-        raise DependencyDown("no Vault token to read the lab's secrets for the secret scan",
-                             "set VAULT_TOKEN or run `fleet lab up`")
-    vault = Vault(ctx.vault_addr, ctx.vault_token.reveal())
-    mount = ctx.fleet.secrets_mount
-    pairs = [(f"{mount}/{path}:{key}", value)
-             for path, data in vault.kv_walk(mount) for key, value in data.items()]
-    return secretscan.needles([*pairs, ("the Vault token fleet uses", ctx.vault_token.reveal())])
-
-
 # ---- inputs ------------------------------------------------------------------------------
-
-def template_for(ctx: Context, target: Target, role: Role) -> Path:
-    path = ctx.root / "packer" / f"{target.kind}-{role.provisioner.kind}.pkr.hcl"
-    if not path.is_file():
-        raise FleetError(f"no Packer template for {role.provisioner.kind} on target "
-                         f"{target.name}: {path.relative_to(ctx.root)} does not exist",
-                         "use a provisioner this target supports")
-    return path
-
-
-def _cookbooks(ctx: Context, role: Role) -> list[Path]:
-    names = {e[len("recipe["):-1].split("::")[0] for e in role.provisioner.run_list}
-    return [ctx.root / "cookbooks" / name for name in sorted(names)]
-
-
-def _files(ctx: Context, role: Role) -> dict[str, Path]:
-    """Every file the image is made from, by a stable name."""
-    files = {f"lib/{p.name}": p for p in sorted((ctx.root / "packer/scripts/lib").glob("*"))
-             if p.is_file()}
-    files.update({f"script/{s}": ctx.root / s for s in role.provisioner.scripts})
-    for book in _cookbooks(ctx, role):
-        files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
-                      for p in sorted(book.rglob("*")) if p.is_file()})
-    return files
-
-
-def role_document(role: Role) -> bytes:
-    """The role's settings that shape its image, canonically."""
-    return json.dumps({
-        "name": role.name, "base": role.base, "class": role.cls.value,
-        "provisioner": {"kind": role.provisioner.kind, "scripts": list(role.provisioner.scripts),
-                        "run_list": list(role.provisioner.run_list),
-                        "attributes": dict(role.provisioner.attributes)},
-        "services": [[s.name, s.port, s.check.kind] for s in role.services],
-        "settings": dict(role.settings),
-    }, sort_keys=True).encode()
-
-
-def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str) -> str:
-    inputs = {name: path.read_bytes() for name, path in _files(ctx, role).items()}
-    inputs["template"] = template_for(ctx, target, role).read_bytes()
-    inputs["base"] = base_id.encode()
-    inputs["role"] = role_document(role)
-    inputs["packer"] = packer_version.encode()
-    inputs["target"] = target.kind.encode()
-    return inputs_digest(inputs)
-
-
-def environment(role: Role) -> list[str]:
-    """NAME=VALUE for the provisioning scripts: role, services, settings. Never a secret."""
-    services = " ".join(f"{s.name}:{s.check.kind}:{s.port}" for s in role.services)
-    env = [f"FLEET_ROLE={role.name}", f"FLEET_SERVICES={services}"]
-    env += [f"FLEET_SETTING_{k.upper()}={v}" for k, v in sorted(role.settings.items())]
-    return env
-
 
 # ---- chef-solo ---------------------------------------------------------------------------
 
 def check_chef(ctx: Context, role: Role) -> None:
     """What can be verified of a chef-solo role without Chef: run_list and recipe syntax."""
-    from fleet.workflows.validate import missing_files
-
     missing = [msg for path, msg in missing_files(ctx.fleet, ctx.root)
                if path.startswith(f"roles.{role.name}.")]
     if missing:
         raise FleetError(f"{role.name}: {missing[0]}", "add the recipe or fix the run_list")
-    for book in _cookbooks(ctx, role):
+    for book in cookbooks(ctx, role):
         for recipe in sorted(book.rglob("*.rb")):
             error = chef.syntax_error(recipe)
             if error is not None:
@@ -262,7 +185,7 @@ def validate_aws(ctx: Context, aws: Target, role: Role, version: str, digest: st
     else:
         variables["lib_dir"] = str(ctx.root / "packer/scripts/lib")
         variables["scripts"] = [str(ctx.root / s) for s in role.provisioner.scripts]
-        variables["environment"] = environment(role)
+        variables["environment"] = script_environment(role)
     packer.validate(template, variables, cwd=ctx.root)
     return template.name
 
@@ -351,7 +274,7 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
         "base_image": base_id, "role": role.name, "digest": digest,
         "lib_dir": str(ctx.root / "packer/scripts/lib"),
         "scripts": [str(ctx.root / s) for s in role.provisioner.scripts],
-        "environment": environment(role),
+        "environment": script_environment(role),
     }
 
     def on_line(line: packer.Line) -> None:
@@ -421,30 +344,6 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
         raise FleetError(f"{role.name} would ship a secret: {first.where} holds {first.what}{more}; "
                          "the image was removed",
                          "secrets come from Vault at boot: remove it from the role's scripts")
-
-
-def scan_tree(top: Path, needles: dict[bytes, str]) -> list[secretscan.Finding]:
-    """Every regular file below top (an overlay2 layer's directory), named as in the image."""
-    found: list[secretscan.Finding] = []
-    for path in sorted(top.rglob("*")):
-        if path.is_file() and not path.is_symlink():  # whiteouts are devices; links point away
-            found += secretscan.scan("/" + str(path.relative_to(top)), path.read_bytes(), needles)
-    return found
-
-
-def scan_image(image_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
-    """Every file of an image (through `docker export` of a container made from it)."""
-    container = docker.create_container(image_id)
-    try:
-        return scan_container(container, needles)
-    finally:
-        docker.remove_container(container)
-
-
-def scan_container(container: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
-    """Every file of a container's filesystem (`docker export`: its tmpfs mounts are not in it)."""
-    with process.reading(docker.export_argv(container)) as stream:
-        return list(secretscan.scan_tar(stream, needles))
 
 
 def _scan_base_once(b: Bakery, base_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:

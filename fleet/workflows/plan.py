@@ -18,27 +18,27 @@ only when `--allow-replace PET` or `--snowflake NAME` names it; settings change 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.adapters import docker, packer, terraform
+from fleet.adapters import docker, terraform
 from fleet.adapters.consul import Consul
-from fleet.errors import DependencyDown, FleetError
-from fleet.model.definition import Role, RoleClass
+from fleet.errors import FleetError
+from fleet.model.definition import Role
+from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
 from fleet.model.nodes import services_json
 from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path
 from fleet.model.plan import diff as plan_diff
 from fleet.model.promotion import Channel
 from fleet.model.spec import did_you_mean
-from fleet.workflows import bake, baseimage, cattle, lab, memo
-from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context
-from fleet.workflows.verify import key_pair
+from fleet.services import cattle, topology
+from fleet.services.bakeinputs import bakeable, base_image, wanted_digests
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context
 
 TO_BAKE = "to-be-baked"   # a new instance's image while its role still has to be baked
 BASE = "base"             # the version of an instance the lab runs on the base image
@@ -57,16 +57,6 @@ def workspace(ctx: Context, env: str) -> terraform.Workspace:
     return cattle.lab_workspace(ctx, "machines", env)
 
 
-def check_envs(ctx: Context, envs: Iterable[str]) -> tuple[str, ...]:
-    names = ctx.fleet.env_names()
-    chosen = tuple(envs) or names
-    for env in chosen:
-        if env not in names:
-            raise FleetError(f'unknown environment "{env}"{did_you_mean(env, names)}',
-                             f"environments: {', '.join(names)}")
-    return tuple(e for e in names if e in chosen)
-
-
 def check_names(ctx: Context, options: Options) -> None:
     """--allow-replace names pets and --snowflake names snowflakes of fleet.toml."""
     for names, cls, flag in ((options.allow_replace, RoleClass.PET, "--allow-replace"),
@@ -78,38 +68,6 @@ def check_names(ctx: Context, options: Options) -> None:
                 raise FleetError(f'{flag} {name}: no {cls.value} instance "{name}"'
                                  f"{did_you_mean(name, known)}",
                                  f"{cls.value} instances: {', '.join(known) or 'none'}")
-
-
-def bakeable(role: Role) -> bool:
-    """The lab bakes shell roles; chef-solo roles run the base image here (see README)."""
-    return role.provisioner.kind == "shell"
-
-
-def wanted_digests(ctx: Context) -> dict[str, str]:
-    """Each lab-bakeable role's inputs digest, computed exactly as `fleet bake` does."""
-    target = ctx.fleet.lab_target()
-    binary = shutil.which("packer")
-    if binary is None:
-        raise DependencyDown("packer is not installed", "run scripts/setup.sh")
-    packer_version = memo.by_stat(ctx.state_dir / "cache", Path(binary), packer.version)
-    digests: dict[str, str] = {}
-    base_ids: dict[str, str] = {}
-    for role in ctx.fleet.roles.values():
-        if not bakeable(role):
-            continue
-        if role.base not in base_ids:
-            base_ids[role.base] = base_image(ctx, role.base)
-        digests[role.name] = bake.digest_of(ctx, target, role, base_ids[role.base],
-                                            packer_version)
-    return digests
-
-
-def base_image(ctx: Context, base: str) -> str:
-    ref, image = baseimage.current(ctx.fleet.bases[base], ctx.root / "packer" / "base",
-                                   ctx.state_dir / "cache")
-    if image is None:
-        raise DependencyDown(f"base image {ref} is not built", "run `fleet lab up`")
-    return image.id
 
 
 # ---- Consul --------------------------------------------------------------------------------
@@ -149,11 +107,6 @@ def instances(ctx: Context, env: str) -> dict[str, Role]:
             for i in r.instances[env]}
 
 
-def container(ctx: Context, instance: str) -> str:
-    """A pet's or snowflake's container, hostname and Consul node: fleet name + instance."""
-    return f"{ctx.fleet.name}-{instance}"
-
-
 def address(role: Role, instance: str) -> str:
     kind = "pet" if role.cls is RoleClass.PET else "snowflake"
     return f'terraform_data.{kind}["{instance}"]'
@@ -167,8 +120,8 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
     An instance in the state keeps its image unless named by options; one in `keep` keeps
     everything it has (a snowflake apply may not change)."""
     fleet = ctx.fleet
-    net = lab.network(ctx)
-    _, public = key_pair(ctx)
+    net = topology.network(ctx)
+    _, public = topology.key_pair(ctx)
     pets: dict[str, Any] = {}
     snowflakes: dict[str, Any] = {}
     named = set(options.allow_replace) | set(options.snowflakes)
@@ -190,12 +143,12 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
             record = images[role.name]
             assert record is not None
             image, version = record.artifact, record.version
-        value = {"container": container(ctx, instance), "image": image, "role": role.name,
+        value = {"container": topology.container(ctx, instance), "image": image, "role": role.name,
                  "env": env, "version": version,
                  "services": services_json(fleet.name, role, env, version, weight=1),
                  "settings": json.dumps(dict(role.settings), sort_keys=True)}
         if role.cls is RoleClass.PET:
-            pets[instance] = {**value, "volume": f"{container(ctx, instance)}-data",
+            pets[instance] = {**value, "volume": f"{topology.container(ctx, instance)}-data",
                               "data_path": data_path(role)}
         else:
             snowflakes[instance] = value
@@ -272,7 +225,7 @@ def secrets_state(ctx: Context, envs: Iterable[str]) -> tuple[
 def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None) -> Reading:
     """The whole plan of the environments (all by default)."""
     options = options or Options()
-    chosen = check_envs(ctx, envs)
+    chosen = tuple(e.name for e in ctx.fleet.chosen_envs(envs))
     check_names(ctx, options)
     fleet = ctx.fleet
     prefix = fleet.kv_prefix
@@ -302,7 +255,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     machines: dict[str, tuple[MachineChange, ...]] = {}
     if machine_envs:
         running = set(docker.lab_containers())
-        key_pair(ctx)  # made once, before the environments are planned side by side
+        topology.key_pair(ctx)  # made once, before the environments are planned side by side
         with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
             machines = dict(zip(machine_envs, pool.map(
                 lambda e: plan_machines(ctx, e, images, to_bake, options, running),

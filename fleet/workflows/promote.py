@@ -40,14 +40,13 @@ from fleet.model.promotion import (
     steps,
     weight,
 )
-from fleet.model.spec import did_you_mean
 from fleet.model.verification import verify_problems
-from fleet.workflows import cattle
-from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context, who
-from fleet.workflows.lock import env_lock
-from fleet.workflows.state import FleetState
-from fleet.workflows.verify import read_verification
+from fleet.services import cattle
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context, who
+from fleet.services.lock import env_lock
+from fleet.services.state import FleetState
+from fleet.services.verdicts import read_verification
 
 Say = Callable[[str], None]
 STEP_TIMEOUT = 120.0  # seconds for a step's new nodes to pass before the rollout rolls back
@@ -100,8 +99,8 @@ class Promoter:
         """Why VERSION may not go to ENV yet (model.promotion.gate), and, when the only thing
         missing is soak time, how many seconds are left of it."""
         fleet = self.ctx.fleet
-        index = fleet.env_names().index(env)
-        previous_env = fleet.env_names()[index - 1] if index else ""
+        before_env = fleet.previous(fleet.environment(env))
+        previous_env = before_env.name if before_env else ""
         problems: list[str] = []
         soak_left: list[float] = []
         for role in roles:
@@ -114,8 +113,8 @@ class Promoter:
             since = _seconds_since(before.since) if before else None
             found = gate(fleet, env, role, version, before, passing, since)
             problems += found
-            if found and before is not None and before.version == version and passing:
-                soak_left.append(fleet.environments[index - 1].soak_seconds - (since or 0))
+            if found and before_env and before and before.version == version and passing:
+                soak_left.append(before_env.soak_seconds - (since or 0))
         only_soak = bool(problems) and len(soak_left) == len(problems)
         return problems, max(soak_left) if only_soak else None
 
@@ -229,8 +228,7 @@ class Promoter:
     def start_rollback(self, rollout: Rollout, why: str) -> Rollout:
         desired, _ = self.state.desired(rollout.env)
         fleet = self.ctx.fleet
-        env_index = fleet.env_names().index(rollout.env)
-        batch = fleet.environments[env_index].batch_size
+        batch = fleet.environment(rollout.env).batch_size
         plan: dict[str, list[Groups]] = {}
         for role in rollout.roles:
             now_groups = desired.get(role, {})
@@ -269,12 +267,6 @@ def _groups(groups: Groups) -> str:
     return " ".join(f"{v}={n}" for v, n in sorted(groups.items())) or "none"
 
 
-def _check_env(ctx: Context, env: str) -> None:
-    if env not in ctx.fleet.env_names():
-        raise PromotionError(f'unknown environment "{env}"{did_you_mean(env, ctx.fleet.env_names())}',
-                             f"environments: {' -> '.join(ctx.fleet.env_names())}")
-
-
 def _seconds_since(stamp: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
 
@@ -290,7 +282,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
     back what was approved before.
     """
     started = time.monotonic()
-    _check_env(ctx, env)
+    environment = ctx.fleet.environment(env)
     check_version(version)
     if force and not reason.strip():
         raise PromotionError("--force needs --reason TEXT", "say why the gates are skipped")
@@ -308,7 +300,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         say(f"{env}: waiting {soaking:.0f}s for {version} to soak in the environment before")
         time.sleep(soaking + 0.5)
     verified: dict[str, str] = {}
-    if not rollback and not hard and fleet.environments[fleet.env_names().index(env)].require_verify:
+    if not rollback and not hard and environment.require_verify:
         for role in chosen:
             record = p.record(role, version)
             assert record is not None  # no hard problem: every chosen role is baked
@@ -324,7 +316,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                              fix)
     approved = False
-    if fleet.environments[fleet.env_names().index(env)].manual_approval and not rollback:
+    if environment.manual_approval and not rollback:
         question = f"promote {', '.join(chosen)} to {version} in {env}?"
         if approve is None or not approve(question):
             p.event("refused", env, version=version, roles=chosen,
@@ -338,7 +330,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
             p.settle(unfinished, superseded_by="" if unfinished.version == version else
                      f"the promotion of {version}")
         desired, _ = p.state.desired(env)
-        batch = fleet.environments[fleet.env_names().index(env)].batch_size
+        batch = environment.batch_size
         previous = {}
         channels = {role: p.state.channel(env, role) for role in chosen}
         for role, channel in channels.items():
@@ -378,7 +370,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
 def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
              step_timeout: float = STEP_TIMEOUT) -> list[PromotionReport]:
     """Back to each role's previous version in ENV, through the same rollout machinery."""
-    _check_env(ctx, env)
+    ctx.fleet.environment(env)
     p = Promoter(ctx, say, step_timeout)
     with env_lock(p.consul, ctx.fleet.kv_prefix, env, wait=wait):
         unfinished = p.state.rollout(env)

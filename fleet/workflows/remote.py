@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 from fleet.adapters import docker, ssh
 from fleet.errors import FleetError
-from fleet.model.definition import Role, RoleClass
-from fleet.model.spec import did_you_mean
-from fleet.workflows import bake, lab
-from fleet.workflows.context import Context
-from fleet.workflows.plan import check_envs, container
-from fleet.workflows.verify import SSH_USER, key_pair
+from fleet.model.definition import Role
+from fleet.model.grammar import RoleClass
+from fleet.services.bakeinputs import script_environment
+from fleet.services.context import Context
+from fleet.services.topology import SSH_USER, container, key_pair, network
 
 Say = Callable[[str], None]
 LIMIT = 5   # hosts worked on at once
@@ -37,16 +36,13 @@ class RemoteReport:
         return tuple(r for r in self.results if not r.ok)
 
 
-def _role(ctx: Context, name: str) -> Role:
-    if name not in ctx.fleet.roles:
-        raise FleetError(f'unknown role "{name}"{did_you_mean(name, ctx.fleet.roles)}',
-                         f"roles: {', '.join(ctx.fleet.roles)}")
-    return ctx.fleet.roles[name]
+def _env_names(ctx: Context, envs: Iterable[str]) -> list[str]:
+    return [e.name for e in ctx.fleet.chosen_envs(envs)]
 
 
 def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
     """The role's node names: its instances (pets, snowflakes), or its cattle containers."""
-    chosen = check_envs(ctx, envs)
+    chosen = _env_names(ctx, envs)
     if role.cls is not RoleClass.CATTLE:
         return [container(ctx, i) for env in chosen for i in role.instances[env]]
     prefixes = tuple(f"{ctx.fleet.name}-{role.name}-{env}-" for env in chosen)
@@ -56,7 +52,7 @@ def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
 
 def _hosts(ctx: Context, names: list[str]) -> tuple[list[ssh.Host], list[ssh.HostResult]]:
     """The reachable hosts, and a failed result for each node that is not running."""
-    net = lab.network(ctx)
+    net = network(ctx)
     private, _ = key_pair(ctx)
     found = docker.addresses(names, net.name)
     hosts, down = [], []
@@ -76,10 +72,10 @@ def _hosts(ctx: Context, names: list[str]) -> tuple[list[ssh.Host], list[ssh.Hos
 def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
         limit: int = LIMIT) -> RemoteReport:
     """COMMAND on every node of ROLE (in ENVs), at most `limit` at once."""
-    role = _role(ctx, role_name)
+    role = ctx.fleet.role(role_name)
     names = nodes(ctx, role, envs)
     if not names:
-        raise FleetError(f"{role.name} has no node in {', '.join(check_envs(ctx, envs))}",
+        raise FleetError(f"{role.name} has no node in {', '.join(_env_names(ctx, envs))}",
                          "fleet plan shows what is missing; fleet apply creates it")
     hosts, down = _hosts(ctx, names)
     results = {r.host: r for r in [*down, *ssh.run_group(hosts, command, limit=limit)]}
@@ -89,7 +85,7 @@ def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
 def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: Iterable[str] = (),
              limit: int = LIMIT, say: Say) -> RemoteReport:
     """The role's provisioner, with its current settings, on each running instance in place."""
-    role = _role(ctx, role_name)
+    role = ctx.fleet.role(role_name)
     if role.cls is RoleClass.CATTLE:
         raise FleetError(f"{role.name} is cattle: never changed in place",
                          f"bake a new image and promote it (fleet bake {role.name})")
@@ -100,13 +96,13 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     wanted = {container(ctx, i) for i in instances}
     names = [n for n in nodes(ctx, role, envs) if not wanted or n in wanted]
     if not names:
-        raise FleetError(f"{role.name} has no instance in {', '.join(check_envs(ctx, envs))}")
+        raise FleetError(f"{role.name} has no instance in {', '.join(_env_names(ctx, envs))}")
     say(f"converging {role.name} on {', '.join(names)} over SSH")
     uploads = [(p, f"/tmp/fleet/{p.name}") for p in
                sorted((ctx.root / "packer/scripts/lib").glob("*")) if p.is_file()]
     uploads += [(ctx.root / s, f"/tmp/fleet/role-{i}.sh")
                 for i, s in enumerate(role.provisioner.scripts)]
-    env = " ".join(shlex.quote(pair) for pair in bake.environment(role))
+    env = " ".join(shlex.quote(pair) for pair in script_environment(role))
     scripts = " && ".join(f"env {env} sh -eu /tmp/fleet/role-{i}.sh"
                           for i in range(len(role.provisioner.scripts)))
     command = f"{scripts}; code=$?; rm -rf /tmp/fleet; exit $code"

@@ -35,9 +35,9 @@ from fleet.model import secrets as model
 from fleet.model.definition import Role
 from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
-from fleet.workflows import bake, cattle, lab
-from fleet.workflows.catalog import Catalog
-from fleet.workflows.context import Context
+from fleet.services import cattle, leaks, topology
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context
 
 NODE_LOGIN = ["/usr/local/sbin/fleet-node", "login"]
 
@@ -63,13 +63,8 @@ def templates(ctx: Context) -> dict[str, str]:
 
 def role(ctx: Context, name: str, env: str) -> Role:
     """A role that declares secrets, in an environment of the fleet."""
-    if name not in ctx.fleet.roles:
-        raise ConfigError(f"no role {name!r} in {ctx.file.name}",
-                          fix=f"roles: {', '.join(sorted(ctx.fleet.roles))}")
-    if env not in ctx.fleet.env_names():
-        raise ConfigError(f"no environment {env!r} in {ctx.file.name}",
-                          fix=f"environments: {', '.join(ctx.fleet.env_names())}")
-    found = ctx.fleet.roles[name]
+    ctx.fleet.environment(env)
+    found = ctx.fleet.role(name)
     if not found.secrets:
         raise ConfigError(f"role {name} declares no secrets",
                           fix=f"list them in roles.{name}.secrets")
@@ -125,9 +120,8 @@ class CheckReport:
 def check(ctx: Context, env: str | None = None) -> CheckReport:
     """Every secret each role declares, in each environment it runs in (or only env): present?
     Reads key names only; no value leaves this function."""
-    if env is not None and env not in ctx.fleet.env_names():
-        raise ConfigError(f"no environment {env!r} in {ctx.file.name}",
-                          fix=f"environments: {', '.join(ctx.fleet.env_names())}")
+    if env is not None:
+        ctx.fleet.environment(env)
     client = vault(ctx)
     mount = ctx.fleet.secrets_mount
     approles = client.approles(f"{ctx.fleet.name}-", model.APPROLE_MOUNT)
@@ -177,7 +171,7 @@ def _vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, obj
     name = model.name(ctx.fleet.name, r.name, env)
     role_id = client.role_id(name, model.APPROLE_MOUNT)
     wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
-    gateway = lab.network(ctx).gateway  # where nodes reach the lab's Vault
+    gateway = topology.network(ctx).gateway  # where nodes reach the lab's Vault
     port = urlparse(ctx.vault_addr).port
     return {
         "vault": f"http://{gateway}:{port}", "approle_mount": model.APPROLE_MOUNT,
@@ -308,10 +302,10 @@ class ScanReport:
 def scan_needles(ctx: Context, consul: Consul) -> dict[bytes, str]:
     """Every value under the fleet's Vault mount, the Vault token, and the Consul tokens:
     fleet's own, the lab's management token, and every node's."""
-    found = bake.secret_needles(ctx)
+    found = leaks.secret_needles(ctx)
     tokens = [("the Consul token fleet uses", ctx.consul_token)]
-    if lab.paths(ctx).consul_acl.exists():
-        tokens.append(("the lab's Consul management token", lab.management_token(ctx)))
+    if topology.paths(ctx).consul_acl.exists():
+        tokens.append(("the lab's Consul management token", topology.management_token(ctx)))
     for token in consul.tokens():
         node = acl.node_of(token.description)
         if node is not None:
@@ -347,17 +341,17 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
                 layers.setdefault(layer, record.ref)
         else:
             findings += [replace(f, where=f"{record.ref}:{f.where}")
-                         for f in bake.scan_image(record.artifact, needles)]
+                         for f in leaks.scan_image(record.artifact, needles)]
     for layer, ref in layers.items():
-        findings += [replace(f, where=f"{ref}:{f.where}") for f in bake.scan_tree(layer, needles)]
+        findings += [replace(f, where=f"{ref}:{f.where}") for f in leaks.scan_tree(layer, needles)]
     nodes = []
     for node in docker.lab_containers():
         if not node.startswith(f"{ctx.fleet.name}-") or node.endswith(".draining"):
             continue
         own = docker.container_layer(node)  # what the node wrote; its image is scanned above
         try:
-            found = (bake.scan_tree(own, needles) if own is not None and own.is_dir()
-                     else bake.scan_container(node, needles))
+            found = (leaks.scan_tree(own, needles) if own is not None and own.is_dir()
+                     else leaks.scan_container(node, needles))
         except FleetError:
             if docker.container_exists(node):
                 raise
@@ -367,7 +361,7 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
         findings += [replace(f, where=f"{node}:{f.where}") for f in _values(found)]
     files, skipped = 0, []
     tops = [ctx.state_dir, *also]
-    kept = [k for top in tops for k in lab.Paths(top / "lab").kept]
+    kept = [k for top in tops for k in topology.Paths(top / "lab").kept]
     paths = [p for top in tops if top.is_dir() for p in sorted(top.rglob("*"))]
     for path in paths:
         if not path.is_file() or path.is_symlink() or any(path.is_relative_to(k) for k in kept):

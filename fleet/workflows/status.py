@@ -6,12 +6,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.model.definition import RoleClass
+from fleet.model.grammar import RoleClass
 from fleet.model.promotion import floor
-from fleet.workflows import cattle
-from fleet.workflows.context import Context
-from fleet.workflows.promote import _check_env
-from fleet.workflows.state import FleetState
+from fleet.services import cattle
+from fleet.services.context import Context
+from fleet.services.state import FleetState
 
 
 @dataclass(frozen=True)
@@ -31,9 +30,9 @@ class RoleStatus:
 
 
 def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
-    for env in envs:
-        _check_env(ctx, env)
     fleet = ctx.fleet
+    for env in envs:
+        fleet.environment(env)
     consul = ctx.consul()
     state = FleetState(consul, fleet.kv_prefix)
     tag = f"fleet:{fleet.name}"
@@ -41,7 +40,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     out = []
     for env in envs or list(fleet.env_names()):
         desired, _ = state.desired(env)
-        environment = fleet.environments[fleet.env_names().index(env)]
+        environment = fleet.environment(env)
         canary = environment.canary_weight > 0
         for role in fleet.roles.values():
             if role.cls is not RoleClass.CATTLE:
@@ -65,7 +64,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
 
 def history(ctx: Context, env: str | None, role: str | None) -> list[dict[str, Any]]:
     if env:
-        _check_env(ctx, env)
+        ctx.fleet.environment(env)
     events = FleetState(ctx.consul(), ctx.fleet.kv_prefix).history()
 
     def about(event: dict[str, Any]) -> bool:

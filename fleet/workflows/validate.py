@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.errors import ConfigError
-from fleet.model.definition import Fleet, parse, render
-from fleet.workflows.context import read_text
+from fleet.model.definition import parse, render
+from fleet.services.bakeinputs import missing_files
+from fleet.services.context import read_text
 
 
 @dataclass(frozen=True)
@@ -33,18 +34,3 @@ def validate(file: Path) -> Validation:
                       fleet.env_names())
 
 
-def missing_files(fleet: Fleet, root: Path) -> list[tuple[str, str]]:
-    """Provisioner scripts that do not exist; run_list entries with no recipe in cookbooks/."""
-    found = []
-    for role in fleet.roles.values():
-        where = f"roles.{role.name}.provisioner"
-        for i, script in enumerate(role.provisioner.scripts):
-            if not (root / script).is_file():
-                found.append((f"{where}.scripts[{i}]", f"script {script} does not exist"))
-        for i, entry in enumerate(role.provisioner.run_list):
-            cookbook, _, recipe = entry[len("recipe["):-1].partition("::")
-            path = Path("cookbooks") / cookbook / "recipes" / f"{recipe or 'default'}.rb"
-            if not (root / path).is_file():
-                found.append((f"{where}.run_list[{i}]",
-                              f"{entry} resolves to no recipe: {path} does not exist"))
-    return found

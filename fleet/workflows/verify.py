@@ -23,17 +23,17 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet.adapters import docker, pytest, ssh, vagrant
 from fleet.adapters.consul import Consul, Health
 from fleet.errors import DependencyDown, FleetError
-from fleet.model.definition import Role, RoleClass
+from fleet.model.definition import Role
+from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
 from fleet.model.nodes import Node
-from fleet.model.spec import did_you_mean
 from fleet.model.verification import (
     VAGRANT_ENV,
     VERIFY_ENV,
@@ -44,15 +44,14 @@ from fleet.model.verification import (
     container_labels,
     local_node,
 )
-from fleet.workflows import cattle, lab
-from fleet.workflows.catalog import KV, Catalog
-from fleet.workflows.context import Context, who
+from fleet.services import cattle, topology, verdicts
+from fleet.services.catalog import Catalog
+from fleet.services.context import Context, who
 
 Say = Callable[[str], None]
 
 SUITES = Path("tests") / "verify"
 COMMON_SUITE = "common"
-SSH_USER = "root"
 JOIN_TIMEOUT = 60.0      # seconds for the node's agent to join and register its services
 PASSING_TIMEOUT = 30.0   # then, by default, for every service check to pass
 SUITE_TIMEOUT = 600.0
@@ -89,18 +88,6 @@ class VagrantPlan:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def key_pair(ctx: Context) -> tuple[Path, Path]:
-    """The lab's SSH key for local nodes (.fleet/vagrant/id_ed25519), made once. The public
-    half is mounted read-only as root's authorized_keys at boot: no key is ever baked."""
-    private = ctx.state_dir / "vagrant" / "id_ed25519"
-    public = private.with_suffix(".pub")
-    if not (private.exists() and public.exists()):
-        private.unlink(missing_ok=True)
-        public.unlink(missing_ok=True)
-        ssh.keygen(private, f"fleet-lab-{ctx.fleet.name}")
-    return private, public
-
-
 def _free_ports(count: int) -> list[int]:
     """Distinct ports free on 127.0.0.1 right now (Vagrant corrects a collision anyway)."""
     sockets = []
@@ -117,16 +104,16 @@ def _free_ports(count: int) -> list[int]:
 
 def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
           unbaked: tuple[str, ...]) -> VagrantPlan:
-    net = lab.network(ctx)
-    private, public = key_pair(ctx)
+    net = topology.network(ctx)
+    private, public = topology.key_pair(ctx)
     ports = _free_ports(len(nodes))
     deliver = cattle.deliver_argv(ctx)
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
-                       container_env(node, net.gateway, lab.DATACENTER),
+                       container_env(node, net.gateway, topology.DATACENTER),
                        dict(container_labels(node)), (*deliver, node.name, node.role, node.env))
         for (name, image, node), port in zip(nodes, ports, strict=True))
-    return VagrantPlan(machines, unbaked, net.name, SSH_USER, str(private), str(public))
+    return VagrantPlan(machines, unbaked, net.name, topology.SSH_USER, str(private), str(public))
 
 
 def _catalog(ctx: Context) -> tuple[Consul, Catalog]:
@@ -151,41 +138,6 @@ def machines(ctx: Context) -> VagrantPlan:
     return _plan(ctx, nodes, tuple(unbaked))
 
 
-# ---- the verdicts in Consul KV ------------------------------------------------------------
-
-class Verifications:
-    """<prefix>/verify/<role>/<version> -> the latest Verification of that version."""
-
-    def __init__(self, kv: KV, prefix: str) -> None:
-        self.kv = kv
-        self.root = f"{prefix}/verify"
-
-    def key(self, role: str, version: str) -> str:
-        return f"{self.root}/{role}/{version}"
-
-    def latest(self, role: str, version: str) -> Verification | None:
-        entry = self.kv.get(self.key(role, version))
-        return Verification.from_json(entry.value) if entry is not None else None
-
-    def record(self, verification: Verification) -> Verification:
-        """Write a verdict over the one it read (check-and-set), numbering the runs."""
-        key = self.key(verification.role, verification.version)
-        for _ in range(5):
-            entry = self.kv.get(key)
-            before = Verification.from_json(entry.value) if entry is not None else None
-            numbered = replace(verification, run=before.run + 1 if before else 1)
-            if self.kv.put(key, numbered.to_json(), cas=entry.modify_index if entry else 0):
-                return numbered
-        raise FleetError(f"the verify record of {verification.ref} kept changing while it was "
-                         "written", "run the verify again")
-
-
-def read_verification(kv: KV, prefix: str, role: str, version: str) -> Verification | None:
-    """The latest `fleet verify` of ROLE:VERSION (None if it was never verified): what the
-    promotion gate (fleet.model.verification.verify_problems) judges."""
-    return Verifications(kv, prefix).latest(role, version)
-
-
 # ---- fleet verify --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -200,10 +152,7 @@ class VerifyReport:
 
 
 def _cattle_role(ctx: Context, name: str) -> Role:
-    if name not in ctx.fleet.roles:
-        raise FleetError(f'unknown role "{name}"{did_you_mean(name, ctx.fleet.roles)}',
-                         f"roles: {', '.join(ctx.fleet.roles)}")
-    role = ctx.fleet.roles[name]
+    role = ctx.fleet.role(name)
     if role.cls is not RoleClass.CATTLE:
         raise FleetError(f"{name} is a {role.cls.value}: only cattle roles have baked images "
                          "to verify", "verify a cattle role")
@@ -333,7 +282,7 @@ def verify(ctx: Context, role_name: str, version: str | None, *, keep: bool, say
                          "fleet verify boots nodes through the fleet's Vagrantfile")
     vagrant.version()  # DependencyDown, one line, if vagrant is not installed
     docker.require_daemon()
-    net = lab.network(ctx)
+    net = topology.network(ctx)
     if docker.network_gateway(net.name) is None:
         raise DependencyDown(f"the lab network {net.name} does not exist", "run `fleet lab up`")
     if docker.image(image.artifact) is None:
@@ -363,7 +312,7 @@ def verify(ctx: Context, role_name: str, version: str | None, *, keep: bool, say
     finally:
         if not keep:
             _teardown(project, role.name, node.name, work, logs, say)
-    store = Verifications(consul, ctx.fleet.kv_prefix)
+    store = verdicts.Verifications(consul, ctx.fleet.kv_prefix)
     verification = store.record(Verification(
         role.name, image.version, image.artifact, node.name, tuple(checks),
         datetime.now(UTC).isoformat(timespec="seconds"), who(),

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from fleet.model.nodes import group
-from fleet.workflows import cattle
-from fleet.workflows.context import load
+from fleet.services import cattle
+from fleet.services.context import load
 from tests.conftest import FleetCopy, eventually
 
 pytestmark = pytest.mark.lab

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from fleet.model.nodes import UPSTREAMS_FILE, group
-from fleet.workflows import cattle
-from fleet.workflows import lab as lab_workflow
-from fleet.workflows.context import load
+from fleet.services import cattle, topology
+from fleet.services.context import load
 from tests.conftest import FleetCopy, eventually
 
 pytestmark = pytest.mark.lab
@@ -45,7 +44,7 @@ def test_web_follows_gitaly_joining_and_leaving(lab: Any, fleet_copy: FleetCopy)
     image = json.loads(run.stdout)["results"][0]["artifact"]
     ctx = load(fleet_copy.file, fleet_copy.env)
     (web,) = group(ctx.fleet.name, ctx.fleet.roles["web"], "canary", "v1", image, 1, 10)
-    net = lab_workflow.network(ctx)
+    net = topology.network(ctx)
     gitaly = f"{fleet_copy.name}-gitaly-canary-pet-0"
     try:
         cattle.apply(ctx, "canary", [web])

@@ -12,7 +12,7 @@ from fleet.adapters import docker, process
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
-from fleet.workflows import lab as lab_workflow
+from fleet.services import topology
 from tests.conftest import eventually, fleet
 
 pytestmark = pytest.mark.lab
@@ -73,7 +73,7 @@ def test_data_survives_down_and_up(lab: Any) -> None:
 
 
 def test_status_reports_a_stopped_part(lab: Any) -> None:
-    p = lab_workflow.paths(lab)
+    p = topology.paths(lab)
     pid = int(p.pid("openbao").read_text())
     assert process.stop(pid, "bao")
     status = fleet("lab", "status", "--json")
@@ -108,9 +108,9 @@ def test_consul_enforces_acls_and_a_denied_token_is_one_clear_line(lab: Any) -> 
 
 
 def test_nodes_restarted_with_dockerd_get_their_credentials_again(lab: Any) -> None:
-    if not lab_workflow.paths(lab).pid("dockerd").exists():
+    if not topology.paths(lab).pid("dockerd").exists():
         pytest.skip("dockerd was not started by the lab, so `lab down` does not restart it")
-    net = lab_workflow.network(lab)
+    net = topology.network(lab)
     base = parts(fleet("lab", "status", "--json").json())["base image bookworm"]["address"]
     node = f"{lab.fleet.name}-bastion-restart-{uuid.uuid4().hex[:6]}"
     token_file = "/run/fleet/consul/acl.json"

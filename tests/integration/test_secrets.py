@@ -18,9 +18,9 @@ from fleet.errors import FleetError
 from fleet.model import acl, secretscan
 from fleet.model import secrets as model
 from fleet.model.secret import Secret
+from fleet.services.context import load
+from fleet.services.topology import management_token
 from fleet.workflows import secrets as workflow
-from fleet.workflows.context import load
-from fleet.workflows.lab import management_token
 from tests.conftest import ROOT, FleetCopy, Run, eventually
 
 pytestmark = pytest.mark.lab
@@ -130,7 +130,7 @@ def test_a_sealed_vault_is_one_line(lab: Any, copy: FleetCopy, tmp_path: Path) -
     """A Vault of our own, initialised and so sealed: every secrets command says so."""
     import socket
 
-    from fleet.workflows.lab import _bao_binary
+    from fleet.workflows.lab.processes import bao_binary
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -140,7 +140,7 @@ def test_a_sealed_vault_is_one_line(lab: Any, copy: FleetCopy, tmp_path: Path) -
     config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n}}\n'
                       f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
                       f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{port + 1}"\n')
-    server = subprocess.Popen([_bao_binary(), "server", f"-config={config}"],
+    server = subprocess.Popen([bao_binary(), "server", f"-config={config}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         address = f"http://127.0.0.1:{port}"
@@ -262,8 +262,8 @@ def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: F
 
 
 def _remove(copy: FleetCopy) -> None:
-    from fleet.workflows import cattle
-    from fleet.workflows.context import load
+    from fleet.services import cattle
+    from fleet.services.context import load
 
     ctx = load(copy.file, copy.env)
     cattle.apply(ctx, "canary", [])

@@ -15,10 +15,10 @@ import pytest
 from fleet.adapters import vagrant
 from fleet.adapters.consul import Consul
 from fleet.model.verification import verify_problems
-from fleet.workflows import cattle
-from fleet.workflows.context import load
+from fleet.services import cattle
+from fleet.services.context import load
+from fleet.services.verdicts import read_verification
 from fleet.workflows.images import catalog
-from fleet.workflows.verify import read_verification
 from tests.conftest import ROOT, FleetCopy, fleet
 
 pytestmark = pytest.mark.lab

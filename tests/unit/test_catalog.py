@@ -6,7 +6,7 @@ import pytest
 
 from fleet.adapters.consul import Entry
 from fleet.model.image import ImageError
-from fleet.workflows.catalog import Catalog
+from fleet.services.catalog import Catalog
 from tests.unit.test_image_model import record
 
 

@@ -20,7 +20,7 @@ from fleet.model.verification import (
     local_node,
     verify_problems,
 )
-from fleet.workflows.verify import Verifications, read_verification
+from fleet.services.verdicts import Verifications, read_verification
 from tests.conftest import EXAMPLE
 from tests.unit.test_catalog import MemoryKV
 from tests.unit.test_image_model import record

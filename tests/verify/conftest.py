@@ -35,7 +35,7 @@ SECRETS_DIR = "/run/fleet/secrets"
 
 @functools.cache
 def context() -> Any:
-    from fleet.workflows.context import load
+    from fleet.services.context import load
 
     return load(Path(os.environ["FLEET_FILE"]))
 
@@ -74,7 +74,7 @@ def secrets_dir() -> str:
 @pytest.fixture(scope="session")
 def secret_needles() -> dict[bytes, str]:
     """The lab's secret values (read from Vault as the bake's scan reads them), by value."""
-    from fleet.workflows.bake import secret_needles
+    from fleet.services.leaks import secret_needles
 
     return dict(secret_needles(context()))
 

@@ -18,8 +18,8 @@ from fleet.adapters import terraform
 from fleet.adapters.vault import Vault
 from fleet.model.nodes import Node, upstream_services, with_watches
 from fleet.model.secret import Secret
-from fleet.workflows import lab
-from fleet.workflows.context import Context, token_environ
+from fleet.services import topology
+from fleet.services.context import Context, token_environ
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
     """
     nodes = list(nodes)
     _vault_ready(ctx, {n.role for n in nodes})
-    net = lab.network(ctx)
+    net = topology.network(ctx)
     fleet = ctx.fleet
     outputs = workspace(ctx, env).apply({
         "network": net.name,

@@ -18,7 +18,7 @@ from typing import Any
 
 from fleet.errors import FleetError
 from fleet.model.promotion import Channel, Groups, Rollout
-from fleet.workflows.catalog import KV
+from fleet.services.catalog import KV
 
 
 class StateConflict(FleetError):

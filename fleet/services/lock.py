@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
-from fleet.workflows.context import who
+from fleet.services.context import who
 
 TTL = 10  # seconds; Consul's minimum. The thread renews every TTL/3.
 

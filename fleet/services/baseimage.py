@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fleet.adapters import debootstrap, docker, process
 from fleet.model.definition import Base
-from fleet.workflows import memo
+from fleet.services import memo
 
 CONSUL_BINARY = Path("/usr/bin/consul")  # Debian bullseye's consul package, see DESIGN.md
 FILES = ("fleet-init", "fleet-node", "finish.sh")

@@ -1,0 +1,132 @@
+"""What an image is made from: the files, the role's settings and the tools that decide it,
+digested exactly alike by `fleet bake` and `fleet plan`; and the files fleet.toml names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from fleet.adapters import packer
+from fleet.errors import DependencyDown, FleetError
+from fleet.model.definition import Fleet, Role, Target
+from fleet.model.image import inputs_digest
+from fleet.services import baseimage, memo
+from fleet.services.context import Context
+
+
+def image_repository(fleet: str, role: str) -> str:
+    """fleet-FLEET-ROLE: one repository per fleet and role, so two fleets never share a tag.
+
+    Tags are for people; fleet itself always runs images by id, so a missing image is never
+    looked for in a registry.
+    """
+    return f"fleet-{fleet}-{role}"
+
+
+def packer_version(ctx: Context) -> str:
+    """Packer's version, an input of every image (cached by the binary's stat)."""
+    binary = shutil.which("packer")
+    if binary is None:
+        raise DependencyDown("packer is not installed", "run scripts/setup.sh")
+    return memo.by_stat(ctx.state_dir / "cache", Path(binary), packer.version)
+
+
+def template_for(ctx: Context, target: Target, role: Role) -> Path:
+    path = ctx.root / "packer" / f"{target.kind}-{role.provisioner.kind}.pkr.hcl"
+    if not path.is_file():
+        raise FleetError(f"no Packer template for {role.provisioner.kind} on target "
+                         f"{target.name}: {path.relative_to(ctx.root)} does not exist",
+                         "use a provisioner this target supports")
+    return path
+
+
+def cookbooks(ctx: Context, role: Role) -> list[Path]:
+    names = {e[len("recipe["):-1].split("::")[0] for e in role.provisioner.run_list}
+    return [ctx.root / "cookbooks" / name for name in sorted(names)]
+
+
+def files(ctx: Context, role: Role) -> dict[str, Path]:
+    """Every file the image is made from, by a stable name."""
+    files = {f"lib/{p.name}": p for p in sorted((ctx.root / "packer/scripts/lib").glob("*"))
+             if p.is_file()}
+    files.update({f"script/{s}": ctx.root / s for s in role.provisioner.scripts})
+    for book in cookbooks(ctx, role):
+        files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
+                      for p in sorted(book.rglob("*")) if p.is_file()})
+    return files
+
+
+def role_document(role: Role) -> bytes:
+    """The role's settings that shape its image, canonically."""
+    return json.dumps({
+        "name": role.name, "base": role.base, "class": role.cls.value,
+        "provisioner": {"kind": role.provisioner.kind, "scripts": list(role.provisioner.scripts),
+                        "run_list": list(role.provisioner.run_list),
+                        "attributes": dict(role.provisioner.attributes)},
+        "services": [[s.name, s.port, s.check.kind] for s in role.services],
+        "settings": dict(role.settings),
+    }, sort_keys=True).encode()
+
+
+def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str) -> str:
+    inputs = {name: path.read_bytes() for name, path in files(ctx, role).items()}
+    inputs["template"] = template_for(ctx, target, role).read_bytes()
+    inputs["base"] = base_id.encode()
+    inputs["role"] = role_document(role)
+    inputs["packer"] = packer_version.encode()
+    inputs["target"] = target.kind.encode()
+    return inputs_digest(inputs)
+
+
+def script_environment(role: Role) -> list[str]:
+    """NAME=VALUE for the provisioning scripts: role, services, settings. Never a secret."""
+    services = " ".join(f"{s.name}:{s.check.kind}:{s.port}" for s in role.services)
+    env = [f"FLEET_ROLE={role.name}", f"FLEET_SERVICES={services}"]
+    env += [f"FLEET_SETTING_{k.upper()}={v}" for k, v in sorted(role.settings.items())]
+    return env
+
+
+def bakeable(role: Role) -> bool:
+    """The lab bakes shell roles; chef-solo roles run the base image here (see README)."""
+    return role.provisioner.kind == "shell"
+
+
+def wanted_digests(ctx: Context) -> dict[str, str]:
+    """Each lab-bakeable role's inputs digest, computed exactly as `fleet bake` does."""
+    target = ctx.fleet.lab_target()
+    version = packer_version(ctx)
+    digests: dict[str, str] = {}
+    base_ids: dict[str, str] = {}
+    for role in ctx.fleet.roles.values():
+        if not bakeable(role):
+            continue
+        if role.base not in base_ids:
+            base_ids[role.base] = base_image(ctx, role.base)
+        digests[role.name] = digest_of(ctx, target, role, base_ids[role.base], version)
+    return digests
+
+
+def base_image(ctx: Context, base: str) -> str:
+    ref, image = baseimage.current(ctx.fleet.bases[base], ctx.root / "packer" / "base",
+                                   ctx.state_dir / "cache")
+    if image is None:
+        raise DependencyDown(f"base image {ref} is not built", "run `fleet lab up`")
+    return image.id
+
+
+def missing_files(fleet: Fleet, root: Path) -> list[tuple[str, str]]:
+    """Provisioner scripts that do not exist; run_list entries with no recipe in cookbooks/."""
+    found = []
+    for role in fleet.roles.values():
+        where = f"roles.{role.name}.provisioner"
+        for i, script in enumerate(role.provisioner.scripts):
+            if not (root / script).is_file():
+                found.append((f"{where}.scripts[{i}]", f"script {script} does not exist"))
+        for i, entry in enumerate(role.provisioner.run_list):
+            cookbook, _, recipe = entry[len("recipe["):-1].partition("::")
+            path = Path("cookbooks") / cookbook / "recipes" / f"{recipe or 'default'}.rb"
+            if not (root / path).is_file():
+                found.append((f"{where}.run_list[{i}]",
+                              f"{entry} resolves to no recipe: {path} does not exist"))
+    return found

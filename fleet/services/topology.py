@@ -1,0 +1,135 @@
+"""The lab's layout and topology: where its files live, its network, its tokens, the SSH key
+of its nodes, and how nodes are named. Every use case that touches the lab reads them here."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.adapters import ssh
+from fleet.errors import FleetError
+from fleet.model.secret import Secret
+from fleet.services.context import Context
+
+DATACENTER = "lab"  # the Consul datacenter of the lab's server; nodes are told to join it
+SSH_USER = "root"   # nodes are reached as root with the lab key
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Files the lab keeps under .fleet/lab."""
+
+    lab: Path
+
+    def pid(self, name: str) -> Path:
+        return self.lab / f"{name}.pid"
+
+    def log(self, name: str) -> Path:
+        return self.lab / f"{name}.log"
+
+    @property
+    def consul_data(self) -> Path:
+        return self.lab / "consul"
+
+    @property
+    def consul_config(self) -> Path:
+        return self.lab / "consul.json"
+
+    @property
+    def consul_acl(self) -> Path:
+        return self.lab / "consul-acl.json"
+
+    @property
+    def kept(self) -> tuple[Path, ...]:
+        """What holds tokens and keys on purpose: Consul's and OpenBao's own stores (keeping
+        them is their job) and the lab's 0600 files of bootstrap and root tokens."""
+        return (self.consul_data, self.consul_config, self.consul_acl, self.openbao_data,
+                self.openbao_init)
+
+    @property
+    def openbao_data(self) -> Path:
+        return self.lab / "openbao"
+
+    @property
+    def openbao_config(self) -> Path:
+        return self.lab / "openbao.hcl"
+
+    @property
+    def openbao_init(self) -> Path:
+        return self.lab / "openbao-init.json"
+
+    @property
+    def build(self) -> Path:
+        return self.lab / "build"
+
+
+def paths(ctx: Context) -> Paths:
+    return Paths(ctx.state_dir / "lab")
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: str
+    gateway: str
+    bridge: str
+
+
+def network(ctx: Context) -> Network:
+    target = ctx.fleet.lab_target()
+    subnet = target.settings["subnet"]
+    gateway = subnet.rsplit(".", 1)[0] + ".1"
+    name = target.settings["network"]
+    return Network(name, subnet, gateway, f"br-{name}"[:15])
+
+
+@dataclass(frozen=True)
+class ConsulTokens:
+    """The lab's own Consul tokens (.fleet/lab/consul-acl.json, 0600)."""
+
+    management: Secret
+    operator: Secret
+
+
+def consul_tokens(p: Paths) -> ConsulTokens:
+    """The lab's tokens, as `lab up` chose them."""
+    try:
+        data = json.loads(p.consul_acl.read_text())
+        return ConsulTokens(Secret(data["management"]), Secret(data["operator"]))
+    except FileNotFoundError as exc:
+        raise FleetError(f"the lab has no Consul tokens yet ({p.consul_acl})",
+                         "run `fleet lab up`") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise FleetError(f"{p.consul_acl} is unreadable", "run `fleet lab reset`") from exc
+
+
+def management_token(ctx: Context) -> Secret:
+    """The lab Consul's management token: for the lab itself and for benchmarks only."""
+    return consul_tokens(paths(ctx)).management
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create a 0600 file without a moment of wider permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def key_pair(ctx: Context) -> tuple[Path, Path]:
+    """The lab's SSH key for local nodes (.fleet/vagrant/id_ed25519), made once. The public
+    half is mounted read-only as root's authorized_keys at boot: no key is ever baked."""
+    private = ctx.state_dir / "vagrant" / "id_ed25519"
+    public = private.with_suffix(".pub")
+    if not (private.exists() and public.exists()):
+        private.unlink(missing_ok=True)
+        public.unlink(missing_ok=True)
+        ssh.keygen(private, f"fleet-lab-{ctx.fleet.name}")
+    return private, public
+
+
+def container(ctx: Context, instance: str) -> str:
+    """A pet's or snowflake's container, hostname and Consul node: fleet name + instance."""
+    return f"{ctx.fleet.name}-{instance}"

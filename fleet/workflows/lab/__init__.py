@@ -1,0 +1,136 @@
+"""The lab: the real stack on this machine (dockerd, a Consul server, OpenBao, the base image).
+
+Choices, for whoever runs it:
+- Consul runs in server mode with its data dir under .fleet/lab/consul (not -dev, which keeps
+  nothing). Its HTTP API listens on 127.0.0.1 and on the lab network's gateway, where nodes
+  join it; DNS is off. ACLs are on with default deny (fleet/model/acl.py): the lab makes a
+  management token and fleet's operator token once, keeps both 0600 in
+  .fleet/lab/consul-acl.json, and writes the operator's policy; fleet commands run with the
+  operator token unless CONSUL_HTTP_TOKEN names another. A lab Consul found running without
+  ACLs (made by an older fleet) is restarted with them.
+- OpenBao runs with integrated (raft) storage under .fleet/lab/openbao (its file backend was
+  removed in OpenBao 2.7; raft is the supported persistent store), initialised with one key share and
+  unsealed by `lab up`; the unseal key and root token sit 0600 in .fleet/lab/openbao-init.json.
+  That is a lab convenience, never a production pattern.
+- dockerd is started only if none answers, and only a dockerd the lab started is stopped by
+  `lab down`. Every process is stopped by the PID the lab recorded, never by name.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from fleet.adapters import chef, docker, packer, terraform, vagrant
+from fleet.services import baseimage
+from fleet.services.context import Context
+from fleet.services.topology import Paths, consul_tokens, network, paths
+from fleet.workflows.lab import processes
+from fleet.workflows.lab.consul_server import consul_up
+from fleet.workflows.lab.engine import docker_up, network_up
+from fleet.workflows.lab.openbao_server import openbao_up
+from fleet.workflows.lab.parts import (
+    LabReport,
+    Part,
+    PartState,
+    base_part,
+    consul_part,
+    docker_part,
+    network_part,
+    openbao_part,
+    tool_part,
+)
+from fleet.workflows.lab.processes import Progress
+
+__all__ = ["LabReport", "Part", "PartState", "down", "reset", "status", "up"]
+
+
+def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
+    actions = []
+    for base in ctx.fleet.bases.values():
+        image = baseimage.ensure(base, ctx.root / "packer" / "base", p.build,
+                                 ctx.state_dir / "cache", progress)
+        if image.built_now:
+            actions.append(f"built base image {image.ref}")
+    return actions
+
+
+# ---- the commands -----------------------------------------------------------------------
+
+def up(ctx: Context, progress: Progress,
+       restarted: Callable[[Context], list[str]] | None = None) -> LabReport:
+    """Bring every part up; idempotent, and quick when all is already up. restarted: what
+    to do once everything is up if dockerd had to be started, and with it the lab's nodes
+    (the CLI hands over credentials again: fleet.workflows.secrets.redeliver)."""
+    p = paths(ctx)
+    p.lab.mkdir(parents=True, exist_ok=True)
+    net = network(ctx)
+    actions = docker_up(p, progress)
+    docker_started = bool(actions)
+    actions += network_up(net, progress)
+    actions += consul_up(ctx, p, net, progress)
+    actions += openbao_up(ctx, p, net, progress)
+    actions += _base_images_up(ctx, p, progress)
+    if ctx.consul_token is None:  # the first `lab up` made the operator token just now
+        ctx = replace(ctx, consul_token=consul_tokens(p).operator)
+    if docker_started and restarted is not None:
+        actions += restarted(ctx)
+    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+
+
+def down(ctx: Context, progress: Progress) -> LabReport:
+    """Stop what the lab started, by PID; data stays for the next `lab up`."""
+    p = paths(ctx)
+    actions = []
+    for name, exe in (("openbao", "bao"), ("consul", "consul"), ("dockerd", "dockerd")):
+        if processes.recorded_pid(p, name, exe) is not None:
+            progress(f"stopping {name}")
+            if processes.stop(p, name, exe):
+                actions.append(f"stopped {name}")
+    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+
+
+def reset(ctx: Context, progress: Progress) -> LabReport:
+    """Remove the lab's containers, network and state (Consul data, OpenBao data and keys)."""
+    p = paths(ctx)
+    actions = []
+    if docker.server_version() is not None:
+        names = docker.lab_containers()
+        if names:
+            progress(f"removing {len(names)} lab container(s)")
+            docker.remove_containers(names)
+            actions.append(f"removed {len(names)} container(s)")
+        net = network(ctx)
+        if docker.network_gateway(net.name) is not None:
+            docker.remove_network(net.name)
+            actions.append(f"removed network {net.name}")
+    actions += down(ctx, progress).actions
+    if p.lab.exists():
+        shutil.rmtree(p.lab)
+        actions.append(f"removed {p.lab}")
+    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+
+
+def status(ctx: Context, *, tools: bool = True) -> LabReport:
+    """Each part's state, version, address; tool versions too unless tools=False."""
+    p = paths(ctx)
+    net = network(ctx)
+    checks: list[Callable[[], Part]] = [
+        lambda: docker_part(p),
+        lambda: network_part(net),
+        lambda: consul_part(ctx, p),
+        lambda: openbao_part(ctx, p),
+        *[(lambda b=b: base_part(ctx, b)) for b in ctx.fleet.bases],
+    ]
+    if tools:
+        checks += [
+            lambda: tool_part("terraform", lambda: terraform.version(ctx.state_dir)),
+            lambda: tool_part("packer", packer.version),
+            lambda: tool_part("vagrant", vagrant.version),
+            lambda: tool_part("ruby", chef.ruby_version),
+        ]
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        parts = tuple(pool.map(lambda check: check(), checks))
+    return LabReport(parts)

