@@ -3,6 +3,10 @@ containers to look in (fleet.model.secretscan does the looking)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import threading
 from pathlib import Path
 
 from fleet.adapters import docker, process
@@ -47,3 +51,44 @@ def scan_container(container: str, needles: dict[bytes, str]) -> list[secretscan
     """Every file of a container's filesystem (`docker export`: its tmpfs mounts are not in it)."""
     with process.reading(docker.export_argv(container)) as stream:
         return list(secretscan.scan_tar(stream, needles))
+
+
+def scan_build(ctx: Context, artifact: str, base_id: str, log: Path, needles: dict[bytes, str],
+               base_lock: threading.Lock) -> list[secretscan.Finding]:
+    """A bake's log, what the bake added to the image, and (once per secret set) its base.
+
+    On overlay2 the role's own layer is a directory on disk: its files are read directly. The
+    base image's files are scanned through `docker export` once for each set of secret values
+    and the result remembered, since base and values change rarely and a full export costs
+    seconds per bake.
+    """
+    findings = secretscan.scan(log.name, log.read_bytes(), needles) if log.exists() else []
+    image = docker.image(artifact)
+    if image is not None and image.top_layer is not None and image.top_layer.is_dir():
+        findings += scan_tree(image.top_layer, needles)
+        findings += _scan_base_once(ctx, base_id, needles, base_lock)
+    else:
+        findings += scan_image(artifact, needles)
+    return findings
+
+
+def _scan_base_once(ctx: Context, base_id: str, needles: dict[bytes, str],
+                    lock: threading.Lock) -> list[secretscan.Finding]:
+    # keyed by an HMAC of the values under the Vault token: the cache file reveals nothing
+    assert ctx.vault_token is not None  # secret_needles() demanded one
+    values = hmac.new(ctx.vault_token.reveal().encode(), b"\0".join(sorted(needles)),
+                      hashlib.sha256).hexdigest()
+    memo_file = ctx.state_dir / "cache" / "clean-bases.json"
+    key = f"{base_id}:{values}"
+    with lock:  # one base scan at a time
+        try:
+            clean = set(json.loads(memo_file.read_text()))
+        except (FileNotFoundError, ValueError):
+            clean = set()
+        if key in clean:
+            return []
+        found = scan_image(base_id, needles)
+        if not found:
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            memo_file.write_text(json.dumps(sorted(clean | {key})))
+        return found

@@ -19,8 +19,6 @@ the aws template and records nothing: an AMI is built in a real account.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -50,7 +48,7 @@ from fleet.services.bakeinputs import (
 )
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
-from fleet.services.leaks import scan_image, scan_tree, secret_needles
+from fleet.services.leaks import scan_build, secret_needles
 
 Say = Callable[[str, str], None]  # (role, what is happening)
 
@@ -321,21 +319,9 @@ def _lost_race(b: Bakery, role: Role, version: str, digest: str, artifact: str |
 
 
 def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None:
-    """Scan the bake log, what the bake added to the image, and (once per secret set) the base.
-
-    On overlay2 the role's own layer is a directory on disk: its files are read directly. The
-    base image's files are scanned through `docker export` once for each set of secret values
-    and the result remembered, since base and values change rarely and a full export costs
-    seconds per bake.
-    """
-    needles = b.needles()
-    findings = secretscan.scan(log.name, log.read_bytes(), needles) if log.exists() else []
-    image = docker.image(artifact)
-    if image is not None and image.top_layer is not None and image.top_layer.is_dir():
-        findings += scan_tree(image.top_layer, needles)
-        findings += _scan_base_once(b, base_id, needles)
-    else:
-        findings += scan_image(artifact, needles)
+    """Scan the bake log and the new image (fleet.services.leaks.scan_build); a finding fails
+    the bake, and a log that holds a secret is removed."""
+    findings = scan_build(b.ctx, artifact, base_id, log, b.needles(), b.scan_lock)
     if findings:
         if any(f.where == log.name for f in findings):
             log.unlink(missing_ok=True)  # the log itself holds a secret: it must not stay
@@ -344,27 +330,6 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
         raise FleetError(f"{role.name} would ship a secret: {first.where} holds {first.what}{more}; "
                          "the image was removed",
                          "secrets come from Vault at boot: remove it from the role's scripts")
-
-
-def _scan_base_once(b: Bakery, base_id: str, needles: dict[bytes, str]) -> list[secretscan.Finding]:
-    # keyed by an HMAC of the values under the Vault token: the cache file reveals nothing
-    assert b.ctx.vault_token is not None  # needles() demanded one
-    values = hmac.new(b.ctx.vault_token.reveal().encode(), b"\0".join(sorted(needles)),
-                      hashlib.sha256).hexdigest()
-    memo_file = b.ctx.state_dir / "cache" / "clean-bases.json"
-    key = f"{base_id}:{values}"
-    with b.scan_lock:
-        try:
-            clean = set(json.loads(memo_file.read_text()))
-        except (FileNotFoundError, ValueError):
-            clean = set()
-        if key in clean:
-            return []
-        found = scan_image(base_id, needles)
-        if not found:
-            memo_file.parent.mkdir(parents=True, exist_ok=True)
-            memo_file.write_text(json.dumps(sorted(clean | {key})))
-        return found
 
 
 def _scrub_log(b: Bakery, log: Path) -> None:

@@ -17,9 +17,10 @@ from fleet.adapters import docker, ssh
 from fleet.errors import FleetError
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
+from fleet.services.access import lab_hosts
 from fleet.services.bakeinputs import script_environment
 from fleet.services.context import Context
-from fleet.services.topology import SSH_USER, container, key_pair, network
+from fleet.services.topology import container
 
 Say = Callable[[str], None]
 LIMIT = 5   # hosts worked on at once
@@ -50,25 +51,6 @@ def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
                   if n.startswith(prefixes) and not n.endswith(".draining"))
 
 
-def _hosts(ctx: Context, names: list[str]) -> tuple[list[ssh.Host], list[ssh.HostResult]]:
-    """The reachable hosts, and a failed result for each node that is not running."""
-    net = network(ctx)
-    private, _ = key_pair(ctx)
-    found = docker.addresses(names, net.name)
-    hosts, down = [], []
-    for name in names:
-        if name not in found:
-            down.append(ssh.HostResult(name, False, None, "", "", "not running"))
-            continue
-        try:
-            key = ssh.parse_public_key(docker.read_file(name, "/etc/ssh/ssh_host_ed25519_key.pub"))
-        except FleetError as exc:
-            down.append(ssh.HostResult(name, False, None, "", "", f"no host key: {exc.what}"))
-            continue
-        hosts.append(ssh.Host(name, found[name], SSH_USER, private, key))
-    return hosts, down
-
-
 def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
         limit: int = LIMIT) -> RemoteReport:
     """COMMAND on every node of ROLE (in ENVs), at most `limit` at once."""
@@ -77,7 +59,7 @@ def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
     if not names:
         raise FleetError(f"{role.name} has no node in {', '.join(_env_names(ctx, envs))}",
                          "fleet plan shows what is missing; fleet apply creates it")
-    hosts, down = _hosts(ctx, names)
+    hosts, down = lab_hosts(ctx, names)
     results = {r.host: r for r in [*down, *ssh.run_group(hosts, command, limit=limit)]}
     return RemoteReport(role.name, command, tuple(results[n] for n in names))
 
@@ -106,7 +88,7 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     scripts = " && ".join(f"env {env} sh -eu /tmp/fleet/role-{i}.sh"
                           for i in range(len(role.provisioner.scripts)))
     command = f"{scripts}; code=$?; rm -rf /tmp/fleet; exit $code"
-    hosts, down = _hosts(ctx, names)
+    hosts, down = lab_hosts(ctx, names)
     prepared = ssh.run_group(hosts, "mkdir -p /tmp/fleet", limit=limit)
     ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]
     done = ssh.run_group(ready, command, uploads=uploads, limit=limit)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from fleet.adapters import docker, process
+from fleet.adapters import docker
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError, DependencyDown, FleetError
@@ -36,6 +36,7 @@ from fleet.model.definition import Role
 from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
 from fleet.services import cattle, leaks, topology
+from fleet.services.access import DockerExec
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 
@@ -183,8 +184,7 @@ def _vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, obj
 
 def _hand_over(node: str, bundle: dict[str, object]) -> str:
     """Pipe the bundle into fleet-node login on the node; what it says (never a value)."""
-    result = process.run(["docker", "exec", "-i", node, *NODE_LOGIN], check=False,
-                         input_text=json.dumps(bundle), timeout=120)
+    result = DockerExec(node).run(NODE_LOGIN, input_text=json.dumps(bundle))
     if result.returncode != 0:
         raise FleetError(f"node {node} could not log in: "
                          f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}",
@@ -243,7 +243,7 @@ def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
     per node, its failure included: one node does not hide the others."""
     said = []
     for node, role_name, env in docker.running_nodes():
-        if not node.startswith(f"{ctx.fleet.name}-") or docker.has_file(node, NODE_TOKEN_FILE):
+        if not node.startswith(f"{ctx.fleet.name}-") or DockerExec(node).has(NODE_TOKEN_FILE):
             continue
         say(f"handing {node} its credentials again")
         try:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fleet.adapters import docker, pytest, ssh, vagrant
+from fleet.adapters import docker, pytest, vagrant
 from fleet.adapters.consul import Consul, Health
 from fleet.errors import DependencyDown, FleetError
 from fleet.model.definition import Role
@@ -45,6 +45,7 @@ from fleet.model.verification import (
     local_node,
 )
 from fleet.services import cattle, topology, verdicts
+from fleet.services.access import vagrant_host
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
 
@@ -221,17 +222,15 @@ def _consul_checks(consul: Consul, node: Node, role: Role, passing_timeout: floa
 
 def _suite_checks(ctx: Context, role: Role, image: ImageRecord, node: Node,
                   project: vagrant.Project, work: Path, logs: Path, say: Say) -> list[CheckResult]:
-    target = vagrant.ssh_config(project, role.name)
-    host_key = ssh.parse_public_key(docker.read_file(node.name,
-                                                     "/etc/ssh/ssh_host_ed25519_key.pub"))
+    target = vagrant_host(project, role.name, node.name)
     say("running the verification suite over SSH")
     cases = pytest.run(_suites(ctx, role), rootdir=ctx.root / SUITES, junit=work / "junit.xml",
                        env={"FLEET_FILE": str(ctx.file), "FLEET_VERIFY_ROLE": role.name,
                             "FLEET_VERIFY_VERSION": image.version, "FLEET_VERIFY_NODE": node.name,
-                            "FLEET_VERIFY_HOST": target.host, "FLEET_VERIFY_PORT": str(target.port),
+                            "FLEET_VERIFY_HOST": target.address, "FLEET_VERIFY_PORT": str(target.port),
                             "FLEET_VERIFY_USER": target.user,
-                            "FLEET_VERIFY_KEY": str(target.identity_file),
-                            "FLEET_VERIFY_HOST_KEY": host_key.line()},
+                            "FLEET_VERIFY_KEY": str(target.key_file),
+                            "FLEET_VERIFY_HOST_KEY": target.host_key.line()},
                        log=logs / "pytest.log", timeout=SUITE_TIMEOUT)
     outcome = {pytest.Outcome.PASSED: Outcome.PASSED, pytest.Outcome.SKIPPED: Outcome.SKIPPED,
                pytest.Outcome.FAILED: Outcome.FAILED, pytest.Outcome.ERROR: Outcome.FAILED}
