@@ -28,8 +28,7 @@ import pytest
 if "FLEET_VERIFY_HOST" not in os.environ:
     collect_ignore_glob = ["*"]
 
-# Where a node's rendered secrets will live once fleet delivers them from Vault at boot (the
-# secrets issue decides the delivery; until then the paths must simply be absent).
+# Where fleet-node renders a node's secrets from Vault at boot (0600 root, on the tmpfs).
 SECRETS_DIR = "/run/fleet/secrets"
 
 

@@ -1,18 +1,33 @@
-"""Secrets: none in the node's files, and rendered ones readable by root alone.
+"""Secrets and credentials on the node: where delivery puts them, and nowhere else.
 
-Rendered secrets do not exist yet (fleet delivers them from Vault at boot once the secrets
-issue lands), so today the 0600 check passes by their absence; the scan is real today.
+A verify (or Vagrant) node gets what `fleet secrets deliver` gives every new node: its own
+Consul token, written 0600 root on the /run/fleet tmpfs. It gets no Vault secrets: its
+environment (`verify`, `vagrant`) has no AppRole, so an image under test never holds a real
+secret; the rendered-secret paths must therefore be absent. The scan is over every file.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+TOKEN_FILE = "/run/fleet/consul/acl.json"  # where fleet-node login puts the node's token
 
-def test_rendered_secret_readable_by_root_only(node: Any, secrets_dir: str, secret: str) -> None:
+
+def test_credentials_live_on_a_tmpfs(node: Any) -> None:
+    kind = node.sh("stat -f -c %T /run/fleet")
+    assert kind == "tmpfs", f"/run/fleet is on {kind}, not a tmpfs: credentials would reach a disk"
+    node.expect("/run/fleet", "700", "directory")
+
+
+def test_consul_token_delivered_readable_by_root_only(node: Any) -> None:
+    node.expect(TOKEN_FILE, "600", "regular file")
+
+
+def test_no_vault_secret_rendered_on_a_local_node(node: Any, secrets_dir: str, secret: str) -> None:
     path = f"{secrets_dir}/{secret}"
-    if node.stat(path) is not None:
-        node.expect(path, "600", "regular file")
+    found = node.stat(path)
+    assert found is None, (f"{path} exists ({found}) on a local node, whose environment has no "
+                           "AppRole: where did it come from?")
 
 
 def test_no_secret_in_node_files(node: Any, secrets_dir: str,
