@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from fleet.model.secret import Secret
+# json, dataclasses and the Secret type are imported where they are used: `fleet --help` needs
+# none of them, and start-up time is a feature (bench/startup.py)
 
 
 def jsonable(value: Any) -> Any:
     """Result objects as plain JSON: dataclasses, enums, paths; secrets as ***."""
+    import dataclasses
+
+    from fleet.model.secret import Secret
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         for name in dir(type(value)):  # derived facts (ok, healthy) belong in the result too
@@ -34,6 +37,8 @@ def jsonable(value: Any) -> Any:
 
 
 def emit_json(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(jsonable(value), indent=2) + "\n")
 
 

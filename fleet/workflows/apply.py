@@ -29,7 +29,7 @@ from fleet.adapters import docker
 from fleet.errors import FleetError
 from fleet.model.image import current
 from fleet.model.nodes import node_name
-from fleet.model.plan import Action, Item, Options, Plan, PlanError, refusals
+from fleet.model.plan import Action, Item, Options, Plan, PlanError
 from fleet.services import cattle
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
@@ -88,10 +88,9 @@ def apply(ctx: Context, envs: Iterable[str], options: Options, *, saved: Plan | 
         if why:
             raise PlanError(f"the saved plan no longer matches reality ({why})",
                             "make a new one: fleet plan --out FILE")
-    refused = refusals(fresh)
-    if refused:
-        raise PlanError(f"refused: {refused[0]}"
-                        + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
+    refused = reading.error()
+    if refused is not None:
+        raise refused
     if not fresh.changes:
         return ApplyReport(fresh, (), round(time.monotonic() - started, 1))
     if saved is None and not confirm(fresh):

@@ -83,6 +83,12 @@ class BakeReport:
     def ok(self) -> bool:
         return all(r.outcome is not Outcome.FAILED for r in self.results)
 
+    def error(self) -> FleetError | None:
+        failed = [r for r in self.results if r.outcome is Outcome.FAILED]
+        if not failed:
+            return None
+        return FleetError(f"bake of {', '.join(r.role for r in failed)} failed: {failed[0].detail}")
+
 
 def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[Role]:
     """The roles a bake names, or every cattle role; unknown names are one clear error."""

@@ -31,7 +31,7 @@ from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
 from fleet.model.nodes import services_json
-from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path
+from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path, refusals
 from fleet.model.plan import diff as plan_diff
 from fleet.model.promotion import Channel
 from fleet.model.spec import did_you_mean
@@ -50,6 +50,14 @@ class Reading:
 
     plan: Plan
     channels: Mapping[tuple[str, str], str]         # (env, role) -> version
+
+    def error(self) -> PlanError | None:
+        """A plan that holds a blocked pet change is refused as a whole."""
+        refused = refusals(self.plan)
+        if not refused:
+            return None
+        return PlanError(f"refused: {refused[0]}"
+                         + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""))
 
 
 def workspace(ctx: Context, env: str) -> terraform.Workspace:

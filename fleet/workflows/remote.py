@@ -36,6 +36,14 @@ class RemoteReport:
     def failed(self) -> tuple[ssh.HostResult, ...]:
         return tuple(r for r in self.results if not r.ok)
 
+    def error(self, what: str) -> FleetError | None:
+        """Hosts that failed; WHAT names the work (`converge of web`, the command in backticks)."""
+        if not self.failed:
+            return None
+        names = ", ".join(r.host for r in self.failed)
+        return FleetError(f"{what} failed on {len(self.failed)} of {len(self.results)} "
+                          f"host(s): {names}", "each host's result is above")
+
 
 def _env_names(ctx: Context, envs: Iterable[str]) -> list[str]:
     return [e.name for e in ctx.fleet.chosen_envs(envs)]

@@ -117,6 +117,16 @@ class CheckReport:
     missing: tuple[model.Missing, ...]
     unsynced: tuple[str, ...]         # AppRoles not in Vault: `fleet secrets sync` first
 
+    def error(self) -> FleetError | None:
+        if self.unsynced:
+            return FleetError(f"{len(self.unsynced)} AppRole(s) missing in Vault, first "
+                              f"{self.unsynced[0]}", "run `fleet secrets sync`")
+        if self.missing:
+            first = self.missing[0]
+            return FleetError(f"{len(self.missing)} declared secret(s) missing in Vault, first "
+                              f"{first}", f"fleet secrets put {first.role} {first.key} --env {first.env}")
+        return None
+
 
 def check(ctx: Context, env: str | None = None) -> CheckReport:
     """Every secret each role declares, in each environment it runs in (or only env): present?
@@ -260,6 +270,10 @@ class RotateReport:
     nodes: tuple[tuple[str, str], ...]  # (node, what it said) for each running node
     failed: tuple[tuple[str, str], ...]
 
+    def error(self, role: str, env: str) -> FleetError | None:  # as the rotation named them
+        return FleetError(f"{len(self.failed)} node(s) of {role} in {env} did not log in again: "
+                          f"{self.failed[0][1]}") if self.failed else None
+
 
 def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
     """A new RoleID, every outstanding SecretID destroyed, and each running node of the role
@@ -297,6 +311,13 @@ class ScanReport:
     keys: int                        # Consul KV entries scanned (Terraform states among them)
     skipped: tuple[str, ...]         # files too large to scan
     findings: tuple[secretscan.Finding, ...]
+
+    def error(self) -> FleetError | None:
+        if not self.findings:
+            return None
+        return FleetError(f"{len(self.findings)} secret(s) found, first {self.findings[0].what} in "
+                          f"{self.findings[0].where}", "remove it there and rotate the secret "
+                          "(fleet secrets put, then fleet secrets rotate)")
 
 
 def scan_needles(ctx: Context, consul: Consul) -> dict[bytes, str]:

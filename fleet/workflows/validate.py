@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, FleetError
 from fleet.model.definition import parse, render
 from fleet.services.bakeinputs import missing_files
 from fleet.services.context import read_text
@@ -21,6 +21,12 @@ class Validation:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def error(self) -> FleetError | None:
+        if self.ok:
+            return None
+        return FleetError(f"{self.file.name} has {len(self.problems)} problem(s)",
+                          "fix them and run `fleet validate` again")
 
 
 def validate(file: Path) -> Validation:

@@ -151,6 +151,16 @@ class VerifyReport:
     def passed(self) -> bool:
         return self.verification.passed
 
+    def error(self) -> FleetError | None:
+        result = self.verification
+        if result.passed:
+            return None
+        failed = result.failed
+        if not failed:
+            return FleetError(f"verify of {result.ref} ran no check")
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        return FleetError(f"verify of {result.ref} failed: {failed[0].name}{more}", failed[0].detail)
+
 
 def _cattle_role(ctx: Context, name: str) -> Role:
     role = ctx.fleet.role(name)

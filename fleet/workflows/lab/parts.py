@@ -42,6 +42,14 @@ class LabReport:
     def healthy(self) -> bool:
         return all(p.state is PartState.UP for p in self.parts)
 
+    def error(self) -> FleetError | None:
+        """Parts not up (`lab up` and `lab status` fail with it; `lab down` does not)."""
+        down = [p.name for p in self.parts if p.state is not PartState.UP]
+        if not down:
+            return None
+        return FleetError(f"lab part(s) not up: {', '.join(down)}",
+                          "run `fleet lab up` (or scripts/setup.sh for a missing tool)")
+
 
 def _why_down(p: Paths, name: str) -> str:
     if p.pid(name).exists():
