@@ -56,9 +56,11 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
     for check in ("vagrant::up", "consul::joined", "consul::passing[web:8080]",
                   "common/test_services.py::test_listening[web:8080]",
                   "common/test_secrets.py::test_no_secret_in_node_files",
+                  "common/test_secrets.py::test_consul_token_delivered_readable_by_root_only",
+                  "common/test_secrets.py::test_credentials_live_on_a_tmpfs",
                   "web/test_web.py::test_serves_this_role_and_version"):
         assert check in human.stdout, check
-    assert "passed 24/24 checks" in human.stderr
+    assert "passed 26/26 checks" in human.stderr
 
     run = copy.run("verify", "web", "--version", "v1", "--json")
     assert run.code == 0, run.stderr
