@@ -23,11 +23,9 @@ def lab() -> None:
 def up(session: Session, as_json: bool) -> None:
     """Start every part of the lab; does nothing when all are up."""
     from fleet.workflows import lab as workflow
-    from fleet.workflows import secrets
 
     started = time.monotonic()
-    report = workflow.up(session.context(), render.progress,
-                         lambda ctx: secrets.redeliver(ctx, render.progress))
+    report = workflow.up(session.context(), render.progress)
     views.LAB.show(report, as_json)
     raise_if(report.error())
     render.progress(f"lab up in {time.monotonic() - started:.1f}s")

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from fleet.adapters import chef, docker, packer, terraform, vagrant
-from fleet.services import baseimage
+from fleet.services import baseimage, credentials
 from fleet.services.context import Context
 from fleet.services.topology import Paths, consul_tokens, network, paths
 from fleet.workflows.lab import processes
@@ -59,11 +59,10 @@ def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
 
 # ---- the commands -----------------------------------------------------------------------
 
-def up(ctx: Context, progress: Progress,
-       restarted: Callable[[Context], list[str]] | None = None) -> LabReport:
-    """Bring every part up; idempotent, and quick when all is already up. restarted: what
-    to do once everything is up if dockerd had to be started, and with it the lab's nodes
-    (the CLI hands over credentials again: fleet.workflows.secrets.redeliver)."""
+def up(ctx: Context, progress: Progress) -> LabReport:
+    """Bring every part up; idempotent, and quick when all is already up. If dockerd had
+    to be started, and with it the lab's nodes, each node that came back without its
+    credentials gets them again (fleet.services.credentials.redeliver)."""
     p = paths(ctx)
     p.lab.mkdir(parents=True, exist_ok=True)
     net = network(ctx)
@@ -75,8 +74,8 @@ def up(ctx: Context, progress: Progress,
     actions += _base_images_up(ctx, p, progress)
     if ctx.consul_token is None:  # the first `lab up` made the operator token just now
         ctx = replace(ctx, consul_token=consul_tokens(p).operator)
-    if docker_started and restarted is not None:
-        actions += restarted(ctx)
+    if docker_started:
+        actions += credentials.redeliver(ctx, progress)
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
 
 

@@ -1,0 +1,121 @@
+"""Credentials for a node: the hand-over at its creation (its own Consul token; for a role with
+secrets, a response-wrapped single-use Vault SecretID), again when it comes back without them
+(a reboot empties its tmpfs), and fleet's own Vault client. See fleet/workflows/secrets.py for
+the whole delivery story."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from fleet.adapters import docker
+from fleet.adapters.vault import Vault
+from fleet.errors import DependencyDown, FleetError
+from fleet.model import acl
+from fleet.model import secrets as model
+from fleet.model.definition import Role
+from fleet.model.nodes import upstream_services
+from fleet.model.secret import Secret
+from fleet.services import topology
+from fleet.services.access import DockerExec
+from fleet.services.context import Context
+
+NODE_LOGIN = ["/usr/local/sbin/fleet-node", "login"]
+
+
+def vault(ctx: Context) -> Vault:
+    """fleet's own Vault client, refusing early when Vault is sealed or down."""
+    if ctx.vault_token is None:
+        raise DependencyDown("no Vault token", "set VAULT_TOKEN (the lab's root token is used "
+                             "by default once `fleet lab up` has run here)")
+    client = Vault(ctx.vault_addr, ctx.vault_token.reveal())
+    client.require_unsealed()
+    return client
+
+
+def vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, object]:
+    """What a node of role r in env needs to log in to Vault once. It holds the wrapping
+    token: it goes to the node's stdin and nowhere else."""
+    name = model.name(ctx.fleet.name, r.name, env)
+    role_id = client.role_id(name, model.APPROLE_MOUNT)
+    wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
+    gateway = topology.network(ctx).gateway  # where nodes reach the lab's Vault
+    port = urlparse(ctx.vault_addr).port
+    return {
+        "vault": f"http://{gateway}:{port}", "approle_mount": model.APPROLE_MOUNT,
+        "role_id": role_id, "wrapped_secret_id": wrapped.reveal(),
+        "mount": ctx.fleet.secrets_mount, "path": model.kv_path(r.name, env),
+        "keys": list(r.secrets),
+    }
+
+
+def hand_over(node: str, bundle: dict[str, object]) -> str:
+    """Pipe the bundle into fleet-node login on the node; what it says (never a value)."""
+    result = DockerExec(node).run(NODE_LOGIN, input_text=json.dumps(bundle))
+    if result.returncode != 0:
+        raise FleetError(f"node {node} could not log in: "
+                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}",
+                         "see `fleet secrets check` and `fleet lab status`")
+    return result.stdout.strip()
+
+
+def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
+    """Mint the node's own Consul token (its policy rewritten, any earlier token of the same
+    node removed), and remove the tokens of nodes whose containers are gone."""
+    consul = ctx.consul()
+    services = [s.name for s in r.services] if r else []
+    upstreams = upstream_services(ctx.fleet, r) if r else []
+    listed = consul.policies()
+    consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
+                      f"fleet node {node}: itself, its services, what it watches", listed)
+    tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
+    policies = {acl.policy_node(name): pid for name, pid in listed.items()}
+    owners = {n for _, n in tokens} | set(policies)
+    gone = acl.gone({n for n in owners if n and n != node}, docker.lab_containers())
+    for token, owner in tokens:
+        if owner == node or owner in gone:
+            consul.delete_token(token.accessor)
+    for owner in gone:
+        if owner in policies:
+            consul.delete_policy(policies[owner])
+    return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
+
+
+def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
+    """Give a node just created its credentials: its Consul token, and for a role with
+    secrets its Vault login, with which it renders them."""
+    r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: only the token
+    bundle: dict[str, object] = {}
+    note = ""
+    if r is not None and r.secrets and env in ctx.fleet.env_names():
+        client = vault(ctx)
+        name = model.name(ctx.fleet.name, role_name, env)
+        if name in client.approles(name, model.APPROLE_MOUNT):
+            bundle["vault"] = vault_part(ctx, client, r, env)
+        else:
+            # the node boots without secrets, as one whose role was never synced would: not
+            # an apply's failure, but `fleet secrets check` (and `fleet plan`) name it
+            note = f"; no AppRole {name} in Vault, so no secrets: run `fleet secrets sync`"
+    bundle["consul_token"] = node_token(ctx, node, r).reveal()
+    return f"{node}: {hand_over(node, bundle)}{note}"
+
+
+NODE_TOKEN_FILE = "/run/fleet/consul/acl.json"  # where fleet-node login puts it (tmpfs)
+
+
+def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
+    """After the lab's dockerd restarted (its containers with it): each running node of the
+    fleet that came back without its credentials (its tmpfs went with the restart) gets them
+    again, as at its creation, the way a cloud instance re-authenticates at boot. One line
+    per node, its failure included: one node does not hide the others."""
+    said = []
+    for node, role_name, env in docker.running_nodes():
+        if not node.startswith(f"{ctx.fleet.name}-") or DockerExec(node).has(NODE_TOKEN_FILE):
+            continue
+        say(f"handing {node} its credentials again")
+        try:
+            said.append(deliver(ctx, node, role_name, env))
+        except FleetError as exc:
+            said.append(f"{node}: not handed its credentials: {exc.line()}")
+    return said
