@@ -107,6 +107,17 @@ class Consul:
         """The raft leader's address, '' while there is none."""
         return str(self._call("status/leader", self._client.status.leader) or "")
 
+    def members(self) -> dict[str, int]:
+        """Every LAN member the agent knows: node name -> serf status (1 alive, 2 leaving,
+        3 left, 4 failed), from /v1/agent/members."""
+        from consul.callback import CB
+
+        # py-consul's agent.members() sends no token: ask with the client's own
+        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
+        listed = self._call("agent/members", self._client.http.get, CB.json(),
+                            "/v1/agent/members", headers=headers)
+        return {str(m["Name"]): int(m["Status"]) for m in listed}
+
     def version(self) -> str:
         from consul.callback import CB
 

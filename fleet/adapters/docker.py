@@ -190,3 +190,48 @@ def containers(label: str) -> list[str]:
     result = process.run(["docker", "ps", "-a", "--filter", f"label={label}",
                           "--format", "{{.Names}}"], timeout=30)
     return [line for line in result.stdout.splitlines() if line]
+
+
+# ---- events (`docker events --format '{{json .}}'`, one JSON object a line) ---------------
+
+@dataclass(frozen=True)
+class Event:
+    """One container event: what happened (start, restart, die …) to which container."""
+
+    action: str
+    container: str                 # the container's name
+    labels: dict[str, str]         # its labels (Docker folds them into the actor's attributes)
+
+
+def parse_event(line: str) -> Event:
+    """One line of `docker events --format '{{json .}}'` about a container."""
+    data = json.loads(line)
+    if data["Type"] != "container":
+        raise ValueError(f"not a container event: {data['Type']}")
+    attributes = {str(k): str(v) for k, v in data["Actor"]["Attributes"].items()}
+    name = attributes.pop("name")
+    attributes.pop("image", None)  # the image a container runs is an attribute, not a label
+    return Event(str(data["Action"]), name, attributes)
+
+
+def events_argv(label: str, actions: tuple[str, ...]) -> list[str]:
+    """`docker events` for containers carrying label (KEY=VALUE), limited to actions."""
+    argv = ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+            "--filter", f"label={label}"]
+    for action in actions:
+        argv += ["--filter", f"event={action}"]
+    return argv
+
+
+def seconds_from_create_to_start(name: str) -> float | None:
+    """How long after its creation a container last started (a first start is quick, a
+    restart is not); None if the container is gone."""
+    from datetime import datetime
+
+    result = process.run(["docker", "inspect", "--type", "container", "--format",
+                          "{{.Created}} {{.State.StartedAt}}", name], check=False, timeout=30)
+    if result.returncode != 0:
+        return None
+    created, started = (datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00")
+                        for s in result.stdout.split())
+    return (started - created).total_seconds()

@@ -70,5 +70,14 @@ def reset(session: Session, yes: bool, as_json: bool) -> None:
     views.LAB.show(workflow.reset(ctx, render.progress), as_json)
 
 
+@lab.command(name="boots", hidden=True)
+@click.pass_obj
+def boots(session: Session) -> None:
+    """Hand the fleet's rebooted nodes their credentials again (`lab up` runs it)."""
+    from fleet.workflows.lab import boots as workflow
+
+    workflow.watch(session.context(), render.progress)
+
+
 def register(group: click.Group) -> None:
     group.add_command(lab)

@@ -93,7 +93,7 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
         assert promoted.code == 0, promoted.stderr
         (event,) = [e for e in copy.run("history", "canary", "--json").json()
                     if e["event"] == "promote"]
-        assert event["verified"]["web"].startswith("passed 24/24 checks")
+        assert event["verified"]["web"].startswith("passed 26/26 checks")
     finally:
         cattle.apply(ctx, "canary", [])
 

@@ -27,7 +27,7 @@ from fleet.adapters import chef, docker, packer, terraform, vagrant
 from fleet.services import baseimage, credentials
 from fleet.services.context import Context
 from fleet.services.topology import Paths, consul_tokens, network, paths
-from fleet.workflows.lab import processes
+from fleet.workflows.lab import boots, processes
 from fleet.workflows.lab.consul_server import consul_up
 from fleet.workflows.lab.engine import docker_up, network_up
 from fleet.workflows.lab.openbao_server import openbao_up
@@ -76,6 +76,9 @@ def up(ctx: Context, progress: Progress) -> LabReport:
         ctx = replace(ctx, consul_token=consul_tokens(p).operator)
     if docker_started:
         actions += credentials.redeliver(ctx, progress)
+    if processes.recorded_pid(p, "boots", boots.EXE) is None:
+        processes.start(p, "boots", boots.argv(ctx))
+        actions.append("started the reboot watcher")
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
 
 
@@ -83,7 +86,8 @@ def down(ctx: Context, progress: Progress) -> LabReport:
     """Stop what the lab started, by PID; data stays for the next `lab up`."""
     p = paths(ctx)
     actions = []
-    for name, exe in (("openbao", "bao"), ("consul", "consul"), ("dockerd", "dockerd")):
+    for name, exe in (("boots", boots.EXE), ("openbao", "bao"), ("consul", "consul"),
+                      ("dockerd", "dockerd")):
         if processes.recorded_pid(p, name, exe) is not None:
             progress(f"stopping {name}")
             if processes.stop(p, name, exe):
@@ -121,6 +125,7 @@ def status(ctx: Context, *, tools: bool = True) -> LabReport:
         lambda: network_part(net),
         lambda: consul_part(ctx, p),
         lambda: openbao_part(ctx, p),
+        lambda: boots.part(p),
         *[(lambda b=b: base_part(ctx, b)) for b in ctx.fleet.bases],
     ]
     if tools:
