@@ -37,12 +37,18 @@ def _choose_consul_tokens(p: Paths) -> ConsulTokens:
     return consul_tokens(p)
 
 
+# Gossip for a crowded, slow host: the nodes' agents have the same (packer/base/finish.sh
+# says why); Consul's LAN defaults made busy but healthy nodes flap failed.
+GOSSIP_LAN = {"gossip_nodes": 3, "gossip_interval": "500ms", "probe_interval": "3s",
+              "probe_timeout": "2s", "suspicion_mult": 6, "retransmit_mult": 4}
+
+
 def _consul_config(tokens: ConsulTokens) -> str:
     # Consul 1.8 names the bootstrap token `master` (1.11 renamed it initial_management)
     return json.dumps({"acl": {
         "enabled": True, "default_policy": "deny", "down_policy": "extend-cache",
         "tokens": {"master": tokens.management.reveal(), "agent": tokens.management.reveal()},
-    }})
+    }, "gossip_lan": GOSSIP_LAN})
 
 
 def consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[str]:
@@ -58,8 +64,15 @@ def consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[
         progress("restarting consul with ACLs on")
         processes.stop(p, "consul", "consul")
         actions.append("restarted consul with ACLs")
+    config = _consul_config(tokens)
+    if (processes.recorded_pid(p, "consul", "consul") is not None and p.consul_config.exists()
+            and p.consul_config.read_text() != config):
+        # a lab made by an older fleet: its server takes the lab's configuration (gossip)
+        progress("restarting consul with the lab's configuration")
+        processes.stop(p, "consul", "consul")
+        actions.append("restarted consul with the lab's configuration")
     if not _consul_ready(consul):
-        write_private(p.consul_config, _consul_config(tokens))
+        write_private(p.consul_config, config)
         if processes.recorded_pid(p, "consul", "consul") is None:
             progress("starting consul server")
             p.consul_data.mkdir(parents=True, exist_ok=True)
