@@ -48,6 +48,16 @@ class Health(StrEnum):
 # leader deregistered it: the catalog then holds them, passing, without this check, until the
 # leader's next reconcile (up to a minute). Such a node is not counted as registered.
 MEMBER_CHECK = "serfHealth"
+TXN_OPS = 64  # operations in one transaction, Consul's limit
+
+
+@dataclass(frozen=True)
+class TaggedNodes:
+    """What one read of the health checks says of a fleet's nodes (Consul.nodes_by_tags)."""
+
+    by_tags: dict[tuple[str, ...], set[str]]  # a service's tag list -> nodes with its check
+    members: dict[str, bool]                  # node -> its MEMBER_CHECK passes (a failed
+                                              # member: False); a node without one is absent
 
 
 class TokenState(StrEnum):
@@ -138,6 +148,34 @@ class Consul:
         _, items = self._call(f"list {prefix}", self._client.kv.get, prefix, recurse=True)
         return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"])) for i in items or []]
 
+    def keys(self, prefix: str) -> builtins.list[str]:
+        """Every key under prefix, without values, in one request."""
+        _, keys = self._call(f"list keys of {prefix}", self._client.kv.get, prefix, keys=True)
+        return [str(k) for k in keys or []]
+
+    def get_many(self, keys: builtins.list[str]) -> builtins.list[Entry]:
+        """These keys' entries, TXN_OPS a request (one transaction each). A key gone meanwhile
+        is left out: each is read with get-tree, which (unlike get) fails no transaction."""
+        import base64
+        import json
+
+        from consul.callback import CB
+
+        wanted, found = set(keys), []
+        for start in range(0, len(keys), TXN_OPS):
+            ops = [{"KV": {"Verb": "get-tree", "Key": k}} for k in keys[start:start + TXN_OPS]]
+            # py-consul's txn.put sends no token, and Consul then leaves out, silently, every
+            # entry the anonymous token may not read: the same request, with the token
+            answer = self._call(f"read {len(ops)} keys", self._client.http.put, CB.json(),
+                                "/v1/txn", data=json.dumps(ops),
+                                headers=self._client.prepare_headers())
+            for result in answer["Results"] or []:
+                kv = result["KV"]
+                if kv["Key"] in wanted:  # get-tree also returns longer keys the key prefixes
+                    found.append(Entry(kv["Key"], base64.b64decode(kv["Value"] or ""),
+                                       int(kv["ModifyIndex"])))
+        return found
+
     def instances(self, service: str, tag: str) -> builtins.list[Instance]:
         """Every instance of a service carrying tag, with its health, in one request. Only
         on nodes that are members of the cluster (see MEMBER_CHECK)."""
@@ -190,16 +228,22 @@ class Consul:
     def delete_tree(self, prefix: str) -> None:
         self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)
 
-    def nodes_by_tags(self, tag: str) -> dict[tuple[str, ...], set[str]]:
+    def nodes_by_tags(self, tag: str) -> TaggedNodes:
         """The nodes with a service check whose service carries tag, grouped by the service's
-        tag list: every node of a large fleet in one request (a filter on
-        /v1/health/state/any), and no object per node, which fleet plan would pay for."""
+        tag list, and every member's serfHealth: every node of a large fleet in one request
+        (a filter on /v1/health/state/any), and no object per node, which fleet plan would
+        pay for. (serfHealth checks carry no service tags, so they are read for every member
+        of the datacenter: one small check each.)"""
         _, items = self._call(f"checks tagged {tag}", self._client.health.state, "any",
-                              filter_expr=f'"{tag}" in ServiceTags')
+                              filter_expr=f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"')
         found: dict[tuple[str, ...], set[str]] = {}
+        members: dict[str, bool] = {}
         for item in items:
-            found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
-        return found
+            if item["CheckID"] == MEMBER_CHECK:
+                members[item["Node"]] = item["Status"] == Health.PASSING
+            else:
+                found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
+        return TaggedNodes(found, members)
 
     # ---- ACLs (the lab runs default deny) --------------------------------------------------
 

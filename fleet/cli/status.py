@@ -11,13 +11,20 @@ from fleet.cli.meta import Session, json_option
 @click.command()
 @click.argument("env", required=False)
 @click.option("--role", help="Only events about this role.")
+@click.option("--since", default="", metavar="DURATION|TIME",
+              help="Only events since then: a duration back from now (30m, 1h, 2d) or an ISO "
+                   "8601 time (UTC unless it says otherwise).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only the newest N events (default: all).")
 @json_option
 @click.pass_obj
-def history(session: Session, env: str | None, role: str | None, as_json: bool) -> None:
+def history(session: Session, env: str | None, role: str | None, since: str,
+            limit: int | None, as_json: bool) -> None:
     """Every promotion, rollout step, gate result and rollback: who, when, what, outcome."""
     from fleet.workflows import status as workflow
 
-    views.HISTORY.show(workflow.history(session.context(), env, role), as_json)
+    views.HISTORY.show(workflow.history(session.context(), env, role, since=since, limit=limit),
+                       as_json)
 
 
 @click.command(name="status")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from fleet.model.plan import Plan
     from fleet.workflows.apply import ApplyReport
     from fleet.workflows.bake import BakeReport
+    from fleet.workflows.images import PruneReport
     from fleet.workflows.lab import LabReport
     from fleet.workflows.promote import PromotionReport
     from fleet.workflows.remote import RemoteReport
@@ -83,7 +84,7 @@ LAB = View(_lab)
 # ---- bake, images, revoke -------------------------------------------------------------------
 
 def _bake(result: BakeReport) -> None:
-    colours = {"built": "green", "cached": "cyan", "failed": "red"}
+    colours = {"built": "green", "cached": "cyan", "skipped": "bright_black", "failed": "red"}
     render.table("bake", ["role", "outcome", "version", "digest", "image", "seconds", "detail"], [
         [r.role, _coloured(r.outcome.value, colours, "yellow"), r.version, r.digest[:12],
          r.artifact[7:19], f"{r.seconds:.1f}", r.detail] for r in result.results])
@@ -94,11 +95,18 @@ def _image(result: ImageRecord) -> None:
                  [[k, str(v)] for k, v in render.jsonable(result).items()])
 
 
+def _state(r: ImageRecord) -> render.Styled | str:
+    if r.revoked:
+        return render.colour(f"revoked: {r.revoked_reason}", "red")
+    if r.pruned:
+        return render.colour(f"pruned {r.pruned_at}", "bright_black")
+    return "ok"
+
+
 def _images(result: Sequence[ImageRecord]) -> None:
     render.table("images", ["image", "digest", "artifact", "git", "baked", "by", "state"], [
         [r.ref, r.digest[:12], r.artifact[7:19], r.git_commit[:8] + ("+" if r.git_dirty else ""),
-         r.baked_at, r.baked_by,
-         render.colour(f"revoked: {r.revoked_reason}", "red") if r.revoked else "ok"]
+         r.baked_at, r.baked_by, _state(r)]
         for r in result])
 
 
@@ -106,18 +114,50 @@ def _revoked(result: ImageRecord) -> None:
     click.echo(f"revoked {result.ref}: {result.revoked_reason}")
 
 
+def _prune(result: PruneReport) -> None:
+    colours = {"kept": "green", "pruned": "yellow", "would prune": "yellow", "failed": "red"}
+    title = f"images prune --keep {result.keep}" + (" --dry-run" if result.dry_run else "")
+    render.table(title, ["image", "kind", "id", "outcome", "why"], [
+        [p.verdict.ref, p.verdict.kind.value, p.verdict.artifact[7:19],
+         _coloured(p.outcome.value, colours, "white"),
+         "; ".join(p.verdict.reasons) + (f" ({p.detail})" if p.detail else "")
+         + ("" if p.verdict.present or not p.verdict.keep else " (but its image is not in Docker)")]
+        for p in result.images])
+    verb = "would prune" if result.dry_run else "pruned"
+    render.progress(f"{verb} {result.pruned} of {len(result.images)} image(s)")
+
+
 BAKE = View(_bake)
 IMAGE = View(_image)
 IMAGES = View(_images)
 REVOKED = View(_revoked)
+PRUNE = View(_prune)
 
 
 # ---- promote, rollback, status, history -----------------------------------------------------
 
+def _on(at: Mapping[str, str]) -> str:
+    """{'web': 'v2', 'api': 'v2', 'git': ''} -> 'web, api at v2; git at nothing'."""
+    by: dict[str, list[str]] = {}
+    for role, version in at.items():
+        by.setdefault(version, []).append(role)
+    return "; ".join(f"{', '.join(roles)} at {v or 'nothing'}" for v, roles in by.items())
+
+
 def _promotions(result: Sequence[PromotionReport]) -> None:
+    """One line per rollout, where its roles are told from the channels it left (as `fleet
+    status` shows them), then what the rollout was and how it ended."""
     for r in result:
-        click.echo(f"{r.env}: {', '.join(r.roles)} at {r.version} ({r.state.value}, "
-                   f"{r.steps} step(s), {r.seconds:.1f}s, rollout {r.rollout})")
+        kind = "rollback to" if r.purpose == "rollback" else "promotion to"
+        if not r.rollout:
+            what = "already there, nothing to roll"
+        elif r.state.value == "done":
+            what = f"{kind} {r.version} done" + (", carried on" if r.carried_on else "")
+        else:
+            undone = "undone" if r.purpose == "rollback" else "rolled back"
+            what = f"{kind} {r.version} {undone}: {r.detail}"
+        rollout = f"rollout {r.rollout}, {r.steps} step(s), " if r.rollout else ""
+        click.echo(f"{r.env}: {_on(r.at)} ({what}; {rollout}{r.seconds:.1f}s)")
 
 
 def _status(result: Sequence[RoleStatus]) -> None:
@@ -132,11 +172,67 @@ def _status(result: Sequence[RoleStatus]) -> None:
         for r in result])
 
 
+# what each kind of event says, from its fields; fields a sentence does not use follow it
+EVENTS = {
+    "promote": "{roles} to {version}; before: {previous}",
+    "rollback-to": "{roles} back to {version}; before: {previous}",
+    "step": "{step} of {of}: {groups}",
+    "rollback-step": "{step} of {of}, back: {groups}",
+    "gate": "step {step} passed",
+    "gate-failed": "step {step} failed: {detail}",
+    "rollback": "rolling {version} back to {to}: {reason}",
+    "rolled-back": "{version} rolled back to {to}: {reason}",
+    "promoted": "{roles} at {version}; before: {previous}",
+    "resume": "carried on at step {step} ({state})",
+    "refused": "{version} for {roles}: {problems}",
+    "lock-taken-over": "the lock, from {holder} (pid {pid}, since {since}), whose process was gone",
+}
+HEAD = {"at", "env", "event", "who", "rollout", "roles"}  # said around the sentence
+
+
+def _text(value: object) -> str:
+    """A field of an event as words: {'web': 'v1', 'api': ''} -> 'web v1, api nothing',
+    {'v1': 0, 'v2': 1} -> 'v1=0 v2=1', lists joined, True -> 'yes'."""
+    if isinstance(value, Mapping):
+        if all(isinstance(v, int) for v in value.values()):
+            return " ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k} {_text(v) or 'nothing'}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        words = [_text(v) for v in value]
+        return ("; " if any(" " in w for w in words) else ", ").join(words)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def _event(e: Event, widths: tuple[int, int] = (0, 0)) -> str:
+    """One event as one line: when, where, what happened, then who (and which rollout);
+    `widths` pads the environment and the event's kind, so that lines align."""
+    import string
+
+    kind = str(e["event"])
+    template = EVENTS.get("gate-failed" if kind == "gate" and e.get("passed") is False
+                          else kind, "")
+    used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    if not used <= e.keys():
+        template, used = "", set()  # an event of another shape: its fields say it all
+    said = template.format(**{k: _text(e[k]) for k in used})
+    rest = [f"{k}: {_text(v)}" for k, v in e.items()
+            if k not in HEAD | used | {"passed"} and _text(v) not in ("", "no")]
+    rollout = f", rollout {e['rollout']}" if "rollout" in e else ""
+    where, kind = f"{e['env'] or '-'}", f"{kind}:"
+    return (f"{str(e['at'])[:19].replace('T', ' ')}  {where:<{widths[0]}}  "
+            f"{kind:<{widths[1]}} "
+            + "; ".join(x for x in [said, *rest] if x) + f"  ({e['who']}{rollout})")
+
+
 def _history(result: Sequence[Event]) -> None:
-    shown = {"at", "event", "env", "who"}  # columns of their own; the rest is the detail
-    render.table("history", ["at", "env", "event", "who", "detail"], [
-        [str(e["at"])[:19], str(e["env"]), str(e["event"]), str(e["who"]),
-         "; ".join(f"{k}={v}" for k, v in e.items() if k not in shown)] for e in result])
+    widths = (max((len(str(e["env"])) or 1 for e in result), default=0),
+              max((len(str(e["event"])) + 1 for e in result), default=0))
+    for e in result:
+        click.echo(_event(e, widths))
+    if not result:
+        render.progress("no events")
 
 
 PROMOTIONS = View(_promotions)

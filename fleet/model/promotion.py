@@ -38,11 +38,14 @@ class Channel:
 
 
 def image_problems(role: str, version: str, record: ImageRecord | None) -> list[str]:
-    """What no --force overrides: an image that is not baked, or is revoked."""
+    """What no --force overrides: an image that is not baked, is revoked, or was pruned."""
     if record is None:
         return [f"{role}:{version} is not baked (fleet bake {role} --version {version})"]
     if record.revoked:
         return [f"{role}:{version} is revoked ({record.revoked_reason})"]
+    if record.pruned:
+        return [f"{role}:{version} was pruned at {record.pruned_at}: its image is gone "
+                f"(fleet bake {role} --version {version} builds it again)"]
     return []
 
 
@@ -152,6 +155,14 @@ def floor(count: int, min_healthy_percent: int) -> int:
     return math.ceil(count * min_healthy_percent / 100)
 
 
+class Purpose(StrEnum):
+    """What the command that started a rollout asked for: it decides what a later command does
+    with the rollout if it is left unfinished (see `superseded`)."""
+
+    PROMOTE = "promote"     # fleet promote (and apply): the roles to a version
+    ROLLBACK = "rollback"   # fleet rollback: the roles back to their previous version
+
+
 class RolloutState(StrEnum):
     ROLLING = "rolling"
     DONE = "done"
@@ -183,6 +194,7 @@ class Rollout:
     started_at: str
     reason: str = ""
     groups: dict[str, Groups] = field(default_factory=dict)  # role -> groups now
+    purpose: Purpose = Purpose.PROMOTE
 
     @property
     def finished(self) -> bool:
@@ -202,9 +214,37 @@ class Rollout:
     @classmethod
     def from_json(cls, text: str | bytes) -> Rollout:
         d = json.loads(text)
+        # a rollout recorded before rollouts knew their purpose was a promotion's, or an
+        # unfinished rollback's, which was then treated alike: read it as a promotion
+        purpose = Purpose(d["purpose"]) if "purpose" in d else Purpose.PROMOTE
         return cls(d["id"], d["env"], d["version"], tuple(d["roles"]), d["previous"], d["plan"],
                    d["step"], RolloutState(d["state"]), d["started_by"], d["started_at"],
-                   d["reason"], d["groups"])
+                   d["reason"], d["groups"], purpose)
+
+
+def superseded(found: Rollout, command: Purpose, version: str = "") -> bool:
+    """Whether a command (a promotion of VERSION, or a rollback) that finds FOUND unfinished
+    rolls it back before it does its own work (True), or carries it on (False).
+
+    A rollback under way is always carried on: it puts back what ran before. Otherwise
+    `fleet rollback` carries on an unfinished rollback (the rollback it asks for again: rolling
+    it back would undo it) and rolls back an unfinished promotion (that is the rollback asked
+    for); a promotion carries on a rollout to its own version and supersedes any other.
+    """
+    if found.state is not RolloutState.ROLLING:
+        return False
+    if command is Purpose.ROLLBACK:
+        return found.purpose is Purpose.PROMOTE
+    return found.version != version
+
+
+def settles_rollback(final: Rollout) -> bool:
+    """Whether a rollout left unfinished, once `fleet rollback` carried it to FINAL, is the
+    rollback asked for, for its roles: a promotion undone, or a rollback done. A rollback that
+    had to be undone (its nodes failed) is not."""
+    if final.purpose is Purpose.PROMOTE:
+        return final.state is RolloutState.ROLLED_BACK
+    return final.state is RolloutState.DONE
 
 
 def groups_at(rollout: Rollout, role: str, step: int) -> Groups:

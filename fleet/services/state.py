@@ -7,30 +7,55 @@
   <prefix>/locks/<env>             the rollout lock (see lock.py)
 
 A write that cannot be made raises, and the step it was meant to record is not taken.
+
+The history only grows, so it is read by its keys: `<time>` is an ISO 8601 UTC stamp of fixed
+width, so the keys sort by time, and a reader that wants events since a time, or the newest
+N, lists the keys alone (one request) and reads only the values it needs, newest first.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from fleet.adapters.consul import TXN_OPS, Entry
 from fleet.errors import FleetError
 from fleet.model.promotion import Channel, Groups, Rollout
 from fleet.services.catalog import KV
+
+Event = dict[str, Any]  # one history entry, as recorded
+
+
+class StateKV(KV, Protocol):
+    """What the state needs of a KV store besides the catalog's: keys alone, and many values
+    at once (Consul in practice)."""
+
+    def keys(self, prefix: str) -> list[str]: ...
+    def get_many(self, keys: list[str]) -> list[Entry]: ...
+
+
+def _every(event: Event) -> bool:
+    return True
 
 
 class StateConflict(FleetError):
     """Someone else wrote the same state between our read and our write."""
 
 
+def stamp(at: datetime) -> str:
+    """A history key's time: ISO 8601 in UTC, to the microsecond, so keys sort by time."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return stamp(datetime.now(UTC))
 
 
 class FleetState:
-    def __init__(self, kv: KV, prefix: str) -> None:
+    def __init__(self, kv: StateKV, prefix: str) -> None:
         self.kv = kv
         self.prefix = prefix
 
@@ -86,6 +111,27 @@ class FleetState:
         if not written:
             raise StateConflict(f"history key {key} already exists", "rerun the command")
 
-    def history(self) -> list[dict[str, Any]]:
-        entries = self.kv.list(f"{self.prefix}/history/")
-        return [json.loads(e.value) for e in sorted(entries, key=lambda e: e.key) if e.value]
+    def history(self, *, since: datetime | None = None, limit: int | None = None,
+                keep: Callable[[Event], bool] = _every) -> list[Event]:
+        """The events `keep` accepts, oldest first: those at or after `since` (None for all),
+        and of them the newest `limit` (None for all).
+
+        Without since or limit, the whole history in one request. Otherwise the keys (one
+        request), then the values of the keys since `since`, newest first, TXN_OPS a request,
+        until `limit` events are kept.
+        """
+        root = f"{self.prefix}/history/"
+        if since is None and limit is None:
+            entries = sorted(self.kv.list(root), key=lambda e: e.key)
+            return [event for e in entries if e.value and keep(event := json.loads(e.value))]
+        start = stamp(since) if since else ""
+        keys = sorted(k for k in self.kv.keys(root) if k[len(root):] >= start)
+        newest: list[Event] = []
+        while keys and (limit is None or len(newest) < limit):
+            batch, keys = keys[-TXN_OPS:], keys[:-TXN_OPS]
+            for entry in sorted(self.kv.get_many(batch), key=lambda e: e.key, reverse=True):
+                if entry.value and keep(event := json.loads(entry.value)):
+                    newest.append(event)
+                    if len(newest) == limit:
+                        break
+        return newest[::-1]

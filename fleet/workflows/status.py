@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet.model.grammar import RoleClass
+from fleet.model.history import since as since_time
 from fleet.model.promotion import floor
 from fleet.services import cattle
 from fleet.services.context import Context
@@ -62,12 +64,20 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     return out
 
 
-def history(ctx: Context, env: str | None, role: str | None) -> list[dict[str, Any]]:
+def history(ctx: Context, env: str | None, role: str | None, *, since: str = "",
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """The events about ENV and ROLE (None: any), oldest first: those since `since` (a
+    duration back from now or a time, see model.history.since; '' for all) and of them the
+    newest `limit` (None for all). A role is not checked against fleet.toml: the history
+    names roles that may have gone from it since."""
     if env:
         ctx.fleet.environment(env)
-    events = FleetState(ctx.consul(), ctx.fleet.kv_prefix).history()
+    start = since_time(since, datetime.now(UTC)) if since else None
 
     def about(event: dict[str, Any]) -> bool:
-        return (env is None or event["env"] == env) and (role is None or role in event["roles"])
+        # an event about the environment as a whole (a lock taken over) names no roles
+        return (env is None or event["env"] == env) and (
+            role is None or role in event.get("roles", ()))
 
-    return [e for e in events if about(e)]
+    return FleetState(ctx.consul(), ctx.fleet.kv_prefix).history(since=start, limit=limit,
+                                                                  keep=about)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from fleet.model.definition import parse
@@ -9,6 +12,7 @@ from fleet.model.image import ImageRecord
 from fleet.model.promotion import (
     Channel,
     PromotionError,
+    Purpose,
     Rollout,
     RolloutState,
     floor,
@@ -17,7 +21,9 @@ from fleet.model.promotion import (
     image_problems,
     must_pass,
     promotable_roles,
+    settles_rollback,
     steps,
+    superseded,
     weight,
 )
 from tests.conftest import EXAMPLE
@@ -126,3 +132,41 @@ def test_rollout_round_trips_and_knows_its_groups() -> None:
     assert groups_at(r, "web", 0) == {"v1": 1}
     assert groups_at(r, "web", 2) == {"v1": 0, "v2": 1}
     assert groups_at(r, "web", 9) == {"v1": 0, "v2": 1}
+
+
+def test_a_rollout_knows_its_purpose_and_older_records_read_as_promotions() -> None:
+    back = replace(rollout(), purpose=Purpose.ROLLBACK)
+    assert Rollout.from_json(back.to_json()).purpose is Purpose.ROLLBACK
+    old = json.loads(rollout().to_json())
+    del old["purpose"]  # recorded before rollouts knew their purpose
+    assert Rollout.from_json(json.dumps(old)).purpose is Purpose.PROMOTE
+
+
+@pytest.mark.parametrize(("purpose", "state", "command", "version", "expected"), [
+    # fleet rollback rerun: an unfinished rollback is carried on, never undone
+    (Purpose.ROLLBACK, RolloutState.ROLLING, Purpose.ROLLBACK, "", False),
+    # fleet rollback over an unfinished promotion: rolling it back is the rollback
+    (Purpose.PROMOTE, RolloutState.ROLLING, Purpose.ROLLBACK, "", True),
+    # a rollback under way is always carried on
+    (Purpose.PROMOTE, RolloutState.ROLLING_BACK, Purpose.ROLLBACK, "", False),
+    (Purpose.ROLLBACK, RolloutState.ROLLING_BACK, Purpose.PROMOTE, "v9", False),
+    # a promotion carries on a rollout to its own version, and supersedes another
+    (Purpose.PROMOTE, RolloutState.ROLLING, Purpose.PROMOTE, "v2", False),
+    (Purpose.ROLLBACK, RolloutState.ROLLING, Purpose.PROMOTE, "v2", False),
+    (Purpose.PROMOTE, RolloutState.ROLLING, Purpose.PROMOTE, "v3", True),
+    (Purpose.ROLLBACK, RolloutState.ROLLING, Purpose.PROMOTE, "v1", True),
+])
+def test_what_a_command_does_with_an_unfinished_rollout(
+        purpose: Purpose, state: RolloutState, command: Purpose, version: str,
+        expected: bool) -> None:
+    found = replace(rollout(state), purpose=purpose)  # a rollout to v2
+    assert superseded(found, command, version) is expected
+
+
+def test_which_settled_rollouts_are_the_rollback_asked_for() -> None:
+    done, undone = rollout().move(RolloutState.DONE), rollout().move(
+        RolloutState.ROLLING_BACK).move(RolloutState.ROLLED_BACK)
+    assert settles_rollback(undone), "a promotion undone is the rollback"
+    assert settles_rollback(replace(done, purpose=Purpose.ROLLBACK)), "a rollback done is"
+    assert not settles_rollback(replace(undone, purpose=Purpose.ROLLBACK)), \
+        "a rollback undone is not: it is asked for again"

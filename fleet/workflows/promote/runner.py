@@ -1,67 +1,39 @@
-"""fleet promote / rollback: gated promotion that really rolls the nodes, on Terraform.
-
-A promotion of VERSION to ENV:
-1. checks the gates (baked, not revoked; the environment before runs VERSION, passing, for its
-   soak time; a passing verify where the environment has require_verify; --force --reason
-   overrides all but the first and is recorded), then asks for manual approval where the
-   environment wants it;
-2. takes the environment's lock (a Consul session; --wait queues behind a holder);
-3. resumes or rolls back an unfinished rollout of that environment first (one killed with -9);
-4. plans the red/black steps per role (model.promotion.steps) and, for each step: records it,
-   writes the desired groups, applies them with Terraform, and waits until the new nodes pass
-   in Consul. A step whose nodes do not pass within the timeout turns the rollout into a
-   rollback to the previous version, by the same machinery, and the command fails saying so;
-5. on success, moves each role's channel to VERSION (check-and-set) and records it.
-"""
+"""The rollout runner shared by promote and rollback (and apply's repairs): gates, Terraform
+applies, Consul health, and the rollout's state machine carried from step to step."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
 from fleet.model import nodes as node_model
-from fleet.model.image import ImageRecord, check_version
+from fleet.model.image import ImageRecord
 from fleet.model.promotion import (
     Channel,
     Groups,
-    PromotionError,
+    Purpose,
     Rollout,
     RolloutState,
     gate,
     groups_at,
-    image_problems,
     must_pass,
-    promotable_roles,
     steps,
+    superseded,
     weight,
 )
-from fleet.model.verification import verify_problems
 from fleet.services import cattle
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
 from fleet.services.lock import env_lock
 from fleet.services.state import FleetState
-from fleet.services.verdicts import read_verification
+from fleet.workflows.promote.report import PromotionReport
 
 Say = Callable[[str], None]
 STEP_TIMEOUT = 120.0  # seconds for a step's new nodes to pass before the rollout rolls back
-
-
-@dataclass(frozen=True)
-class PromotionReport:
-    env: str
-    version: str
-    roles: tuple[str, ...]
-    state: RolloutState
-    rollout: str
-    steps: int
-    seconds: float
-    detail: str = ""
 
 
 class Promoter:
@@ -110,7 +82,7 @@ class Promoter:
                 want = fleet.roles[role].count[previous_env]
                 seen = cattle.health(self.ctx, self.services(role), previous_env, role)
                 passing = seen.passing_of(before.version) >= want
-            since = _seconds_since(before.since) if before else None
+            since = seconds_since(before.since) if before else None
             found = gate(fleet, env, role, version, before, passing, since)
             problems += found
             if found and before_env and before and before.version == version and passing:
@@ -216,12 +188,14 @@ class Promoter:
         fleet, say a Terraform error): carry it on, or, when a newer command supersedes it,
         roll it back first. A rollback under way is always carried on."""
         env = rollout.env
+        name = (f"rollout {rollout.id} (a rollback to {rollout.version})"
+                if rollout.purpose is Purpose.ROLLBACK
+                else f"rollout {rollout.id} of {rollout.version}")
         if superseded_by and rollout.state is RolloutState.ROLLING:
-            self.say(f"{env}: rolling back unfinished rollout {rollout.id} of {rollout.version}, "
-                     f"superseded by {superseded_by}")
+            self.say(f"{env}: rolling back unfinished {name}, superseded by {superseded_by}")
             return self.run(self.start_rollback(rollout, f"superseded by {superseded_by}"))
-        self.say(f"{env}: carrying on rollout {rollout.id} of {rollout.version} "
-                 f"({rollout.state}, step {rollout.step}) left unfinished")
+        self.say(f"{env}: carrying on {name} ({rollout.state}, step {rollout.step}) left "
+                 "unfinished")
         self.rollout_event("resume", rollout, state=rollout.state.value, step=rollout.step)
         return self.run(rollout, resume=True)
 
@@ -261,136 +235,47 @@ class Promoter:
         self.state.save_rollout(done)
         return done
 
+    # ---- what a command does around its rollouts ----
+    @contextlib.contextmanager
+    def locked(self, env: str, wait: bool) -> Iterator[None]:
+        """Hold ENV's rollout lock; a lock taken over from a dead holder is in the history."""
+        with env_lock(self.consul, self.ctx.fleet.kv_prefix, env, wait=wait,
+                      say=self.say) as dead:
+            if dead is not None:
+                self.event("lock-taken-over", env, holder=dead.who, pid=dead.pid,
+                           since=dead.since)
+            yield
+
+    def settle_found(self, env: str, command: Purpose,
+                     version: str = "") -> tuple[Rollout, Rollout] | None:
+        """Settle the rollout of ENV left unfinished, if any, as a command asking for
+        `command` (of VERSION) must (model.promotion.superseded): (as found, as finished)."""
+        found = self.state.rollout(env)
+        if found is None or found.finished:
+            return None
+        by = ""
+        if superseded(found, command, version):
+            by = ("fleet rollback" if command is Purpose.ROLLBACK
+                  else f"the promotion of {version}")
+        return found, self.settle(found, by)
+
+    def channels(self, env: str, roles: tuple[str, ...] | list[str]) -> dict[str, str]:
+        """Each role's channel in ENV now ('' for none): what `fleet status` shows."""
+        return {r: c.version if (c := self.state.channel(env, r)) else "" for r in roles}
+
+    def report(self, rollout: Rollout, started: float, command: Purpose, *,
+               carried_on: bool = False) -> PromotionReport:
+        """The report of a finished rollout, with the channels it left."""
+        return PromotionReport(
+            rollout.env, rollout.version, rollout.roles, rollout.state, rollout.id,
+            rollout.total_steps(), round(time.monotonic() - started, 1), rollout.reason,
+            rollout.purpose, command, self.channels(rollout.env, rollout.roles), carried_on)
+
 
 def _groups(groups: Groups) -> str:
     """{'v1': 3, 'v2': 1} -> 'v1=3 v2=1', for progress lines."""
     return " ".join(f"{v}={n}" for v, n in sorted(groups.items())) or "none"
 
 
-def _seconds_since(stamp: str) -> float:
+def seconds_since(stamp: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
-
-
-def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: bool = False,
-            force: bool = False, reason: str = "", say: Say,
-            step_timeout: float = STEP_TIMEOUT, rollback: bool = False,
-            approve: Callable[[str], bool] | None = None) -> PromotionReport:
-    """Promote VERSION to ENV for the roles (every cattle role baked at VERSION by default).
-
-    An environment with manual_approval asks `approve` (the CLI: --yes, or a prompt on a
-    terminal); a refusal changes nothing and is recorded. Rollbacks need no approval: they put
-    back what was approved before.
-    """
-    started = time.monotonic()
-    environment = ctx.fleet.environment(env)
-    check_version(version)
-    if force and not reason.strip():
-        raise PromotionError("--force needs --reason TEXT", "say why the gates are skipped")
-    p = Promoter(ctx, say, step_timeout)
-    fleet = ctx.fleet
-    cattle_roles = [r for r in fleet.roles.values() if r.cls.value == "cattle"]
-    baked = {r.name: p.record(r.name, version) for r in cattle_roles}
-    chosen = promotable_roles(fleet, baked, roles)
-    hard = [m for r in chosen for m in image_problems(r, version, p.record(r, version))]
-    soft: list[str] = []
-    while not rollback and not hard:
-        soft, soaking = p.gates(env, version, chosen)
-        if not (soft and wait and not force and soaking is not None):
-            break
-        say(f"{env}: waiting {soaking:.0f}s for {version} to soak in the environment before")
-        time.sleep(soaking + 0.5)
-    verified: dict[str, str] = {}
-    if not rollback and not hard and environment.require_verify:
-        for role in chosen:
-            record = p.record(role, version)
-            assert record is not None  # no hard problem: every chosen role is baked
-            verdict = read_verification(p.consul, fleet.kv_prefix, role, version)
-            soft += verify_problems(fleet, env, record, verdict)
-            verified[role] = verdict.summary() if verdict else "not verified"
-    if hard or (soft and not force):
-        problems = hard + soft
-        p.event("refused", env, version=version, roles=chosen, problems=problems)
-        fix = ("bake it, or promote another version" if hard else
-               "meet the gate, or skip it with --force --reason TEXT (recorded)")
-        raise PromotionError(f"promotion of {version} to {env} refused: {problems[0]}"
-                             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                             fix)
-    approved = False
-    if environment.manual_approval and not rollback:
-        question = f"promote {', '.join(chosen)} to {version} in {env}?"
-        if approve is None or not approve(question):
-            p.event("refused", env, version=version, roles=chosen,
-                    problems=[f"{env} needs manual approval"])
-            raise PromotionError(f"promotion of {version} to {env} needs manual approval",
-                                 "confirm on a terminal, or pass --yes (recorded as approved)")
-        approved = True
-    with env_lock(p.consul, fleet.kv_prefix, env, wait=wait):
-        unfinished = p.state.rollout(env)
-        if unfinished is not None and not unfinished.finished:
-            p.settle(unfinished, superseded_by="" if unfinished.version == version else
-                     f"the promotion of {version}")
-        desired, _ = p.state.desired(env)
-        batch = environment.batch_size
-        previous = {}
-        channels = {role: p.state.channel(env, role) for role in chosen}
-        for role, channel in channels.items():
-            # promoting the version already there keeps what ran before it, for rollback
-            previous[role] = ("" if channel is None else
-                              channel.previous if channel.version == version else channel.version)
-        plan = {r: steps(desired.get(r, {}), version, fleet.roles[r].count[env], batch)
-                for r in chosen}
-        if not any(plan.values()) and all(c is not None and c.version == version
-                                          for c in channels.values()):
-            say(f"{env}: {', '.join(chosen)} already at {version}: nothing to do")
-            return PromotionReport(env, version, tuple(chosen), RolloutState.DONE, "", 0,
-                                   round(time.monotonic() - started, 1), "already there")
-        rollout = Rollout(
-            id=uuid.uuid4().hex[:12], env=env, version=version, roles=tuple(chosen),
-            previous=previous, plan=plan, step=0, state=RolloutState.ROLLING,
-            started_by=who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            reason=reason, groups={r: desired.get(r, {}) for r in chosen})
-        p.rollout_event("rollback-to" if rollback else "promote", rollout, version=version,
-                        previous=previous, forced=force and bool(soft), reason=reason,
-                        skipped_gates=soft if force else [], approved=approved,
-                        verified=verified)
-        p.state.save_rollout(rollout)
-        say(f"{env}: rolling {', '.join(chosen)} to {version} in {rollout.total_steps()} step(s)")
-        final = p.run(rollout)
-    report = PromotionReport(env, version, tuple(chosen), final.state, final.id,
-                             final.total_steps(), round(time.monotonic() - started, 1),
-                             final.reason)
-    if final.state is RolloutState.ROLLED_BACK:
-        back = ", ".join(f"{r} {v or '(none)'}" for r, v in final.previous.items())
-        raise PromotionError(f"promotion of {version} to {env} failed and was rolled back "
-                             f"({final.reason}); {env} runs {back}",
-                             "see fleet history and the nodes' logs")
-    return report
-
-
-def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
-             step_timeout: float = STEP_TIMEOUT) -> list[PromotionReport]:
-    """Back to each role's previous version in ENV, through the same rollout machinery."""
-    ctx.fleet.environment(env)
-    p = Promoter(ctx, say, step_timeout)
-    with env_lock(p.consul, ctx.fleet.kv_prefix, env, wait=wait):
-        unfinished = p.state.rollout(env)
-        if unfinished is not None and not unfinished.finished:
-            # a rollout stuck half-way: rolling it back is the rollback that was asked for
-            started = time.monotonic()
-            final = p.settle(unfinished, superseded_by="fleet rollback")
-            return [PromotionReport(env, final.version, final.roles, final.state, final.id,
-                                    final.total_steps(), round(time.monotonic() - started, 1),
-                                    final.reason)]
-    state = p.state
-    chosen = roles or [r.name for r in ctx.fleet.roles.values()
-                       if r.cls.value == "cattle" and state.channel(env, r.name) is not None]
-    by_version: dict[str, list[str]] = {}
-    for role in chosen:
-        channel = state.channel(env, role)
-        if channel is None or not channel.previous:
-            raise PromotionError(f"{role} has no previous version in {env} to roll back to")
-        by_version.setdefault(channel.previous, []).append(role)
-    if not by_version:
-        raise PromotionError(f"nothing has been promoted to {env}")
-    return [promote(ctx, version, env, names, wait=wait, say=say, step_timeout=step_timeout,
-                    rollback=True) for version, names in by_version.items()]
