@@ -109,3 +109,4 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")
+    lab.consul().delete_tree(f"fleet/{name}/")  # its catalog, channels, history and states

@@ -10,7 +10,10 @@ from fleet.cli.meta import Session, json_option, raise_if
 
 @click.command()
 @click.argument("roles", nargs=-1)
-@click.option("--all", "all_cattle", is_flag=True, help="Bake every cattle role.")
+@click.option("--all", "all_roles", is_flag=True,
+              help="Bake every role the target can bake: on the lab, every role with shell "
+                   "provisioners (cattle, pets, snowflakes: what `fleet plan` wants); chef-solo "
+                   "roles are listed as skipped, with why.")
 @click.option("--version", help="The version to bake (e.g. v1.2); derived from git if omitted.")
 @click.option("--rebake", is_flag=True, help="Build even if an image with the same inputs exists.")
 @click.option("--target", default="lab", show_default=True,
@@ -19,15 +22,15 @@ from fleet.cli.meta import Session, json_option, raise_if
               help="How many roles bake at once.")
 @json_option
 @click.pass_obj
-def bake(session: Session, roles: tuple[str, ...], all_cattle: bool, version: str | None,
+def bake(session: Session, roles: tuple[str, ...], all_roles: bool, version: str | None,
          rebake: bool, target: str, parallel: int, as_json: bool) -> None:
     """Bake role images with Packer and record them in the catalog."""
     from fleet.workflows import bake as workflow
 
     ctx = session.context()
-    names = [r.name for r in workflow.select_roles(ctx, roles, all_cattle)]
+    names = [r.name for r in workflow.select_roles(ctx, roles, all_roles, target).roles]
     with render.RoleProgress(names) as say:
-        report = workflow.bake(ctx, roles, all_cattle=all_cattle, version=version,
+        report = workflow.bake(ctx, roles, all_roles=all_roles, version=version,
                                rebake=rebake, target_name=target, parallel=parallel, say=say)
     views.BAKE.show(report, as_json)
     raise_if(report.error())

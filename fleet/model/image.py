@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -72,19 +72,30 @@ class ImageRecord:
     revoked: bool = False
     revoked_reason: str = ""
     revoked_at: str = ""
+    pruned: bool = False   # removed by `fleet images prune`: history now, never used again
+    pruned_reason: str = ""
+    pruned_at: str = ""
 
     @property
     def ref(self) -> str:
         return f"{self.role}:{self.version}"
+
+    @property
+    def usable(self) -> bool:
+        """Neither revoked nor pruned: an image fleet may reuse, verify or promote."""
+        return not self.revoked and not self.pruned
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ImageRecord:
+        """Strict about every field without a default; a field added later with a default
+        (pruned, ...) may be absent from a record written before it existed."""
         data: dict[str, Any] = json.loads(text)
         try:
-            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+            return cls(**{f.name: data[f.name] for f in fields(cls)
+                          if f.name in data or f.default is MISSING})
         except KeyError as exc:
             raise ImageError(f"catalog record is missing {exc}",
                              "the catalog was written by another tool; inspect it in Consul") from exc
@@ -96,9 +107,19 @@ class ImageRecord:
             raise ImageError("a revocation needs a reason", "pass --reason TEXT")
         return replace(self, revoked=True, revoked_reason=reason, revoked_at=at)
 
+    def prune(self, reason: str, at: str) -> ImageRecord:
+        """The record of an image removed from Docker: it stays in the catalog as history."""
+        if self.pruned:
+            raise ImageError(f"{self.ref} is already pruned ({self.pruned_at})")
+        return replace(self, pruned=True, pruned_reason=reason, pruned_at=at)
+
+    def unprune(self) -> ImageRecord:
+        """Undo `prune` when the image could not be removed after all."""
+        return replace(self, pruned=False, pruned_reason="", pruned_at="")
+
 
 class Action(StrEnum):
-    BUILD = "build"
+    BUILD = "build"       # a new image (with `existing`: rebuild a pruned ROLE:VERSION's image)
     CACHED = "cached"     # an image with these inputs exists under this version
     ALIAS = "alias"       # an image with these inputs exists under another version: record it anew
 
@@ -115,12 +136,15 @@ def decide(records: Iterable[ImageRecord], digest: str, version: str | None, reb
     """What a bake of one role does, given the role's catalog records and its inputs digest.
 
     A ROLE:VERSION is immutable: baking it again with other inputs, or rebaking it, is refused.
-    An image with the same inputs is reused unless rebake is asked for; a revoked image is
-    never reused. describe (git describe) is asked only when a version must be derived.
+    An image with the same inputs is reused unless rebake is asked for; a revoked or pruned
+    image is never reused (a pruned one is no longer in Docker). A pruned ROLE:VERSION named
+    again with the same inputs is built anew under that version (BUILD with `existing`): the
+    version keeps meaning the same inputs. A derived version never takes the name of a pruned
+    one. describe (git describe) is asked only when a version must be derived.
     """
     records = list(records)
     by_version = {r.version: r for r in records}
-    same = [r for r in records if r.digest == digest and not r.revoked]
+    same = [r for r in records if r.digest == digest and r.usable]
     if version is not None:
         check_version(version)
         existing = by_version.get(version)
@@ -130,12 +154,14 @@ def decide(records: Iterable[ImageRecord], digest: str, version: str | None, reb
                     f"{existing.ref} exists with other inputs (digest {existing.digest[:12]}, "
                     f"now {digest[:12]}); an image version is immutable",
                     "bake a new version")
-            if rebake:
+            if rebake and not existing.pruned:
                 raise ImageError(f"{existing.ref} exists; an image version is immutable",
                                  "rebake under a new version")
             if existing.revoked:
                 raise ImageError(f"{existing.ref} is revoked ({existing.revoked_reason})",
                                  "bake a new version")
+            if existing.pruned:
+                return Decision(Action.BUILD, version, existing)
             return Decision(Action.CACHED, version, existing)
         if same and not rebake:
             return Decision(Action.ALIAS, version, same[-1])
@@ -147,6 +173,7 @@ def decide(records: Iterable[ImageRecord], digest: str, version: str | None, reb
 
 
 def current(records: Iterable[ImageRecord]) -> ImageRecord | None:
-    """A role's current image: its newest record that is not revoked (None if there is none)."""
-    usable = [r for r in records if not r.revoked]
+    """A role's current image: its newest record that is neither revoked nor pruned (None if
+    there is none)."""
+    usable = [r for r in records if r.usable]
     return max(usable, key=lambda r: (r.baked_at, r.version)) if usable else None

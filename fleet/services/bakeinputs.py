@@ -88,12 +88,16 @@ def script_environment(role: Role) -> list[str]:
 
 
 def bakeable(role: Role) -> bool:
-    """The lab bakes shell roles; chef-solo roles run the base image here (see README)."""
+    """Whether the lab bakes the role: every role with shell provisioners, whatever its class
+    (cattle, pet, snowflake). chef-solo roles run the base image here (see README). One rule
+    for both sides: `fleet bake --all` bakes exactly these, and `fleet plan` wants an image
+    of each of these (wanted_digests), so after `bake --all` the plan wants no bake."""
     return role.provisioner.kind == "shell"
 
 
 def wanted_digests(ctx: Context) -> dict[str, str]:
-    """Each lab-bakeable role's inputs digest, computed exactly as `fleet bake` does."""
+    """Each lab-bakeable role's inputs digest (cattle, pets and snowflakes), computed exactly
+    as `fleet bake` does."""
     target = ctx.fleet.lab_target()
     version = packer_version(ctx)
     digests: dict[str, str] = {}

@@ -91,3 +91,51 @@ def test_revoke_needs_a_reason_and_happens_once() -> None:
         r.revoke("again", "2026-02-03")
     with pytest.raises(ImageError, match="needs a reason"):
         record("v1", "aaa").revoke("  ", "2026-02-03")
+
+
+def test_a_record_written_before_prune_existed_still_reads() -> None:
+    import json
+
+    old = json.loads(record("v1", "aaa").to_json())
+    for name in ("pruned", "pruned_reason", "pruned_at"):
+        del old[name]
+    read = ImageRecord.from_json(json.dumps(old))
+    assert read == record("v1", "aaa") and not read.pruned
+
+
+def test_prune_keeps_the_record_as_history_and_happens_once() -> None:
+    r = record("v1", "aaa").prune("older than the 3 newest of web", "2026-03-01")
+    assert r.pruned and not r.usable and r.digest == "aaa", "a pruned record keeps its provenance"
+    with pytest.raises(ImageError, match="already pruned"):
+        r.prune("again", "2026-03-02")
+    assert r.unprune() == record("v1", "aaa")
+
+
+def test_a_pruned_image_is_never_reused_or_current() -> None:
+    from fleet.model.image import current
+
+    pruned = record("v1", "aaa", at="2026-01-02").prune("retention", "2026-03-01")
+    d = decide([pruned], "aaa", None, False, lambda: "abc")
+    assert (d.action, d.version) == (Action.BUILD, "abc.1"), "same inputs, but the image is gone"
+    d = decide([pruned], "aaa", "v2", False, lambda: "abc")
+    assert (d.action, d.existing) == (Action.BUILD, None), "no alias of a missing image"
+    assert current([record("v0", "zzz"), pruned]) == record("v0", "zzz")
+    assert current([pruned]) is None
+
+
+def test_a_pruned_version_baked_again_with_the_same_inputs_is_rebuilt() -> None:
+    pruned = record("v1", "aaa").prune("retention", "2026-03-01")
+    for rebake in (False, True):
+        d = decide([pruned], "aaa", "v1", rebake, lambda: "abc")
+        assert (d.action, d.version, d.existing) == (Action.BUILD, "v1", pruned)
+    with pytest.raises(ImageError, match="exists with other inputs"):
+        decide([pruned], "bbb", "v1", False, lambda: "abc")
+    revoked = record("v1", "aaa", revoked=True).prune("retention", "2026-03-01")
+    with pytest.raises(ImageError, match="revoked"):
+        decide([revoked], "aaa", "v1", False, lambda: "abc")
+
+
+def test_a_derived_version_never_takes_a_pruned_name() -> None:
+    pruned = record("abc.1", "aaa").prune("retention", "2026-03-01")
+    d = decide([pruned], "bbb", None, False, lambda: "abc")
+    assert d.version == "abc.2"

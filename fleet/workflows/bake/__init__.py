@@ -9,17 +9,24 @@ What a bake does, for each role:
 4. scan the image's files and the bake log for the lab's secret values, private keys and
    Vault tokens; a finding removes the image and fails the bake;
 5. record the image in the catalog with check-and-set, then tag it fleet-ROLE:VERSION.
-A failure at any step leaves no record and no tagged image.
+A failure at any step leaves no record and no tagged image. What is checked without building
+(chef-solo roles, the aws template) is in `aws.py`.
 
-Choices: `--all` means every cattle role (pets and snowflakes can be baked by name). A chef-solo
-role is checked (ruby -c, run_list, packer validate of the aws template) but cannot bake in the
-lab: no Chef Infra Client package is reachable from here. `--target aws` renders and validates
-the aws template and records nothing: an AMI is built in a real account.
+Choices: `--all` means every role the target can bake, whatever its class: on the lab that is
+every role with shell provisioners — cattle, pets and snowflakes alike, exactly the roles whose
+images `fleet plan` asks for (fleet.services.bakeinputs.bakeable) — so after `bake --all` the
+plan wants no bake. A chef-solo role is then listed as skipped, with why: no Chef Infra Client
+package is reachable from here, and its nodes run the base image in the lab. Named on its own,
+a chef-solo role is checked (ruby -c, run_list, packer validate of the aws template) and then
+refused in the lab. `--target aws` renders and validates the aws template of every role (of
+chef-solo ones too) and records nothing: an AMI is built in a real account.
+A ROLE:VERSION that `fleet images prune` pruned is built anew when it is baked again with the
+same inputs (its record is rewritten with the new image, check-and-set); with other inputs it
+is refused like any existing version.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,19 +36,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from fleet.adapters import chef, docker, git, packer
+from fleet.adapters import docker, git, packer
 from fleet.errors import DependencyDown, FleetError
 from fleet.model import secretscan
 from fleet.model.definition import Role, Target
-from fleet.model.grammar import RoleClass
 from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide
 from fleet.model.spec import did_you_mean
 from fleet.services import baseimage
 from fleet.services.bakeinputs import (
-    cookbooks,
+    bakeable,
     digest_of,
     image_repository,
-    missing_files,
     packer_version,
     script_environment,
     template_for,
@@ -49,17 +54,16 @@ from fleet.services.bakeinputs import (
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
 from fleet.services.leaks import scan_build, secret_needles
+from fleet.workflows.bake.aws import check_chef, validate_aws
 
 Say = Callable[[str, str], None]  # (role, what is happening)
-
-AWS_DEFAULTS = {"source_ami_owner": "136693071363", "source_ami_name": "debian-12-amd64-*",
-                "ssh_username": "admin"}
 
 
 class Outcome(StrEnum):
     BUILT = "built"
     CACHED = "cached"
     VALIDATED = "validated"   # aws: rendered and `packer validate`d, not built here
+    SKIPPED = "skipped"       # --all on the lab: a role the lab cannot bake (chef-solo)
     FAILED = "failed"
 
 
@@ -90,16 +94,45 @@ class BakeReport:
         return FleetError(f"bake of {', '.join(r.role for r in failed)} failed: {failed[0].detail}")
 
 
-def select_roles(ctx: Context, names: Iterable[str], all_cattle: bool) -> list[Role]:
-    """The roles a bake names, or every cattle role; unknown names are one clear error."""
+@dataclass(frozen=True)
+class Selection:
+    """The roles a bake builds, and those `--all` leaves out, each with why."""
+
+    roles: tuple[Role, ...]
+    skipped: tuple[RoleBake, ...] = ()
+
+
+CHEF_IN_LAB = ("provisioned by chef-solo, which cannot run in the lab (no Chef Infra Client "
+               "package is reachable here)")
+
+
+def target(ctx: Context, name: str) -> Target:
+    if name not in ctx.fleet.targets:
+        raise FleetError(f'unknown target "{name}"{did_you_mean(name, ctx.fleet.targets)}',
+                         f"targets: {', '.join(ctx.fleet.targets)}")
+    return ctx.fleet.targets[name]
+
+
+def select_roles(ctx: Context, names: Iterable[str], all_roles: bool,
+                 target_name: str = "lab") -> Selection:
+    """The roles a bake names, or with all_roles every role the target can bake (on the lab,
+    the roles `fleet plan` wants images of; chef-solo ones are skipped, saying why); unknown
+    names are one clear error."""
     names = list(names)
-    if all_cattle and names:
+    if all_roles and names:
         raise FleetError("name roles or pass --all, not both")
-    if all_cattle:
-        return [r for r in ctx.fleet.roles.values() if r.cls is RoleClass.CATTLE]
-    if not names:
-        raise FleetError("no role named", "name one or more roles, or pass --all")
-    return [ctx.fleet.role(n) for n in dict.fromkeys(names)]
+    if not all_roles:
+        if not names:
+            raise FleetError("no role named", "name one or more roles, or pass --all")
+        return Selection(tuple(ctx.fleet.role(n) for n in dict.fromkeys(names)))
+    every = list(ctx.fleet.roles.values())
+    if target(ctx, target_name).kind != "lab":
+        return Selection(tuple(every))
+    return Selection(tuple(r for r in every if bakeable(r)), tuple(
+        RoleBake(r.name, Outcome.SKIPPED,
+                 detail=f"{CHEF_IN_LAB}: its {r.cls.value} nodes run the base image here; "
+                        f"fleet bake {r.name} --target aws checks it")
+        for r in every if not bakeable(r)))
 
 
 class Bakery:
@@ -145,55 +178,6 @@ class Bakery:
         return self.ctx.state_dir / "logs" / "bake" / f"{role}-{stamp}.log"
 
 
-# ---- inputs ------------------------------------------------------------------------------
-
-# ---- chef-solo ---------------------------------------------------------------------------
-
-def check_chef(ctx: Context, role: Role) -> None:
-    """What can be verified of a chef-solo role without Chef: run_list and recipe syntax."""
-    missing = [msg for path, msg in missing_files(ctx.fleet, ctx.root)
-               if path.startswith(f"roles.{role.name}.")]
-    if missing:
-        raise FleetError(f"{role.name}: {missing[0]}", "add the recipe or fix the run_list")
-    for book in cookbooks(ctx, role):
-        for recipe in sorted(book.rglob("*.rb")):
-            error = chef.syntax_error(recipe)
-            if error is not None:
-                raise FleetError(f"{role.name}: {recipe.relative_to(ctx.root)} does not parse: "
-                                 f"{error}", "fix the recipe (ruby -c must pass)")
-
-
-def write_chef_role(ctx: Context, role: Role) -> Path:
-    """A Chef role file fleet-ROLE.json with the run_list and attributes; returns its folder."""
-    folder = ctx.state_dir / "bake" / "chef-roles"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"fleet-{role.name}.json").write_text(json.dumps({
-        "name": f"fleet-{role.name}", "json_class": "Chef::Role", "chef_type": "role",
-        "default_attributes": dict(role.provisioner.attributes),
-        "run_list": list(role.provisioner.run_list),
-    }, indent=2))
-    return folder
-
-
-def validate_aws(ctx: Context, aws: Target, role: Role, version: str, digest: str) -> str:
-    """Render the aws template for a role and `packer validate` it; return the template's name."""
-    template = template_for(ctx, aws, role)
-    variables: dict[str, packer.VarValue] = {
-        "role": role.name, "digest": digest, "version": version,
-        **{k: aws.settings.get(k, AWS_DEFAULTS.get(k, "")) for k in  # documented defaults
-           ("region", "instance_type", "source_ami_owner", "source_ami_name", "ssh_username")},
-    }
-    if role.provisioner.kind == "chef-solo":
-        variables["cookbooks_dir"] = str(ctx.root / "cookbooks")
-        variables["roles_dir"] = str(write_chef_role(ctx, role))
-    else:
-        variables["lib_dir"] = str(ctx.root / "packer/scripts/lib")
-        variables["scripts"] = [str(ctx.root / s) for s in role.provisioner.scripts]
-        variables["environment"] = script_environment(role)
-    packer.validate(template, variables, cwd=ctx.root)
-    return template.name
-
-
 # ---- one role ----------------------------------------------------------------------------
 
 def bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Say) -> RoleBake:
@@ -227,8 +211,7 @@ def _bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Sa
         if aws:
             validate_aws(ctx, aws[0], role, version or "check", "check")
             checked += ", the aws template passes packer validate"
-        raise FleetError(f"{role.name} is provisioned by chef-solo, which cannot run in the lab "
-                         f"(no Chef Infra Client package is reachable here); {checked}",
+        raise FleetError(f"{role.name} is {CHEF_IN_LAB}; {checked}",
                          f"bake it with --target {aws[0].name if aws else 'aws'} in a real account")
     assert b.catalog is not None  # a lab Bakery always has one
     base = ctx.fleet.bases[role.base]
@@ -240,7 +223,8 @@ def _bake_role(b: Bakery, role: Role, version: str | None, rebake: bool, say: Sa
                       lambda: b.revision.describe)
     if decision.action is not Action.BUILD:
         return _reuse(b, role, decision, say)
-    return _build(b, role, decision.version, digest, base_ref, base_image.id, say)
+    return _build(b, role, decision.version, digest, base_ref, base_image.id, say,
+                  rebuild=decision.existing is not None)
 
 
 def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
@@ -269,11 +253,13 @@ def _reuse(b: Bakery, role: Role, decision: Decision, say: Say) -> RoleBake:
 
 
 def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base_id: str,
-           say: Say) -> RoleBake:
+           say: Say, *, rebuild: bool = False) -> RoleBake:
+    """Build, scan, record (with rebuild: over the pruned record of this version), tag."""
     assert b.catalog is not None
     ctx = b.ctx
     log = b.log_path(role.name)
-    say(role.name, f"building {role.name}:{version} (digest {digest[:12]})")
+    again = ", again: its image was pruned" if rebuild else ""
+    say(role.name, f"building {role.name}:{version} (digest {digest[:12]}{again})")
     variables: dict[str, packer.VarValue] = {
         "base_image": base_id, "role": role.name, "digest": digest,
         "lib_dir": str(ctx.root / "packer/scripts/lib"),
@@ -302,7 +288,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
             builder="docker", base_ref=base_ref, base_id=base_id,
             git_commit=b.revision.commit, git_dirty=b.revision.dirty,
             packer_version=b.packer_version, baked_at=_now(), baked_by=who())
-        if not b.catalog.create(record):
+        written = b.catalog.replace_pruned(record) if rebuild else b.catalog.create(record)
+        if not written:
             docker.remove_image(artifact)
             return _lost_race(b, role, version, digest, None)
     except BaseException:
@@ -316,6 +303,9 @@ def _lost_race(b: Bakery, role: Role, version: str, digest: str, artifact: str |
     """Another bake recorded ROLE:VERSION between our read and our write."""
     assert b.catalog is not None
     winner = b.catalog.require(role.name, version).record
+    if winner.pruned:
+        raise ImageError(f"{winner.ref} was pruned again while it was being rebuilt",
+                         "bake it again")
     if winner.digest != digest:
         raise ImageError(f"{winner.ref} was just recorded by another bake with other inputs",
                          "bake a new version")
@@ -354,18 +344,21 @@ def _now() -> str:
 
 # ---- the command -------------------------------------------------------------------------
 
-def bake(ctx: Context, names: Iterable[str], *, all_cattle: bool = False,
+def bake(ctx: Context, names: Iterable[str], *, all_roles: bool = False,
          version: str | None = None, rebake: bool = False, target_name: str = "lab",
          parallel: int = 2, say: Say) -> BakeReport:
-    """Bake roles concurrently (at most `parallel` at once); one role's failure hides no other."""
-    roles = select_roles(ctx, names, all_cattle)
-    if target_name not in ctx.fleet.targets:
-        raise FleetError(f'unknown target "{target_name}"'
-                         f"{did_you_mean(target_name, ctx.fleet.targets)}",
-                         f"targets: {', '.join(ctx.fleet.targets)}")
+    """Bake roles concurrently (at most `parallel` at once); one role's failure hides no other.
+    Results follow fleet.toml's order of roles, the skipped ones among them."""
+    chosen = target(ctx, target_name)
+    selection = select_roles(ctx, names, all_roles, target_name)
     if parallel < 1:
         raise FleetError("--parallel must be at least 1")
-    bakery = Bakery(ctx, ctx.fleet.targets[target_name])
-    with ThreadPoolExecutor(max_workers=min(parallel, len(roles))) as pool:
-        results = list(pool.map(lambda r: bake_role(bakery, r, version, rebake, say), roles))
-    return BakeReport(tuple(results))
+    roles = selection.roles
+    results: list[RoleBake] = []
+    if roles:
+        bakery = Bakery(ctx, chosen)
+        with ThreadPoolExecutor(max_workers=min(parallel, len(roles))) as pool:
+            results = list(pool.map(lambda r: bake_role(bakery, r, version, rebake, say), roles))
+    order = list(ctx.fleet.roles)
+    every = sorted([*results, *selection.skipped], key=lambda r: order.index(r.role))
+    return BakeReport(tuple(every))
