@@ -104,6 +104,65 @@ def remove_containers(names: list[str]) -> None:
     if names:
         process.run(["docker", "rm", "-f", *names], timeout=120)
 
+
+@dataclass(frozen=True)
+class LabNode:
+    """A container the lab made (label fleet.lab=1), as its labels describe it."""
+
+    name: str
+    fleet: str      # its fleet.name label; "" on a node made before nodes carried one
+    role: str
+    env: str
+    running: bool
+
+
+LAB_NODE_FORMAT = ('{{.Names}}\t{{.Label "fleet.name"}}\t{{.Label "fleet.role"}}\t'
+                   '{{.Label "fleet.env"}}\t{{.State}}')
+
+
+def parse_lab_nodes(text: str) -> list[LabNode]:
+    """`docker ps --format LAB_NODE_FORMAT` output, one container a line."""
+    found = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        name, fleet, role, env, state = line.split("\t")
+        found.append(LabNode(name, fleet, role, env, state == "running"))
+    return found
+
+
+def lab_nodes() -> list[LabNode]:
+    """Every container the lab made, running or not, whichever fleet it belongs to."""
+    result = process.run(["docker", "ps", "-a", "--filter", "label=fleet.lab=1",
+                          "--format", LAB_NODE_FORMAT], timeout=30)
+    return parse_lab_nodes(result.stdout)
+
+
+def fleet_containers(fleet: str) -> list[str]:
+    """Names of one fleet's containers, running or not: label fleet.name=FLEET (a name prefix
+    would not do: fleet `a`'s nodes `a-…` would take in fleet `a-b`'s)."""
+    return containers(f"fleet.name={fleet}")
+
+
+def stop_and_remove_all(names: list[str]) -> None:
+    """Stop containers gracefully side by side (each node leaves Consul), then remove them."""
+    if names:
+        process.run(["docker", "stop", "--time", "10", *names], check=False, timeout=120)
+        process.run(["docker", "rm", "-f", *names], timeout=120)
+
+
+def volumes(label: str) -> list[str]:
+    """Names of the volumes carrying a label (KEY or KEY=VALUE)."""
+    result = process.run(["docker", "volume", "ls", "--quiet", "--filter", f"label={label}"],
+                         timeout=30)
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def remove_volumes(names: list[str]) -> None:
+    """Remove volumes (a pet's data): refused by Docker while a container still uses one."""
+    if names:
+        process.run(["docker", "volume", "rm", *names], timeout=120)
+
 def require_daemon() -> str:
     version = server_version()
     if version is None:
@@ -170,15 +229,6 @@ def addresses(names: list[str], network: str) -> dict[str, str]:
     return found
 
 
-def running_nodes() -> list[tuple[str, str, str]]:
-    """(name, role, env) of every running lab container, from its fleet.* labels."""
-    result = process.run(["docker", "ps", "--filter", "label=fleet.lab=1", "--format",
-                          '{{.Names}}\t{{.Label "fleet.role"}}\t{{.Label "fleet.env"}}'],
-                         timeout=30)
-    rows = [line.split("\t") for line in result.stdout.splitlines() if line]
-    return [(row[0], row[1], row[2]) for row in rows if len(row) == 3 and row[1]]
-
-
 def has_file(container: str, path: str) -> bool:
     """Whether a running container has a non-empty file at path."""
     return process.run(["docker", "exec", container, "test", "-s", path], check=False,
@@ -235,3 +285,42 @@ def seconds_from_create_to_start(name: str) -> float | None:
     created, started = (datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00")
                         for s in result.stdout.split())
     return (started - created).total_seconds()
+
+
+def image_ids(label: str = "") -> frozenset[str]:
+    """The id of every image Docker has (intermediate ones too), or of those with a label
+    (KEY=VALUE; an image inherits the labels of the image it was built on)."""
+    argv = ["docker", "image", "ls", "--all", "--quiet", "--no-trunc"]
+    result = process.run([*argv, "--filter", f"label={label}"] if label else argv, timeout=30)
+    return frozenset(result.stdout.split())
+
+
+def container_images() -> dict[str, str]:
+    """container name -> the id of the image it was made from, for every container (running
+    or not, the lab's or not)."""
+    ids = process.run(["docker", "ps", "--all", "--quiet", "--no-trunc"], timeout=30).stdout.split()
+    if not ids:
+        return {}
+    # check=False: a container removed meanwhile fails the inspect, the others still answer
+    result = process.run(["docker", "container", "inspect", "--format",
+                          "{{.Name}}\t{{.Image}}", *ids], check=False, timeout=60)
+    rows = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+    return {name.lstrip("/"): image_id for name, image_id in rows}
+
+
+def delete_image(image_id: str, tags: tuple[str, ...]) -> None:
+    """Remove an image by id, never forced: Docker then refuses (CommandFailed) while any
+    container, running or stopped, uses it or another image is built on it. `docker rmi ID`
+    refuses an image with several names, so all but one are untagged first, and put back if
+    the removal is refused."""
+    untagged = []
+    try:
+        for name in tags[1:]:
+            process.run(["docker", "image", "rm", name], timeout=60)
+            untagged.append(name)
+        process.run(["docker", "image", "rm", image_id], timeout=120,
+                    fix="the image is still in use: prune again once that is over")
+    except BaseException:
+        for name in untagged:
+            process.run(["docker", "tag", image_id, name], check=False, timeout=30)
+        raise

@@ -1,4 +1,5 @@
-"""Vault's API through hvac (the lab runs OpenBao): health, init/unseal, kv-v2. Its dicts stop here."""
+"""Vault's API through hvac (the lab runs OpenBao): health, init/unseal, kv-v2, policies and
+AppRole, tokens and audit devices. Its dicts stop here."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class SealState(StrEnum):
 class Health:
     state: SealState
     version: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What Vault says of a token (lookup-self, renew-self): never its secret."""
+
+    accessor: str
+    policies: tuple[str, ...]
+    ttl: int                 # seconds left
+    renewable: bool
 
 
 @dataclass(frozen=True)
@@ -239,6 +250,46 @@ class Vault:
         data = self._call("AppRole login", self._client.auth.approle.login, role_id,
                           secret_id.reveal(), use_token=False, mount_point=mount)
         return Secret(str(data["auth"]["client_token"]))
+
+    # ---- tokens and audit devices (the lab's bootstrap) ---------------------------------
+
+    def create_token(self, policies: list[str], period: str, display_name: str) -> tuple[Secret, str]:
+        """A new orphan, periodic token under policies (and `default`): its secret and its
+        accessor. An orphan outlives the token that made it (the root token may be revoked);
+        a periodic token lives on as long as it is renewed within each period."""
+        data = self._call(f"create a token with {', '.join(policies)}",
+                          self._client.auth.token.create, policies=policies, period=period,
+                          renewable=True, no_parent=True, display_name=display_name)
+        return Secret(str(data["auth"]["client_token"])), str(data["auth"]["accessor"])
+
+    def renew_self(self) -> TokenInfo:
+        """Renew this client's token (a periodic one for a whole period again)."""
+        auth = self._call("renew its token", self._client.auth.token.renew_self)["auth"]
+        return TokenInfo(str(auth["accessor"]), tuple(map(str, auth["policies"])),
+                         int(auth["lease_duration"]), bool(auth["renewable"]))
+
+    def lookup_self(self) -> TokenInfo:
+        data = self._call("look up its token", self._client.auth.token.lookup_self)["data"]
+        return TokenInfo(str(data["accessor"]), tuple(map(str, data["policies"])),
+                         int(data["ttl"]), bool(data["renewable"]))
+
+    def revoke_accessor(self, accessor: str) -> None:
+        self._call("revoke a token", self._client.auth.token.revoke_accessor, accessor)
+
+    def policy(self, name: str) -> str | None:
+        """An ACL policy's HCL text, None if there is none of that name."""
+        try:
+            data = self._call(f"read policy {name}", self._client.sys.read_acl_policy, name)
+        except NotFound:
+            return None
+        return str(data["data"]["policy"])
+
+    def audit_devices(self) -> dict[str, dict[str, str]]:
+        """Every enabled audit device: path -> its type and options (a root-only read)."""
+        data = self._call("sys/audit", self._client.sys.list_enabled_audit_devices)["data"]
+        return {str(path): {"type": str(d["type"]),
+                            **{str(k): str(v) for k, v in (d["options"] or {}).items()}}
+                for path, d in data.items()}
 
     def disable_secrets_engine(self, mount: str) -> None:
         self._call(f"disable {mount}/", self._client.sys.disable_secrets_engine, mount)

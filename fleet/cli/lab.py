@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -35,7 +36,8 @@ def up(session: Session, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def down(session: Session, as_json: bool) -> None:
-    """Stop what the lab started, by PID; its data stays."""
+    """Stop what the lab started here, by PID; its data stays. Refused while other fleets
+    have nodes on the lab's servers."""
     from fleet.workflows import lab as workflow
 
     views.LAB.show(workflow.down(session.context(), render.progress), as_json)
@@ -55,28 +57,38 @@ def status(session: Session, as_json: bool) -> None:
 
 @lab.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--delete-volumes", is_flag=True,
+              help="Also remove this fleet's pet data volumes (FLEET-INSTANCE-data).")
 @json_option
 @click.pass_obj
-def reset(session: Session, yes: bool, as_json: bool) -> None:
-    """Wipe the lab: its containers, network, Consul data and OpenBao data and keys."""
+def reset(session: Session, yes: bool, delete_volumes: bool, as_json: bool) -> None:
+    """Wipe the lab (its containers, network, Consul data and OpenBao data and keys) where it
+    was made, refused while other fleets have nodes on it; elsewhere, remove only this fleet
+    from the shared lab. Pet data volumes stay unless --delete-volumes."""
     from fleet.workflows import lab as workflow
 
     ctx = session.context()
     if not yes:
         if not sys.stdin.isatty():
-            raise FleetError("lab reset wipes all lab state and needs confirmation",
+            raise FleetError("lab reset removes lab state and needs confirmation",
                              "pass --yes to confirm without a terminal")
-        click.confirm(f"Wipe all lab state under {ctx.state_dir / 'lab'}?", abort=True)
-    views.LAB.show(workflow.reset(ctx, render.progress), as_json)
+        click.confirm(workflow.reset_scope(ctx, delete_volumes), abort=True)
+    report = workflow.reset(ctx, render.progress, delete_volumes=delete_volumes)
+    views.LAB.show(report, as_json)
 
 
 @lab.command(name="boots", hidden=True)
+@json_option
 @click.pass_obj
-def boots(session: Session) -> None:
-    """Hand the fleet's rebooted nodes their credentials again (`lab up` runs it)."""
+def boots(session: Session, as_json: bool) -> None:
+    """Hand the fleet's rebooted nodes their credentials again (`lab up` runs it); --json:
+    each line it says as a JSON object on stdout, for a log shipper."""
     from fleet.workflows.lab import boots as workflow
 
-    workflow.watch(session.context(), render.progress)
+    def said(line: str) -> None:
+        click.echo(json.dumps({"said": line}))
+
+    workflow.watch(session.context(), said if as_json else render.progress)
 
 
 def register(group: click.Group) -> None:

@@ -131,7 +131,7 @@ def container_env(node: Node, consul_join: str, datacenter: str) -> dict[str, st
             "FLEET_CONSUL_SERVICES": node.services}
 
 
-def container_labels(node: Node) -> Mapping[str, str]:
-    """fleet.lab=1 lets `fleet lab reset` find a node left behind."""
-    return {"fleet.lab": "1", "fleet.role": node.role, "fleet.env": node.env,
+def container_labels(fleet: str, node: Node) -> Mapping[str, str]:
+    """fleet.lab=1 lets `fleet lab reset` find a node left behind; fleet.name, whose it is."""
+    return {"fleet.lab": "1", "fleet.name": fleet, "fleet.role": node.role, "fleet.env": node.env,
             "fleet.version": node.version}

@@ -43,8 +43,9 @@ class Context:
 
 
 def token_environ(ctx: Context) -> dict[str, str]:
-    """VAULT_TOKEN and CONSUL_HTTP_TOKEN as this context has them: what a copy of the fleet
-    elsewhere on disk (a test's, a benchmark's) needs to work on the same lab."""
+    """VAULT_TOKEN and CONSUL_HTTP_TOKEN as this context has them (by default fleet's
+    operator tokens): what a copy of the fleet elsewhere on disk (a test's, a benchmark's)
+    needs to work on the same lab, with the same least privilege."""
     tokens = {"VAULT_TOKEN": ctx.vault_token, "CONSUL_HTTP_TOKEN": ctx.consul_token}
     return {k: v.reveal() for k, v in tokens.items() if v is not None}
 
@@ -67,7 +68,8 @@ def read_text(file: Path) -> str:
 def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     """Read and validate fleet.toml; CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, VAULT_ADDR and
     VAULT_TOKEN override it as they do for the consul and vault CLIs. Without them, if this
-    directory has a lab, the lab's Vault root token and fleet's Consul operator token are used."""
+    directory has a lab, fleet's operator tokens are used: Consul's and Vault's (never the
+    lab's Consul management nor Vault root token, which only `fleet lab up` uses)."""
     env = os.environ if environ is None else environ
     file = file.resolve()
     fleet = parse(read_text(file), file.name)
@@ -75,7 +77,7 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     if "//" not in consul_addr:
         consul_addr = "http://" + consul_addr  # the consul CLI accepts a bare host:port
     lab = file.parent / ".fleet" / "lab"
-    vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-init.json", "root_token")
+    vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-operator.json", "token")
     consul_token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(lab / "consul-acl.json", "operator")
     return Context(
         fleet=fleet,

@@ -27,8 +27,8 @@ NODE_LOGIN = ["/usr/local/sbin/fleet-node", "login"]
 def vault(ctx: Context) -> Vault:
     """fleet's own Vault client, refusing early when Vault is sealed or down."""
     if ctx.vault_token is None:
-        raise DependencyDown("no Vault token", "set VAULT_TOKEN (the lab's root token is used "
-                             "by default once `fleet lab up` has run here)")
+        raise DependencyDown("no Vault token", "set VAULT_TOKEN (fleet's operator token is "
+                             "used by default once `fleet lab up` has run here)")
     client = Vault(ctx.vault_addr, ctx.vault_token.reveal())
     client.require_unsealed()
     return client
@@ -110,8 +110,10 @@ def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
     again, as at its creation, the way a cloud instance re-authenticates at boot. One line
     per node, its failure included: one node does not hide the others."""
     said = []
-    for node, role_name, env in docker.running_nodes():
-        if not node.startswith(f"{ctx.fleet.name}-") or DockerExec(node).has(NODE_TOKEN_FILE):
+    for found in docker.lab_nodes():
+        node, role_name, env = found.name, found.role, found.env
+        if (not found.running or not role_name or not topology.owns(ctx, node, found.fleet)
+                or DockerExec(node).has(NODE_TOKEN_FILE)):
             continue
         say(f"handing {node} its credentials again")
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fleet.adapters import ssh
 from fleet.errors import FleetError
+from fleet.model.grammar import RoleClass
 from fleet.model.secret import Secret
 from fleet.services.context import Context
 
@@ -44,9 +45,10 @@ class Paths:
     @property
     def kept(self) -> tuple[Path, ...]:
         """What holds tokens and keys on purpose: Consul's and OpenBao's own stores (keeping
-        them is their job) and the lab's 0600 files of bootstrap and root tokens."""
+        them is their job) and the lab's 0600 files of bootstrap, root and operator tokens.
+        OpenBao's audit log is not among them: it holds HMACs of values, never a value."""
         return (self.consul_data, self.consul_config, self.consul_acl, self.openbao_data,
-                self.openbao_init)
+                self.openbao_init, self.openbao_operator)
 
     @property
     def openbao_data(self) -> Path:
@@ -59,6 +61,21 @@ class Paths:
     @property
     def openbao_init(self) -> Path:
         return self.lab / "openbao-init.json"
+
+    @property
+    def openbao_operator(self) -> Path:
+        """fleet's Vault operator token and its accessor (0600)."""
+        return self.lab / "openbao-operator.json"
+
+    @property
+    def openbao_audit(self) -> Path:
+        """OpenBao's file audit device: every request and response, values HMAC'd."""
+        return self.lab / "openbao-audit.log"
+
+    @property
+    def servers(self) -> tuple[Path, ...]:
+        """The data of the lab's shared servers: a directory holding them owns the lab."""
+        return (self.consul_data, self.openbao_data)
 
     @property
     def build(self) -> Path:
@@ -110,6 +127,43 @@ def management_token(ctx: Context) -> Secret:
     return consul_tokens(paths(ctx)).management
 
 
+def vault_operator(p: Paths) -> tuple[Secret, str] | None:
+    """fleet's Vault operator token and its accessor, None before `lab up` minted one."""
+    try:
+        data = json.loads(p.openbao_operator.read_text())
+        return Secret(data["token"]), str(data["accessor"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        raise FleetError(f"{p.openbao_operator} is unreadable", "run `fleet lab up`") from exc
+
+
+def vault_root_token(ctx: Context) -> Secret:
+    """The lab OpenBao's root token: for `lab up` and for tests tidying up as an administrator;
+    no fleet command uses it."""
+    file = paths(ctx).openbao_init
+    try:
+        return Secret(json.loads(file.read_text())["root_token"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise FleetError(f"the lab's OpenBao root token is unreadable ({file})",
+                         "run `fleet lab up` here, where the lab was made") from exc
+
+
+def lab_tokens(ctx: Context) -> list[tuple[str, Secret]]:
+    """Every token the lab keeps in its own 0600 files, by what it is, for the leak scan:
+    Consul's management token, OpenBao's root token and fleet's Vault operator token."""
+    p = paths(ctx)
+    found = []
+    if p.consul_acl.exists():
+        found.append(("the lab's Consul management token", consul_tokens(p).management))
+    if p.openbao_init.exists():
+        found.append(("the lab's OpenBao root token", vault_root_token(ctx)))
+    operator = vault_operator(p)
+    if operator is not None:
+        found.append(("fleet's Vault operator token", operator[0]))
+    return found
+
+
 def write_private(path: Path, text: str) -> None:
     """Create a 0600 file without a moment of wider permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,3 +187,19 @@ def key_pair(ctx: Context) -> tuple[Path, Path]:
 def container(ctx: Context, instance: str) -> str:
     """A pet's or snowflake's container, hostname and Consul node: fleet name + instance."""
     return f"{ctx.fleet.name}-{instance}"
+
+
+def owns(ctx: Context, node: str, fleet_label: str) -> bool:
+    """Whether a lab node is this fleet's: it carries the label fleet.name=<fleet>, which
+    Terraform's modules and the Vagrantfile give every node. A node made before nodes carried
+    it (fleet_label "") counts by its name, `<fleet>-…`: ambiguous between fleets `a` and
+    `a-b`, which is why the label exists."""
+    if fleet_label:
+        return fleet_label == ctx.fleet.name
+    return node.startswith(f"{ctx.fleet.name}-")
+
+
+def pet_volumes(ctx: Context) -> set[str]:
+    """The data volumes this fleet's pets have, by name (`<fleet>-<instance>-data`)."""
+    return {f"{container(ctx, i)}-data" for role in ctx.fleet.roles.values()
+            if role.cls is RoleClass.PET for names in role.instances.values() for i in names}

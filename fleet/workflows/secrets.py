@@ -225,11 +225,10 @@ class ScanReport:
 
 def scan_needles(ctx: Context, consul: Consul) -> dict[bytes, str]:
     """Every value under the fleet's Vault mount, the Vault token, and the Consul tokens:
-    fleet's own, the lab's management token, and every node's."""
+    fleet's own, every node's, and the tokens the lab keeps (Consul's management token,
+    OpenBao's root token, fleet's Vault operator token)."""
     found = leaks.secret_needles(ctx)
-    tokens = [("the Consul token fleet uses", ctx.consul_token)]
-    if topology.paths(ctx).consul_acl.exists():
-        tokens.append(("the lab's Consul management token", topology.management_token(ctx)))
+    tokens = [("the Consul token fleet uses", ctx.consul_token), *topology.lab_tokens(ctx)]
     for token in consul.tokens():
         node = acl.node_of(token.description)
         if node is not None:
@@ -269,8 +268,8 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
     for layer, ref in layers.items():
         findings += [replace(f, where=f"{ref}:{f.where}") for f in leaks.scan_tree(layer, needles)]
     nodes = []
-    for node in docker.lab_containers():
-        if not node.startswith(f"{ctx.fleet.name}-") or node.endswith(".draining"):
+    for node in [n.name for n in docker.lab_nodes() if topology.owns(ctx, n.name, n.fleet)]:
+        if node.endswith(".draining"):
             continue
         own = docker.container_layer(node)  # what the node wrote; its image is scanned above
         try:

@@ -112,7 +112,8 @@ def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
                        container_env(node, net.gateway, topology.DATACENTER),
-                       dict(container_labels(node)), (*deliver, node.name, node.role, node.env))
+                       dict(container_labels(ctx.fleet.name, node)),
+                       (*deliver, node.name, node.role, node.env))
         for (name, image, node), port in zip(nodes, ports, strict=True))
     return VagrantPlan(machines, unbaked, net.name, topology.SSH_USER, str(private), str(public))
 

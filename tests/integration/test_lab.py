@@ -12,6 +12,7 @@ from fleet.adapters import docker, process
 from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
+from fleet.model import vault_policy
 from fleet.services import topology
 from tests.conftest import eventually, fleet
 
@@ -22,7 +23,9 @@ def parts(run_json: Any) -> dict[str, dict[str, str]]:
     return {p["name"]: p for p in run_json["parts"]}
 
 
-def test_up_is_idempotent(lab: Any) -> None:
+def test_up_is_idempotent_and_renews_the_operators_vault_token(lab: Any) -> None:
+    held = topology.vault_operator(topology.paths(lab))
+    assert held is not None
     again = fleet("lab", "up", "--json")
     assert again.code == 0, again.stderr
     report = again.json()
@@ -30,7 +33,11 @@ def test_up_is_idempotent(lab: Any) -> None:
     assert report["healthy"] is True
     states = {name: p["state"] for name, p in parts(report).items()}
     assert states == {"dockerd": "up", "network fleet-lab": "up", "consul": "up",
-                      "openbao": "up", "base image bookworm": "up"}
+                      "openbao": "up", "reboot watcher": "up", "base image bookworm": "up"}
+    after = topology.vault_operator(topology.paths(lab))
+    assert after is not None and after[0].reveal() == held[0].reveal(), "renewed, not re-minted"
+    renewed = Vault(lab.vault_addr, held[0].reveal()).lookup_self()
+    assert renewed.ttl > vault_policy.TOKEN_RENEWAL - 60, f"a whole period again: {renewed}"
 
 
 def test_status_shows_versions_and_addresses(lab: Any) -> None:
@@ -118,7 +125,8 @@ def test_nodes_restarted_with_dockerd_get_their_credentials_again(lab: Any) -> N
         process.run(["docker", "run", "-d", "--pull", "never", "--name", node, "--hostname", node,
                      "--network", net.name, "--restart", "unless-stopped",
                      "--tmpfs", "/run/fleet:mode=0700", "--label", "fleet.lab=1",
-                     "--label", "fleet.role=bastion", "--label", "fleet.env=production",
+                     "--label", f"fleet.name={lab.fleet.name}", "--label", "fleet.role=bastion",
+                     "--label", "fleet.env=production",
                      "-e", f"FLEET_CONSUL_JOIN={net.gateway}", "-e", "FLEET_CONSUL_DATACENTER=lab",
                      base])
         delivered = fleet("secrets", "deliver", node, "bastion", "production")

@@ -81,5 +81,6 @@ def test_a_rebooted_node_and_a_dead_service_come_back(lab: Any, fleet_copy: Flee
     finally:
         watcher.terminate()  # the watcher this test started, by its own handle
         said, _ = watcher.communicate(timeout=30)
+        print(f"the watcher said:\n{said}")
         cattle.apply(ctx, "canary", [])
     assert f"{web.name} rebooted" in said, f"the watcher said: {said[-500:]}"

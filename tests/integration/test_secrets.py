@@ -19,7 +19,7 @@ from fleet.model import acl, secretscan
 from fleet.model import secrets as model
 from fleet.model.secret import Secret
 from fleet.services.context import load
-from fleet.services.topology import management_token
+from fleet.services.topology import management_token, vault_root_token
 from fleet.workflows import secrets as workflow
 from tests.conftest import ROOT, FleetCopy, Run, eventually
 
@@ -45,7 +45,8 @@ def copy(lab: Any, fleet_copy: FleetCopy) -> Iterator[FleetCopy]:
     fleet_copy.edit("fleet.toml", 'secrets_mount = "fleet"', f'secrets_mount = "{fleet_copy.name}"')
     shutil.copytree(ROOT / "secrets-policy", fleet_copy.root / "secrets-policy")
     yield fleet_copy
-    vault = Vault(lab.vault_addr, lab.vault_token.reveal())
+    # as the lab's administrator: fleet's operator token may not delete policies or unmount
+    vault = Vault(lab.vault_addr, vault_root_token(lab).reveal())
     for name in vault.policies(f"{fleet_copy.name}-"):
         vault.delete_policy(name)
     for name in vault.approles(f"{fleet_copy.name}-", model.APPROLE_MOUNT):

@@ -11,9 +11,15 @@ Choices, for whoever runs it:
 - OpenBao runs with integrated (raft) storage under .fleet/lab/openbao (its file backend was
   removed in OpenBao 2.7; raft is the supported persistent store), initialised with one key share and
   unsealed by `lab up`; the unseal key and root token sit 0600 in .fleet/lab/openbao-init.json.
-  That is a lab convenience, never a production pattern.
+  That is a lab convenience, never a production pattern. The root token is for `lab up` alone:
+  commands run with fleet's operator token (fleet/model/vault_policy.py, kept 0600 in
+  .fleet/lab/openbao-operator.json, renewed by each `lab up`) unless VAULT_TOKEN names
+  another, and a file audit device records every request (openbao_server.py).
 - dockerd is started only if none answers, and only a dockerd the lab started is stopped by
   `lab down`. Every process is stopped by the PID the lab recorded, never by name.
+- The lab serves every fleet on the machine: `lab down` and `lab reset` where it was made are
+  refused while another fleet has nodes on it; elsewhere, `lab reset` removes that fleet alone
+  (sharing.py). Pet data volumes go only with `--delete-volumes`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from dataclasses import replace
 from fleet.adapters import chef, docker, packer, terraform, vagrant
 from fleet.services import baseimage, credentials
 from fleet.services.context import Context
-from fleet.services.topology import Paths, consul_tokens, network, paths
-from fleet.workflows.lab import boots, processes
+from fleet.services.topology import Paths, consul_tokens, network, paths, vault_operator
+from fleet.workflows.lab import boots, processes, sharing
 from fleet.workflows.lab.consul_server import consul_up
 from fleet.workflows.lab.engine import docker_up, network_up
 from fleet.workflows.lab.openbao_server import openbao_up
@@ -44,7 +50,7 @@ from fleet.workflows.lab.parts import (
 )
 from fleet.workflows.lab.processes import Progress
 
-__all__ = ["LabReport", "Part", "PartState", "down", "reset", "status", "up"]
+__all__ = ["LabReport", "Part", "PartState", "down", "reset", "reset_scope", "status", "up"]
 
 
 def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
@@ -74,6 +80,9 @@ def up(ctx: Context, progress: Progress) -> LabReport:
     actions += _base_images_up(ctx, p, progress)
     if ctx.consul_token is None:  # the first `lab up` made the operator token just now
         ctx = replace(ctx, consul_token=consul_tokens(p).operator)
+    operator = vault_operator(p)
+    if ctx.vault_token is None and operator is not None:  # minted just now, as Consul's
+        ctx = replace(ctx, vault_token=operator[0])
     if docker_started:
         actions += credentials.redeliver(ctx, progress)
     if processes.recorded_pid(p, "boots", boots.EXE) is None:
@@ -83,21 +92,39 @@ def up(ctx: Context, progress: Progress) -> LabReport:
 
 
 def down(ctx: Context, progress: Progress) -> LabReport:
-    """Stop what the lab started, by PID; data stays for the next `lab up`."""
+    """Stop what the lab started here, by PID; data stays for the next `lab up`. Refused,
+    before anything stops, while another fleet has nodes on servers this directory owns
+    (fleet/workflows/lab/sharing.py)."""
     p = paths(ctx)
+    sharing.require_alone(ctx, p, "down")
+    if not sharing.owns_servers(p):
+        progress("the lab's servers were not started from here: they keep running")
+    actions = _stop(p, progress)
+    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+
+
+def _stop(p: Paths, progress: Progress) -> list[str]:
     actions = []
-    for name, exe in (("boots", boots.EXE), ("openbao", "bao"), ("consul", "consul"),
-                      ("dockerd", "dockerd")):
+    for name, exe in (("boots", boots.EXE), *sharing.SERVERS):
         if processes.recorded_pid(p, name, exe) is not None:
             progress(f"stopping {name}")
             if processes.stop(p, name, exe):
                 actions.append(f"stopped {name}")
-    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+    return actions
 
 
-def reset(ctx: Context, progress: Progress) -> LabReport:
-    """Remove the lab's containers, network and state (Consul data, OpenBao data and keys)."""
+def reset(ctx: Context, progress: Progress, *, delete_volumes: bool = False) -> LabReport:
+    """Where the lab's servers were made: remove every lab container, the network and the
+    lab's state (Consul data, OpenBao data and keys), refused while another fleet has nodes
+    on it. Elsewhere: remove this fleet alone (its nodes, its Consul tokens and KV, its
+    .fleet/lab), the shared lab staying up. Pet data volumes only with delete_volumes."""
     p = paths(ctx)
+    sharing.require_alone(ctx, p, "reset")
+    if not sharing.owns_servers(p):
+        actions = sharing.reset_own(ctx, p, progress)
+        actions += (sharing.delete_volumes(ctx, progress) if delete_volumes
+                    else sharing.kept_volumes(ctx))
+        return LabReport(status(ctx, tools=False).parts, tuple(actions))
     actions = []
     if docker.server_version() is not None:
         names = docker.lab_containers()
@@ -105,15 +132,27 @@ def reset(ctx: Context, progress: Progress) -> LabReport:
             progress(f"removing {len(names)} lab container(s)")
             docker.remove_containers(names)
             actions.append(f"removed {len(names)} container(s)")
+        actions += (sharing.delete_volumes(ctx, progress) if delete_volumes
+                    else sharing.kept_volumes(ctx))
         net = network(ctx)
         if docker.network_gateway(net.name) is not None:
             docker.remove_network(net.name)
             actions.append(f"removed network {net.name}")
-    actions += down(ctx, progress).actions
+    actions += _stop(p, progress)
     if p.lab.exists():
         shutil.rmtree(p.lab)
         actions.append(f"removed {p.lab}")
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
+
+
+def reset_scope(ctx: Context, delete_volumes: bool) -> str:
+    """What `lab reset` here would remove, as its confirmation asks."""
+    volumes = "and its pets' data volumes" if delete_volumes else "(pet data volumes stay)"
+    if sharing.owns_servers(paths(ctx)):
+        return (f"Wipe the whole lab: every lab container, the network, Consul's and OpenBao's "
+                f"data under {paths(ctx).lab} {volumes}?")
+    return (f"Remove fleet {ctx.fleet.name} from the shared lab: its nodes, its Consul KV "
+            f"{ctx.fleet.kv_prefix}/ and {paths(ctx).lab} {volumes}?")
 
 
 def status(ctx: Context, *, tools: bool = True) -> LabReport:

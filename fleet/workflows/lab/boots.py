@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fleet.adapters import docker, process
 from fleet.errors import FleetError
-from fleet.services import credentials
+from fleet.services import credentials, topology
 from fleet.services.access import DockerExec
 from fleet.services.context import Context
 from fleet.services.topology import Paths
@@ -46,14 +46,18 @@ def is_reboot(event: docker.Event, since_created: float | None) -> bool:
                                          and since_created >= FIRST_START)
 
 
-def handle(ctx: Context, event: docker.Event, say: Callable[[str], None]) -> str | None:
-    """Give a rebooted node of this fleet its credentials again; what was done, or None."""
+def rebooted(ctx: Context, event: docker.Event) -> bool:
+    """Whether the event is a reboot of one of this fleet's nodes."""
     role, env = event.labels.get("fleet.role"), event.labels.get("fleet.env")
-    node = event.container
-    if not (role and env and node.startswith(f"{ctx.fleet.name}-")):
-        return None  # another fleet's node, or no fleet node at all
-    if not is_reboot(event, docker.seconds_from_create_to_start(node)):
-        return None
+    if not (role and env and topology.owns(ctx, event.container,
+                                           event.labels.get("fleet.name", ""))):
+        return False  # another fleet's node, or no fleet node at all
+    return is_reboot(event, docker.seconds_from_create_to_start(event.container))
+
+
+def recover(ctx: Context, event: docker.Event, say: Callable[[str], None]) -> str | None:
+    """Give a rebooted node its credentials again, unless it has them; what was done."""
+    node, role, env = (event.container, event.labels["fleet.role"], event.labels["fleet.env"])
     time.sleep(SETTLE)
     for attempt in range(1, TRIES + 1):
         try:
@@ -71,19 +75,21 @@ def handle(ctx: Context, event: docker.Event, say: Callable[[str], None]) -> str
 
 def watch(ctx: Context, say: Callable[[str], None]) -> None:
     """Follow the lab's container events until stopped (or dockerd goes away: `lab up`
-    starts the watcher again). Nodes that reboot together are handled side by side, each node
-    by one handler at a time: `docker restart` says both start and restart."""
+    starts the watcher again). Nodes that reboot together are recovered side by side, each
+    node by one handler at a time: `docker restart` says both start and restart."""
     argv = docker.events_argv("fleet.lab=1", ("start", "restart"))
     busy: set[str] = set()
     lock = threading.Lock()
 
     def once(event: docker.Event) -> None:
+        if not rebooted(ctx, event):
+            return
         with lock:
             if event.container in busy:
                 return
             busy.add(event.container)
         try:
-            handle(ctx, event, say)
+            recover(ctx, event, say)
         finally:
             with lock:
                 busy.discard(event.container)

@@ -14,6 +14,11 @@ terraform {
   backend "consul" {}
 }
 
+variable "fleet" {
+  type        = string
+  description = "the fleet's name: every node carries the label fleet.name=<it>, by which fleet lab reset and down tell fleets apart"
+}
+
 variable "network" {
   type        = string
   description = "the lab's Docker network"
@@ -72,7 +77,7 @@ locals {
     docker rm -f "$NAME" >/dev/null 2>&1 || true
     docker run -d --pull never --name "$NAME" --hostname "$NAME" \
       --network "$NETWORK" --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
-      --label fleet.lab=1 --label fleet.role="$ROLE" --label fleet.env="$FLEET_ENV" \
+      --label fleet.lab=1 --label fleet.name="${var.fleet}" --label fleet.role="$ROLE" --label fleet.env="$FLEET_ENV" \
       --label fleet.version="$VERSION" --label fleet.class="$CLASS" \
       -v "$KEYS:/root/.ssh/authorized_keys:ro" $VOLUME \
       -e FLEET_CONSUL_JOIN="$JOIN" -e FLEET_CONSUL_DATACENTER=lab \
@@ -88,7 +93,7 @@ resource "terraform_data" "pet_data" {
   input = { volume = each.value.volume }
 
   provisioner "local-exec" {
-    command = "docker volume create --label fleet.lab=1 ${self.input.volume} >/dev/null"
+    command = "docker volume create --label fleet.lab=1 --label fleet.name=${var.fleet} ${self.input.volume} >/dev/null"
   }
 
   lifecycle {
