@@ -133,6 +133,20 @@ def single_boots(ctx: Context, image: str, repeats: int) -> list[float]:
     return samples
 
 
+def diagnose(ctx: Context) -> None:
+    """Why canary's nodes that do not pass do not: their checks in Consul and their logs."""
+    health = cattle.health(ctx, ["web"], "canary", "web")
+    running = [n for n in docker.lab_containers() if n.startswith(f"{ctx.fleet.name}-web-canary-")]
+    stuck = [n for n in running if n not in health.passing][:3]
+    for node in stuck:
+        checks = ctx.consul().node_checks(node)
+        print(f"--- {node}: checks {[(c.name, c.status.value, c.output[:80]) for c in checks]}")
+        logs = subprocess.run(["docker", "exec", node, "sh", "-c", "tail -8 /var/log/consul.log; "
+                               "tail -3 /var/log/fleet-node.log; ls -l /run/fleet/consul"],
+                              capture_output=True, text=True)
+        print(logs.stdout + logs.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("n", type=int, nargs="?", default=20, help="nodes rolled")
@@ -170,7 +184,12 @@ def main() -> None:
                     crowd = group(name, ctx.fleet.roles["web"], "production", "crowd",
                                   image.record.artifact, args.crowd, 100)
                     cattle.apply(ctx, "production", crowd)
-                first = promote.promote(ctx, "v1", "canary", ["web"], say=quiet)
+                try:
+                    first = promote.promote(ctx, "v1", "canary", ["web"], say=quiet)
+                except FleetError as exc:
+                    print(f"the first rollout failed: {exc.line()}")
+                    diagnose(ctx)
+                    raise
                 for i in range(args.repeats):
                     version = ("v2", "v1")[i % 2]
                     with Watcher(ctx, "canary") as watch:
@@ -180,6 +199,7 @@ def main() -> None:
                             rollouts.append((True, time.monotonic() - start, rolled.steps))
                         except FleetError as exc:
                             print(f"rollout {i + 1} failed: {exc.line()}")
+                            diagnose(ctx)
                             rollouts.append((False, time.monotonic() - start, 0))
                     new_nodes = [x for x in watch.first_passing if f"-{version}-" in x]
                     under_load += [watch.first_passing[x] - started_at(x) for x in new_nodes]
