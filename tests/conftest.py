@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -110,3 +111,41 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")
     lab.consul().delete_tree(f"fleet/{name}/")  # its catalog, channels, history and states
+
+
+@contextlib.contextmanager
+def throwaway_vault(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """An OpenBao of the test's own on a free loopback port, initialised and so sealed:
+    (its address, its unseal key and root token). Stopped afterwards by its own handle."""
+    import socket
+
+    from fleet.adapters.vault import Vault
+    from fleet.errors import FleetError
+    from fleet.workflows.lab.processes import bao_binary
+
+    def answers(address: str) -> bool:
+        try:
+            Vault(address, timeout=1).health()
+        except FleetError:
+            return False
+        return True
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "bao").mkdir()
+    config = tmp_path / "bao.hcl"
+    config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n'
+                      '  performance_multiplier = 1\n}\n'
+                      f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+                      f'api_addr = "http://127.0.0.1:{port}"\n'
+                      f'cluster_addr = "http://127.0.0.1:{port + 1}"\n')
+    server = subprocess.Popen([bao_binary(), "server", f"-config={config}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        assert eventually(lambda: answers(address), True), "the throwaway Vault never answered"
+        yield address, Vault(address, timeout=60).initialize()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,11 +19,9 @@ from typing import Any
 
 import pytest
 
-from fleet.adapters.vault import Vault
-from fleet.errors import FleetError
 from fleet.services.context import load
 from fleet.services.lock import env_lock
-from tests.conftest import ROOT, FleetCopy, Run, eventually, fleet
+from tests.conftest import ROOT, FleetCopy, Run, fleet, throwaway_vault
 from tests.integration.test_promote import bake, events, settles, teardown
 
 pytestmark = pytest.mark.lab
@@ -32,35 +29,9 @@ pytestmark = pytest.mark.lab
 
 @contextlib.contextmanager
 def sealed_vault(tmp_path: Path) -> Iterator[str]:
-    """A Vault of our own, initialised and so sealed (as test_secrets does); its address."""
-    from fleet.workflows.lab.processes import bao_binary
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (tmp_path / "bao").mkdir()
-    config = tmp_path / "bao.hcl"
-    config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n}}\n'
-                      f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
-                      f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{port + 1}"\n')
-    server = subprocess.Popen([bao_binary(), "server", f"-config={config}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"http://127.0.0.1:{port}"
-    try:
-        assert eventually(lambda: _answers(address), True), "the sealed Vault never answered"
-        Vault(address, timeout=60).initialize()
+    """A Vault of our own, initialised and so sealed; its address."""
+    with throwaway_vault(tmp_path) as (address, _):
         yield address
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _answers(address: str) -> bool:
-    try:
-        Vault(address, timeout=1).health()
-    except FleetError:
-        return False
-    return True
 
 
 def channel(copy: FleetCopy, env: str, role: str = "web") -> str:

@@ -21,7 +21,7 @@ from fleet.model.secret import Secret
 from fleet.services.context import load
 from fleet.services.topology import management_token, vault_root_token
 from fleet.workflows import secrets as workflow
-from tests.conftest import ROOT, FleetCopy, Run, eventually
+from tests.conftest import ROOT, FleetCopy, Run, eventually, throwaway_vault
 
 pytestmark = pytest.mark.lab
 VALUES = {("web", "canary", "db_password"): "pw-web-canary-7Hq2",
@@ -129,24 +129,7 @@ def test_bad_input_is_one_line_and_writes_nothing(lab: Any, copy: FleetCopy) -> 
 
 def test_a_sealed_vault_is_one_line(lab: Any, copy: FleetCopy, tmp_path: Path) -> None:
     """A Vault of our own, initialised and so sealed: every secrets command says so."""
-    import socket
-
-    from fleet.workflows.lab.processes import bao_binary
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (tmp_path / "bao").mkdir()
-    config = tmp_path / "bao.hcl"
-    config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n}}\n'
-                      f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
-                      f'api_addr = "http://127.0.0.1:{port}"\ncluster_addr = "http://127.0.0.1:{port + 1}"\n')
-    server = subprocess.Popen([bao_binary(), "server", f"-config={config}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        address = f"http://127.0.0.1:{port}"
-        eventually(lambda: _answers(address), True)
-        Vault(address, timeout=60).initialize()
+    with throwaway_vault(tmp_path) as (address, _):
         for args in (["secrets", "check"], ["secrets", "sync"],
                      ["secrets", "rotate", "web", "--env", "canary"]):
             sealed = subprocess.run(
@@ -156,17 +139,6 @@ def test_a_sealed_vault_is_one_line(lab: Any, copy: FleetCopy, tmp_path: Path) -
             assert sealed.returncode == 1, sealed.stderr
             assert sealed.stderr == f"fleet: error: Vault at {address} is sealed: unseal it " \
                 "(`fleet lab up` does so for the lab)\n"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _answers(address: str) -> bool:
-    try:
-        Vault(address, timeout=1).health()
-    except FleetError:
-        return False
-    return True
 
 
 def node_file(node: str, path: str) -> tuple[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -28,8 +27,7 @@ from fleet.services import baseimage, topology
 from fleet.services.context import load
 from fleet.workflows import secrets as workflow
 from fleet.workflows.lab.openbao_server import operator_up
-from fleet.workflows.lab.processes import bao_binary
-from tests.conftest import EXAMPLE, ROOT, FleetCopy, Run, eventually
+from tests.conftest import EXAMPLE, ROOT, FleetCopy, Run, eventually, throwaway_vault
 
 pytestmark = pytest.mark.lab
 
@@ -137,22 +135,7 @@ def test_a_command_that_needs_more_than_the_operator_policy_fails_in_one_line(
     """An OpenBao of our own, set up as `lab up` sets the lab's (the policy, the operator
     token) but without AppRole enabled: `secrets sync` would have to enable it, which is the
     administrator's, not the operator's."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (tmp_path / "bao").mkdir()
-    config = tmp_path / "bao.hcl"
-    config.write_text(f'storage "raft" {{\n  path = "{tmp_path / "bao"}"\n  node_id = "t"\n'
-                      '  performance_multiplier = 1\n}\n'
-                      f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
-                      f'api_addr = "http://127.0.0.1:{port}"\n'
-                      f'cluster_addr = "http://127.0.0.1:{port + 1}"\n')
-    server = subprocess.Popen([bao_binary(), "server", f"-config={config}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        address = f"http://127.0.0.1:{port}"
-        eventually(lambda: _answers(address), True)
-        keys = Vault(address, timeout=60).initialize()
+    with throwaway_vault(tmp_path) as (address, keys):
         Vault(address).unseal(keys.unseal_key)
         assert eventually(lambda: Vault(address).health().state, SealState.UNSEALED) \
             is SealState.UNSEALED
@@ -194,14 +177,5 @@ def test_a_command_that_needs_more_than_the_operator_policy_fails_in_one_line(
         assert again.returncode == 0, again.stderr
         stored = put(fleet_copy, "web", "db_password", "canary", "x-value", env)
         assert stored.code == 0, stored.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
-def _answers(address: str) -> bool:
-    try:
-        Vault(address, timeout=1).health()
-    except FleetError:
-        return False
-    return True
