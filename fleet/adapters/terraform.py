@@ -75,18 +75,22 @@ class Workspace:
                  f"-backend-config=path={self.state_path}",
                  "-backend-config=lock=true", "-reconfigure")
 
-    def apply(self, variables: Mapping[str, Any], *, refresh: bool = True) -> dict[str, Any]:
+    def apply(self, variables: Mapping[str, Any], *, refresh: bool = True,
+              replace: Sequence[str] = ()) -> dict[str, Any]:
         """Apply the module with these variables; return its outputs.
 
         refresh=False skips reading the real resources first: right for a module of
         terraform_data only (lab cattle), whose refresh reads nothing outside the state.
+        replace: addresses to destroy and create again (-replace; unlike `terraform taint`,
+        their destroy-time provisioners run).
         """
         self.init()
         var_file = self.data_dir / "fleet.auto.tfvars.json"
         var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
         # a killed fleet may leave its terraform child finishing an apply: wait for its lock
         self.run("apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=300s",
-                 f"-refresh={str(refresh).lower()}", f"-var-file={var_file}")
+                 f"-refresh={str(refresh).lower()}", f"-var-file={var_file}",
+                 *(f"-replace={a}" for a in replace))
         return self.outputs()
 
     def outputs(self) -> dict[str, Any]:

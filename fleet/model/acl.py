@@ -5,10 +5,17 @@ The lab's Consul runs with ACLs on and default deny. Three kinds of token:
 - the management token (the lab's bootstrap, kept 0600 under .fleet/lab): only `fleet lab up`
   uses it, to write the two policies below; benchmarks use it to register synthetic nodes;
 - fleet's operator token: the fleet's own KV (catalog, channels, rollouts, history, verdicts,
-  Terraform states) and sessions for locks, reads of the catalog and health, and `acl =
-  "write"` because it mints each node's token when Terraform creates the node (Consul 1.8 has
-  no narrower right to create tokens; a production fleet would hand this to Vault's Consul
-  secrets engine);
+  Terraform states) and sessions for locks, reads of the catalog and health, `acl = "write"`
+  because it mints each node's token when Terraform creates the node (Consul 1.8 has no
+  narrower right to create tokens; a production fleet would hand this to Vault's Consul
+  secrets engine), and what forces out of Consul a node Terraform destroyed that could not
+  leave by itself (killed, without its token, or its leave lost; see
+  terraform/lab/cattle): `operator = "write"` for `consul force-leave` (Consul 1.8 allows it
+  on nothing narrower; it also reaches Raft peers, the keyring and autopilot), and write on
+  nodes to deregister from the catalog one that Consul still calls alive or leaving (it
+  notices a dead agent only after minutes; a failed member is force-left instead, as the
+  leader would register it again). With `acl = "write"` the operator could mint itself both
+  rights anyway; a production fleet would give the reaping to a token of its own;
 - one token per node, minted at delivery and removed once its node is gone: the node may
   register itself and its role's own services, run its agent (reload, leave), and read the
   health of the services its role depends on. It can write no KV at all: not the catalog,
@@ -38,10 +45,11 @@ def operator_rules() -> Rules:
     return _grant(
         key_prefix={KV_ROOT: "write"},
         session_prefix={"": "write"},   # locks: rollouts, Terraform's state lock
-        node_prefix={"": "read"},
+        node_prefix={"": "write"},      # deregister a destroyed node Consul calls alive
         service_prefix={"": "read"},
         agent_prefix={"": "read"},      # the server's version for `lab status`
         acl="write",                    # to mint and remove node tokens
+        operator="write",               # force-leave a destroyed node that did not leave
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from fleet.model.definition import Fleet, Role
@@ -66,6 +67,37 @@ def group(fleet: str, role: Role, env: str, version: str, image: str, count: int
     services = services_json(fleet, role, env, version, weight)
     return [Node(node_name(fleet, role.name, env, version, i), role.name, env, version, image,
                  services) for i in range(count)]
+
+
+FAILED = "its agent is a failed member of Consul (it died without leaving)"
+NO_CONTAINER = "its container is gone"
+
+
+def gone(listed: Iterable[str], members: Mapping[str, bool],
+         containers: Collection[str] | None) -> dict[str, str]:
+    """The nodes among `listed` (those Consul has a service check of) that are gone all the
+    same, each with why: node -> reason.
+
+    members: node -> whether its serfHealth passes, for every node that has one; containers:
+    the lab's container names (None: not listed).
+    - A failed member (serfHealth critical) is gone: its agent died without leaving, and
+      Consul keeps it, with its services' last statuses, for 72 h.
+    - A member whose container is gone is gone: Consul notices a dead agent only after its
+      probes and suspicion time out (~30 s in the lab); a container draining away has been
+      renamed, so it no longer counts. A stopped container still counts until Consul calls
+      its agent failed.
+    - A node without serfHealth is taken at Consul's word: it was never a member (a node
+      registered through the catalog API, as the plan benchmark's synthetic ones) or it has
+      just left, and the leader drops what its last sync left at its next reconcile.
+    """
+    found = {}
+    for node in listed:
+        member = members.get(node)
+        if member is False:
+            found[node] = FAILED
+        elif member and containers is not None and node not in containers:
+            found[node] = NO_CONTAINER
+    return found
 
 
 def upstream_services(fleet: Fleet, role: Role) -> list[str]:

@@ -43,7 +43,7 @@ class Action(StrEnum):
     GROW = "grow"              # cattle: the channel's group below the role's count
     SHRINK = "shrink"
     ROLL = "roll"              # cattle: nodes at another version than the channel's
-    REPAIR = "repair"          # cattle: a node the state holds is gone (drift)
+    REPAIR = "repair"          # cattle: a node the state holds is gone (drift): replaced
     REVOKED = "revoked"        # nodes run a revoked image
     SECRET = "missing secret"  # a secret the role reads at boot is not in Vault
     SYNC = "sync secrets"      # the role's Vault policy and AppRole are not there yet
@@ -170,6 +170,8 @@ class Actual:
     machines: Mapping[str, tuple[MachineChange, ...]]          # env -> Terraform's plan
     missing_secrets: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     unsynced: frozenset[tuple[str, str]] = frozenset()         # (env, role) without an AppRole
+    gone: Mapping[str, str] = field(default_factory=dict)      # node Consul lists -> why it is
+                                                               # gone all the same (nodes.gone)
 
 
 def diff(desired: Desired, actual: Actual) -> Plan:
@@ -239,9 +241,14 @@ def _cattle(desired: Desired, actual: Actual, env: str, role: Role) -> list[Item
         seen = actual.nodes[(env, role.name)]
         for v, n in sorted(groups.items()):
             stem = node_name(fleet.name, role.name, env, v, 0)[:-1]  # names differ by index
-            for node in sorted({f"{stem}{i}" for i in range(n)} - seen):
-                found.append(item(Action.REPAIR, f"{node} is in the state but not in "
-                                  "Consul: created again", node, drift=True))
+            for node in sorted(f"{stem}{i}" for i in range(n)):
+                if node not in seen:
+                    why = "is in the state but not in Consul"
+                elif node in actual.gone:
+                    why = f"is gone: {actual.gone[node]}"
+                else:
+                    continue
+                found.append(item(Action.REPAIR, f"{node} {why}: replaced", node, drift=True))
     return found
 
 

@@ -7,11 +7,13 @@ makes it so. Health comes from Consul, where each node's agent registers its ser
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 from fleet.adapters import terraform
@@ -26,12 +28,16 @@ from fleet.services.context import Context, token_environ
 class NodeWorkspace(terraform.Workspace):
     """A lab module's state. Its create provisioner runs `fleet secrets deliver`, which
     needs the tokens this fleet runs with: they go to Terraform's environment only, which
-    Terraform never writes to its state (the node's inputs, which it does keep, hold none)."""
+    Terraform never writes to its state (the node's inputs, which it does keep, hold none).
+    The cattle module's destroy provisioner runs the consul CLI (force-leave of a node that
+    could not leave): CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN tell it where and as whom."""
 
     tokens: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    consul_http_addr: str = ""
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), **{k: v.reveal() for k, v in self.tokens.items()}}
+        addr = {"CONSUL_HTTP_ADDR": self.consul_http_addr} if self.consul_http_addr else {}
+        return {**super().env(), **addr, **{k: v.reveal() for k, v in self.tokens.items()}}
 
 
 def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
@@ -44,6 +50,7 @@ def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
         state_path=f"{ctx.fleet.kv_prefix}/terraform/{module}/{env}",
         state_dir=ctx.state_dir,
         tokens={k: Secret(v) for k, v in token_environ(ctx).items()},
+        consul_http_addr=ctx.consul_addr,
     )
 
 
@@ -61,27 +68,55 @@ def deliver_command(ctx: Context) -> str:
     return shlex.join(deliver_argv(ctx))
 
 
-def apply(ctx: Context, env: str, nodes: Iterable[Node]) -> dict[str, str]:
+def apply(ctx: Context, env: str, nodes: Iterable[Node], *,
+          replace: Iterable[str] = ()) -> dict[str, str]:
     """Make the environment's cattle exactly these nodes; return node -> version.
 
     Every node gets its Consul token, and a role with secrets its Vault credentials, as
     Terraform creates it: the module's create provisioner runs `fleet secrets deliver NODE
     ROLE ENV` (see fleet/workflows/secrets.py), so a fleet killed mid-apply leaves no node
     without them.
+
+    replace: nodes to destroy and create afresh (Terraform's -replace, not `taint`, which
+    would skip the destroy provisioner): their drain forces a dead one out of Consul before
+    the new one starts; a node the state does not hold is simply created.
     """
     nodes = list(nodes)
     _vault_ready(ctx, {n.role for n in nodes})
     net = topology.network(ctx)
     fleet = ctx.fleet
     outputs = workspace(ctx, env).apply({
+        "fleet": fleet.name,
         "network": net.name,
         "consul_join": net.gateway,
         "deliver": deliver_command(ctx),
+        "authorized_keys": str(cattle_keys(ctx)),
         "nodes": {n.name: {**n.tfvar(), "services": with_watches(
             n.services, fleet.name, env, upstream_services(fleet, fleet.roles[n.role]))}
             for n in nodes},
-    }, refresh=False)  # terraform_data only: a refresh would read nothing, at a cost per step
+    }, refresh=False,  # terraform_data only: a refresh would read nothing, at a cost per step
+        replace=[f'terraform_data.node["{name}"]' for name in replace])
     return {str(k): str(v) for k, v in outputs["nodes"].items()}
+
+
+def cattle_keys(ctx: Context) -> Path:
+    """The authorized_keys file cattle nodes mount read-only: the lab key (topology.key_pair,
+    the one pets, snowflakes and Vagrant machines take), with OpenSSH's `restrict` option.
+
+    Cattle are never changed in place, so their SSH is for diagnostics (`fleet run`): a
+    command runs, but no port, agent or X11 forwarding and no pty (`restrict`), so a node
+    is no way into the lab's network. The key is mounted at boot, never baked. fleet does
+    not stop a command as root from writing (a read-only root filesystem per session would
+    need CAP_SYS_ADMIN in the container); what one changes dies with the node at the next
+    rollout."""
+    _, public = topology.key_pair(ctx)
+    keys = public.with_name("cattle_authorized_keys")
+    text = f"restrict {public.read_text().strip()}\n"
+    if not keys.exists() or keys.read_text() != text:
+        partial = keys.with_name(f"{keys.name}.{os.getpid()}")  # a node never mounts half a file
+        partial.write_text(text)
+        partial.replace(keys)
+    return keys
 
 
 def _vault_ready(ctx: Context, roles: set[str]) -> None:

@@ -10,10 +10,12 @@ in depends_on order), and stop at the first failure with what was done so far.
   (over SSH) the instances whose settings changed in place. An environment's pets and
   snowflakes are one Terraform state, applied before its cattle (which depend on them in the
   example); a pet that depends on cattle would need its own state.
-- Cattle go through the promotion machinery (fleet/workflows/promote.py): a role that never ran
+- Cattle go through the promotion machinery (fleet/workflows/promote/): a role that never ran
   gets its current image promoted to the first environment; a group to grow or shrink, or
   nodes at another version, is a promotion of the channel's version (the same red/black steps,
-  gated on health); a node gone from Consul is forgotten by Terraform and created again.
+  gated on health); a node that is gone (not in Consul, a failed member of it, or its
+  container gone) is replaced: Terraform destroys it, which forces it out of Consul, and
+  creates it again.
 
 A saved plan (`--plan FILE`) is refused when a fresh plan would do other work. Every step is
 idempotent, so an apply cut short is finished by the next one; a second apply finds nothing.
@@ -30,7 +32,6 @@ from fleet.errors import FleetError
 from fleet.model.image import current
 from fleet.model.nodes import node_name
 from fleet.model.plan import Action, Item, Options, Plan, PlanError
-from fleet.services import cattle
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.lock import env_lock
@@ -199,14 +200,19 @@ def _rolling(ctx: Context, env: str, role: str) -> str:
 
 
 def _repair(ctx: Context, env: str, items: list[Item], say: Say) -> list[Done]:
-    """Nodes Terraform holds but that are gone: forget them and apply the desired groups
-    again (the environment's rollout lock held), then wait until they pass."""
+    """Nodes Terraform holds but that are gone: replaced by applying the desired groups again
+    (the environment's rollout lock held), then waited for until they pass.
+
+    Replaced (Terraform's -replace), not forgotten: the destroy of a dead node forces it out
+    of Consul (a failed member would keep its name for 72 h), a container still there (its
+    agent died, or left) is removed rather than adopted, and the new node, with the same
+    Consul node ID (derived from its name), takes the name back at once. See
+    terraform/lab/cattle."""
     p = promote.Promoter(ctx, say, promote.STEP_TIMEOUT)
     with env_lock(p.consul, ctx.fleet.kv_prefix, env, wait=False):
         desired, _ = FleetState(p.consul, ctx.fleet.kv_prefix).desired(env)
-        say(f"{env}: creating again {', '.join(i.target for i in items)}")
-        cattle.workspace(ctx, env).forget([f'terraform_data.node["{i.target}"]' for i in items])
-        p.apply(env, desired)
+        say(f"{env}: replacing {', '.join(i.target for i in items)}")
+        p.apply(env, desired, replace=[i.target for i in items])
         for role in sorted({i.role for i in items}):
             for version, count in desired.get(role, {}).items():
                 names = {node_name(ctx.fleet.name, role, env, version, n) for n in range(count)}
@@ -214,4 +220,4 @@ def _repair(ctx: Context, env: str, items: list[Item], say: Say) -> list[Done]:
                     ok, why = p.wait(env, role, version, count)
                     if not ok:
                         raise FleetError(f"repair of {role} in {env}: {why}")
-    return [Done(env, i.role, i.target, i.action, "created again") for i in items]
+    return [Done(env, i.role, i.target, i.action, "replaced") for i in items]

@@ -3,16 +3,25 @@
 What is read, in as few requests as the benchmark wants (none per node):
 - Consul KV, one recursive read each: the catalog, the channels, the desired cattle groups,
   and which environments have a Terraform state for their pets and snowflakes;
-- Consul health, one request: every service check tagged with the fleet (/v1/health/state);
+- Consul health, one request: every service check tagged with the fleet, and every member's
+  serfHealth (/v1/health/state, filtered);
 - Vault, as `fleet secrets check` reads it: which declared secrets and AppRoles are missing;
 - each role's inputs digest, as a bake computes it (files digested by stat-cached reads);
 - Docker, one `docker ps`: which lab containers exist (drift of a pet or snowflake removed by
-  hand), and per environment with pets or snowflakes, Terraform: `terraform show -json` of the
+  hand, and of a cattle node whose container is gone though Consul has not noticed yet; only
+  when there are pets or snowflakes, or members of the cluster among the fleet's nodes), and
+  per environment with pets or snowflakes, Terraform: `terraform show -json` of the
   state and a `terraform plan -out` with the instances fleet.toml wants (environments in
   parallel; the consul backend locks each state while its plan runs).
 
 A pet or snowflake keeps the image it was created with: a new image of its role reaches it
 only when `--allow-replace PET` or `--snowflake NAME` names it; settings change in place.
+
+A cattle node that is gone is drift (a `repair`, which apply carries out by replacing it):
+one the state holds that Consul does not list, and one Consul still lists that is dead all
+the same: a failed member (its agent died without leaving, as when a host dies or its
+container is removed with `docker rm -f`), or a member whose container is gone
+(model.nodes.gone).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from fleet.errors import FleetError
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
-from fleet.model.nodes import services_json
+from fleet.model.nodes import gone, services_json
 from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path, refusals
 from fleet.model.plan import diff as plan_diff
 from fleet.model.promotion import Channel
@@ -97,14 +106,18 @@ def _groups(consul: Consul, prefix: str) -> dict[str, dict[str, dict[str, int]]]
             for e in consul.list(root) if e.value}
 
 
-def _nodes(consul: Consul, fleet: str) -> dict[tuple[str, str], set[str]]:
-    """(env, role) -> the nodes Consul has a service check of, from one request."""
+def _nodes(consul: Consul, fleet: str) -> tuple[dict[tuple[str, str], set[str]],
+                                                dict[str, bool]]:
+    """(env, role) -> the nodes Consul has a service check of, and node -> whether its
+    serfHealth passes (for the fleet's nodes that are members), from one request."""
     found: dict[tuple[str, str], set[str]] = {}
-    for tags, names in consul.nodes_by_tags(f"fleet:{fleet}").items():
+    tagged = consul.nodes_by_tags(f"fleet:{fleet}")
+    for tags, names in tagged.by_tags.items():
         found_tags = dict(t.split(":", 1) for t in tags if ":" in t)
         if "env" in found_tags and "role" in found_tags:
             found.setdefault((found_tags["env"], found_tags["role"]), set()).update(names)
-    return found
+    mine = set().union(*found.values()) if found else set()
+    return found, {n: ok for n, ok in tagged.members.items() if n in mine}
 
 
 # ---- pets and snowflakes on Terraform ---------------------------------------------------------
@@ -160,7 +173,8 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
                               "data_path": data_path(role)}
         else:
             snowflakes[instance] = value
-    return {"network": net.name, "consul_join": net.gateway, "authorized_keys": str(public),
+    return {"fleet": fleet.name, "network": net.name, "consul_join": net.gateway,
+            "authorized_keys": str(public),
             "deliver": cattle.deliver_command(ctx), "pets": pets, "snowflakes": snowflakes}
 
 
@@ -251,18 +265,21 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         reading_kv = pool.submit(kv)
         reading_digests = pool.submit(wanted_digests, ctx)
         reading_secrets = pool.submit(secrets_state, ctx, chosen)
-        records, nodes = reading_records.result(), reading_nodes.result()
+        records, (nodes, members) = reading_records.result(), reading_nodes.result()
         (channels, groups, states), digests = reading_kv.result(), reading_digests.result()
         missing, unsynced = reading_secrets.result()
     images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
     have: dict[str, set[str]] = {}
     for record in records:
-        have.setdefault(record.role, set()).add(record.digest)
+        if not record.pruned:  # a pruned record is history: its image is gone
+            have.setdefault(record.role, set()).add(record.digest)
     to_bake = {r for r, d in digests.items() if d not in have.get(r, set())}
     machine_envs = [e for e in chosen if instances(ctx, e) or e in states]
     machines: dict[str, tuple[MachineChange, ...]] = {}
+    # one `docker ps` serves both: pets' and snowflakes' drift, and members' containers
+    containers = set(docker.lab_containers()) if machine_envs or members else None
     if machine_envs:
-        running = set(docker.lab_containers())
+        running = containers or set()
         topology.key_pair(ctx)  # made once, before the environments are planned side by side
         with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
             machines = dict(zip(machine_envs, pool.map(
@@ -278,5 +295,6 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         machines=machines,
         missing_secrets=missing,
         unsynced=unsynced,
+        gone=gone({n for names in nodes.values() for n in names}, members, containers),
     )
     return Reading(plan_diff(desired, actual), channels)

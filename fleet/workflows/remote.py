@@ -2,9 +2,17 @@
 its running instances; `fleet run` runs an ad-hoc command on a role's nodes.
 
 Nodes are reached on the lab network as root with the lab key (the one `fleet verify` makes,
-mounted read-only as root's authorized_keys when a node starts), and each connection trusts
-only the node's own ed25519 host key, read through `docker exec`. Results are per host: a host
-that is down or fails is reported beside the others, never instead of them.
+mounted read-only as root's authorized_keys when a node starts, never baked), and each
+connection trusts only the node's own ed25519 host key, read through `docker exec`. Results
+are per host: a host that is down or fails is reported beside the others, never instead of
+them.
+
+Cattle carry the key too, for diagnostics (`fleet run web -- cat /etc/hostname`, as Fabric and
+Kamal users expect), but read-mostly: their entry is `restrict`ed (a command runs; no port,
+agent or X11 forwarding, no pty: see services.cattle.cattle_keys), nothing is uploaded to them,
+and `fleet converge` refuses them. A command is not kept from writing (it runs as root), but
+cattle are never changed in place: a change made by hand dies with the node at its next
+replacement, and the way to change cattle is a new image.
 """
 
 from __future__ import annotations
@@ -61,7 +69,8 @@ def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
 
 def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
         limit: int = LIMIT) -> RemoteReport:
-    """COMMAND on every node of ROLE (in ENVs), at most `limit` at once."""
+    """COMMAND on every node of ROLE (in ENVs), at most `limit` at once: a pet's or
+    snowflake's instances, or the cattle nodes running now (one draining away is not)."""
     role = ctx.fleet.role(role_name)
     names = nodes(ctx, role, envs)
     if not names:

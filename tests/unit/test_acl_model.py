@@ -35,6 +35,14 @@ def test_the_operator_writes_only_the_fleets_kv() -> None:
     assert "key" not in rules and "" not in rules["key_prefix"]
 
 
+def test_the_operator_may_force_a_destroyed_node_out_of_consul() -> None:
+    rules = acl.operator_rules()
+    assert rules["operator"] == "write"  # consul force-leave (-prune)
+    assert rules["node_prefix"] == {"": {"policy": "write"}}  # /v1/catalog/deregister
+    # but no service writes: registering services stays with each node's own token
+    assert rules["service_prefix"] == {"": {"policy": "read"}}
+
+
 def test_node_tokens_are_told_apart_by_their_description() -> None:
     assert acl.node_of(acl.node_description("gitlab-web-canary-v1-0")) == "gitlab-web-canary-v1-0"
     assert acl.node_of("fleet operator (lab)") is None

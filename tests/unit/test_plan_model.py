@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.model import nodes
 from fleet.model.definition import parse
 from fleet.model.plan import (
     Action,
@@ -95,6 +96,38 @@ def test_cattle_grow_shrink_roll_revoked_and_a_missing_node() -> None:
     repair = next(i for i in plan.items if i.action is Action.REPAIR)
     assert repair.target == "gitlab-git-production-v1-0" and repair.drift
     assert next(i for i in plan.items if i.action is Action.REVOKED).blocked
+
+
+def test_dead_cattle_that_consul_still_lists_are_replaced() -> None:
+    channels = {("production", "web"): "v1"}
+    groups = {"production": {"web": {"v1": 2}}}
+    web = frozenset({"gitlab-web-production-v1-0", "gitlab-web-production-v1-1"})
+    healthy = diff(Desired(FLEET, {}, channels, ("production",)),
+                   actual(groups=groups, nodes={("production", "web"): web}))
+    assert [i for i in healthy.items if i.role == "web"] == []
+    dead = {"gitlab-web-production-v1-0": nodes.FAILED,
+            "gitlab-web-production-v1-1": nodes.NO_CONTAINER}
+    plan = diff(Desired(FLEET, {}, channels, ("production",)),
+                actual(groups=groups, nodes={("production", "web"): web}, gone=dead))
+    repairs = [i for i in plan.items if i.role == "web"]
+    assert [(i.target, i.action, i.drift, i.blocked) for i in repairs] == [
+        ("gitlab-web-production-v1-0", Action.REPAIR, True, ""),
+        ("gitlab-web-production-v1-1", Action.REPAIR, True, "")]
+    assert "failed member" in repairs[0].detail and "container is gone" in repairs[1].detail
+    assert plan.changes == 2 and plan.pending
+
+
+def test_a_node_is_gone_when_it_failed_or_its_container_went_not_when_never_a_member() -> None:
+    listed = {"failed", "member", "removed", "stopped", "draining", "synthetic"}
+    members = {"failed": False, "member": True, "removed": True, "stopped": True,
+               "draining": True, "other-fleet": False}
+    containers = {"member", "stopped", "draining.draining", "failed"}
+    assert nodes.gone(listed, members, containers) == {
+        "failed": nodes.FAILED, "removed": nodes.NO_CONTAINER, "draining": nodes.NO_CONTAINER}
+    # without a container listing (no lab), Consul's word: only failed members are gone
+    assert nodes.gone(listed, members, None) == {"failed": nodes.FAILED}
+    # a node without serfHealth (registered through the catalog API) is taken as present
+    assert nodes.gone({"synthetic"}, {}, set()) == {}
 
 
 def test_a_pet_replace_is_refused_unless_allowed_and_says_what_data_it_holds() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from fleet.adapters.consul import Consul
@@ -91,8 +91,9 @@ class Promoter:
         return problems, max(soak_left) if only_soak else None
 
     # ---- Terraform ----
-    def apply(self, env: str, desired: dict[str, Groups]) -> None:
-        """Write the desired groups, then make Terraform match them."""
+    def apply(self, env: str, desired: dict[str, Groups], replace: Iterable[str] = ()) -> None:
+        """Write the desired groups, then make Terraform match them (replacing the nodes
+        named in `replace`: apply's repair of dead nodes)."""
         self.state.set_desired(env, desired)
         fleet = self.ctx.fleet
         wanted: list[node_model.Node] = []
@@ -106,7 +107,7 @@ class Promoter:
                                      "not in the catalog", "bake it again under that version")
                 wanted += node_model.group(fleet.name, fleet.roles[role], env, version,
                                            image.artifact, count, weight(fleet, env, role))
-        cattle.apply(self.ctx, env, wanted)
+        cattle.apply(self.ctx, env, wanted, replace=replace)
 
     def wait(self, env: str, role: str, version: str, target: int) -> tuple[bool, str]:
         """Until `target` nodes of ROLE at VERSION pass every check in ENV, or the step timeout."""

@@ -10,6 +10,11 @@ terraform {
   backend "consul" {}
 }
 
+variable "fleet" {
+  type        = string
+  description = "the fleet's name: every node carries the label fleet.name=<it>, by which fleet lab reset and down tell fleets apart"
+}
+
 variable "network" {
   type        = string
   description = "the lab's Docker network"
@@ -24,6 +29,12 @@ variable "deliver" {
   type        = string
   default     = ""
   description = "the command that hands a new node its Vault credentials (fleet secrets deliver); fleet sets it, a hand-run apply may leave it empty"
+}
+
+variable "authorized_keys" {
+  type        = string
+  default     = ""
+  description = "a file mounted read-only as root's authorized_keys: the lab key, for `fleet run` (fleet sets it; empty: no SSH login)"
 }
 
 variable "nodes" {
@@ -58,15 +69,21 @@ resource "terraform_data" "node" {
   provisioner "local-exec" {
     # An apply cut short (its fleet killed) may have started this very node without recording
     # it: adopt it if it runs this image, or else stop it and start afresh. A node of the same
-    # name still draining (see destroy) is let go first: two agents may not share a name.
-    # /run/fleet is a tmpfs: the node's rendered secrets never touch a disk or an image.
+    # name still draining (see destroy) is let go first, until its container is removed: two
+    # agents may not share a name, and the drain forces the old one out of Consul first.
+    # /run/fleet is a tmpfs: the node's rendered secrets never touch a disk or an image. The
+    # lab key's public half is mounted read-only as root's authorized_keys (never baked), so
+    # `fleet run` reaches cattle for diagnostics as it reaches pets.
     # Then the node gets its Vault credentials (an adopted one too: its first delivery may be
     # what the cut-short apply missed): `fleet secrets deliver` hands it a RoleID and a
     # response-wrapped single-use SecretID over `docker exec` stdin, so neither is in this
     # state, an argv or the container's environment.
     command = <<-EOT
       set -e
-      docker wait ${self.input.name}.draining >/dev/null 2>&1 || true
+      n=0
+      while docker inspect ${self.input.name}.draining >/dev/null 2>&1 && [ $n -lt 240 ]; do
+        sleep 0.5; n=$((n + 1))
+      done
       found=$(docker inspect -f '{{.State.Running}} {{.Image}}' ${self.input.name} 2>/dev/null || true)
       if [ "$found" != "true ${self.input.image}" ]; then
         if [ -n "$found" ]; then
@@ -75,17 +92,24 @@ resource "terraform_data" "node" {
         fi
         docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
           --network ${self.input.network} --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
-          --label fleet.lab=1 --label fleet.role=${self.input.role} \
+          --label fleet.lab=1 --label fleet.name=${var.fleet} --label fleet.role=${self.input.role} \
           --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
           -e FLEET_CONSUL_JOIN=${self.input.join} -e FLEET_CONSUL_DATACENTER=lab \
           -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
           -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
+          %{if var.authorized_keys != ""}-v "${var.authorized_keys}:/root/.ssh/authorized_keys:ro"%{endif} \
           ${self.input.image} >/dev/null
       fi
       %{if var.deliver != ""}${var.deliver} ${self.input.name} ${self.input.role} ${self.input.env}%{endif}
     EOT
     environment = {
-      FLEET_CONSUL_SERVICES = self.input.services
+      # The agent's node ID is derived from the node's name, not drawn at random: a node
+      # created again under its name (apply's repair of a dead one) is the same node to
+      # Consul, which otherwise refuses to register a new ID under a name that a member it
+      # still calls alive holds (and keeps the dead node's registration, passing).
+      FLEET_CONSUL_SERVICES = jsonencode(merge(jsondecode(self.input.services), {
+        node_id = uuidv5("url", "fleet-node:${self.input.name}")
+      }))
     }
   }
 
@@ -93,12 +117,82 @@ resource "terraform_data" "node" {
     # Like a cloud instance's termination, a node drains after the apply returns: renamed
     # at once (its name is free for a new node), then SIGTERM makes its agent leave Consul,
     # which alone takes Consul ~3.5 s, and the container goes.
+    # A node that cannot leave by itself would stay in Consul as a failed member, in the
+    # catalog, for 72 h: one killed (kill -9, docker rm -f, stopped past the timeout), one
+    # without its Consul token (its agent refuses `consul leave`: 403), or one whose leave
+    # the lab's gossip lost (it goes to random members, and a crowded lab has many that are
+    # dead and not yet found out). So once the container has stopped, the node is forced
+    # out, with the operator token Terraform runs with (operator:write):
+    # - failed, or left: `consul force-leave -prune` marks it left and drops it from the
+    #   member list; the leader deregisters it at once (with what a leaving agent's last
+    #   sync may have put back in the catalog);
+    # - alive (Consul has not noticed the agent is gone: probes and suspicion take minutes
+    #   in the lab): `consul force-leave` marks it leaving, so that Consul calls it left,
+    #   never failed, when it notices, and it is deregistered from the catalog now
+    #   (node:write; the leader registers again only members it calls alive or failed, and
+    #   a leaving one is neither). A leaving one gets 5 s to be left, then is deregistered
+    #   likewise. Neither is pruned: pruning a member Consul calls alive or leaving makes
+    #   every agent hold its member list for ~8 s.
+    # A node whose container is already gone (it died: fleet plan calls it drift, and apply
+    # replaces it under the same name) is drained before the apply goes on, but one Consul
+    # still calls alive is not marked leaving: its replacement, with the same node ID, takes
+    # the name back at once, which a leave would muddle. A watcher prunes it instead once
+    # Consul calls it failed or left (up to 10 min), unless a container of that name runs.
+    # Otherwise the drain runs after the apply returns, and a node of the same name waits
+    # for its container to go (see the create provisioner).
     when    = destroy
     command = <<-EOT
       name=${self.input.name}
-      docker rename $name $name.draining 2>/dev/null && name=$name.draining
-      setsid sh -c "docker stop -t 10 $name; docker rm -f $name" </dev/null >/dev/null 2>&1 &
+      if docker rename $name $name.draining 2>/dev/null; then
+        setsid sh -c "$DRAIN" drain $name.draining $name stopped </dev/null >/dev/null 2>&1 &
+      else
+        sh -c "$DRAIN" drain $name $name gone
+        setsid sh -c "$WATCH" watch $name </dev/null >/dev/null 2>&1 &
+      fi
     EOT
+    environment = {
+      DRAIN = <<-EOT
+        container=$1 node=$2 how=$3
+        member() { consul members 2>/dev/null | awk -v node="$node" '$1 == node { print $3 }'; }
+        docker stop -t 10 "$container" >/dev/null 2>&1
+        status=$(member)
+        n=0
+        while [ "$status" = leaving ] && [ $n -lt 5 ] && [ "$how" = stopped ]; do
+          sleep 1; n=$((n + 1)); status=$(member)
+        done
+        deregister() {
+          python3 - "$node" >/dev/null 2>&1 <<'PY'
+        import json, os, sys, urllib.request
+        address = os.environ.get("CONSUL_HTTP_ADDR", "127.0.0.1:8500")
+        address = address if "//" in address else "http://" + address
+        urllib.request.urlopen(urllib.request.Request(
+            address + "/v1/catalog/deregister", method="PUT",
+            data=json.dumps({"Node": sys.argv[1]}).encode(),
+            headers={"X-Consul-Token": os.environ.get("CONSUL_HTTP_TOKEN", "")}), timeout=10)
+        PY
+        }
+        case "$status:$how" in
+          failed:* | left:*) consul force-leave -prune "$node" >/dev/null 2>&1 ;;
+          alive:stopped) consul force-leave "$node" >/dev/null 2>&1; deregister ;;
+          leaving:stopped) deregister ;;
+        esac
+        docker rm -f "$container" >/dev/null 2>&1
+        exit 0
+      EOT
+      WATCH = <<-EOT
+        node=$1
+        n=0
+        while [ $n -lt 60 ]; do
+          sleep 10; n=$((n + 1))
+          [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" = true ] && exit 0
+          case "$(consul members 2>/dev/null | awk -v node="$node" '$1 == node { print $3 }')" in
+            alive | leaving) ;;
+            failed | left) consul force-leave -prune "$node" >/dev/null 2>&1; exit 0 ;;
+            *) exit 0 ;;
+          esac
+        done
+      EOT
+    }
   }
 }
 
