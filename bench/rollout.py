@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,17 +43,6 @@ from fleet.services import cattle, topology  # noqa: E402
 from fleet.services.catalog import Catalog  # noqa: E402
 from fleet.services.context import Context, load, token_environ  # noqa: E402
 from fleet.workflows import bake, promote  # noqa: E402
-
-
-def started_at(container: str) -> float | None:
-    """When docker started the container, as a time.time() value; None once it is gone."""
-    found = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", container],
-                           capture_output=True, text=True)
-    if found.returncode != 0:
-        return None
-    out = found.stdout.strip()
-    stamp = out[:26] + "+00:00" if out.endswith("Z") else out  # ns -> us, Z -> +00:00
-    return datetime.fromisoformat(stamp).timestamp()
 
 
 class Watcher:
@@ -131,7 +119,7 @@ def single_boots(ctx: Context, image: str, repeats: int) -> list[float]:
             cattle.apply(ctx, "staging", [node])
             while node.name not in watch.first_passing:
                 time.sleep(0.05)
-        began = started_at(node.name)
+        began = docker.started_at(node.name)
         assert began is not None, f"{node.name} is gone"
         samples.append(watch.first_passing[node.name] - began)
         cattle.apply(ctx, "staging", [])
@@ -207,7 +195,7 @@ def main() -> None:
                             diagnose(ctx)
                             rollouts.append((False, time.monotonic() - start, 0))
                     new_nodes = [x for x in watch.first_passing if f"-{version}-" in x]
-                    began = {x: started_at(x) for x in new_nodes}  # a node of an earlier run is gone
+                    began = {x: docker.started_at(x) for x in new_nodes}  # a node of an earlier run is gone
                     under_load += [watch.first_passing[x] - s for x, s in began.items() if s is not None]
         finally:
             for env in ctx.fleet.env_names():

@@ -273,18 +273,31 @@ def events_argv(label: str, actions: tuple[str, ...]) -> list[str]:
     return argv
 
 
-def seconds_from_create_to_start(name: str) -> float | None:
-    """How long after its creation a container last started (a first start is quick, a
-    restart is not); None if the container is gone."""
+def _times(name: str) -> tuple[float, float] | None:
+    """(created, last started) of a container as time.time() values; None once it is gone.
+    Docker prints RFC 3339 with nanoseconds and a Z: cut to microseconds for Python."""
     from datetime import datetime
 
     result = process.run(["docker", "inspect", "--type", "container", "--format",
                           "{{.Created}} {{.State.StartedAt}}", name], check=False, timeout=30)
     if result.returncode != 0:
         return None
-    created, started = (datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00")
+    created, started = (datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00").timestamp()
                         for s in result.stdout.split())
-    return (started - created).total_seconds()
+    return created, started
+
+
+def started_at(name: str) -> float | None:
+    """When a container last started, as a time.time() value; None once it is gone."""
+    found = _times(name)
+    return found[1] if found else None
+
+
+def seconds_from_create_to_start(name: str) -> float | None:
+    """How long after its creation a container last started (a first start is quick, a
+    restart is not); None if the container is gone."""
+    found = _times(name)
+    return found[1] - found[0] if found else None
 
 
 def image_ids(label: str = "") -> frozenset[str]:

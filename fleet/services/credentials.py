@@ -104,6 +104,14 @@ def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
 NODE_TOKEN_FILE = "/run/fleet/consul/acl.json"  # where fleet-node login puts it (tmpfs)
 
 
+def restore(ctx: Context, node: str, role_name: str, env: str) -> str | None:
+    """A node that came back without its credentials (a reboot empties its tmpfs) gets them
+    again, as at its creation; None when it still has them."""
+    if DockerExec(node).has(NODE_TOKEN_FILE):
+        return None
+    return deliver(ctx, node, role_name, env)
+
+
 def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
     """After the lab's dockerd restarted (its containers with it): each running node of the
     fleet that came back without its credentials (its tmpfs went with the restart) gets them
@@ -112,12 +120,13 @@ def redeliver(ctx: Context, say: Callable[[str], None]) -> list[str]:
     said = []
     for found in docker.lab_nodes():
         node, role_name, env = found.name, found.role, found.env
-        if (not found.running or not role_name or not topology.owns(ctx, node, found.fleet)
-                or DockerExec(node).has(NODE_TOKEN_FILE)):
+        if not found.running or not role_name or not topology.owns(ctx, node, found.fleet):
             continue
-        say(f"handing {node} its credentials again")
         try:
-            said.append(deliver(ctx, node, role_name, env))
+            done = restore(ctx, node, role_name, env)
+            if done is not None:
+                say(f"handed {node} its credentials again")
+                said.append(done)
         except FleetError as exc:
             said.append(f"{node}: not handed its credentials: {exc.line()}")
     return said

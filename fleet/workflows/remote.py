@@ -25,6 +25,7 @@ from fleet.adapters import docker, ssh
 from fleet.errors import FleetError
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
+from fleet.services import topology
 from fleet.services.access import lab_hosts
 from fleet.services.bakeinputs import script_environment
 from fleet.services.context import Context
@@ -62,9 +63,9 @@ def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
     chosen = _env_names(ctx, envs)
     if role.cls is not RoleClass.CATTLE:
         return [container(ctx, i) for env in chosen for i in role.instances[env]]
-    prefixes = tuple(f"{ctx.fleet.name}-{role.name}-{env}-" for env in chosen)
-    return sorted(n for n in docker.containers(f"fleet.role={role.name}")
-                  if n.startswith(prefixes) and not n.endswith(".draining"))
+    return sorted(n.name for n in docker.lab_nodes()
+                  if n.role == role.name and n.env in chosen
+                  and topology.owns(ctx, n.name, n.fleet) and not n.name.endswith(".draining"))
 
 
 def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,

@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from fleet.adapters import docker, process
 from fleet.errors import FleetError
 from fleet.services import credentials, topology
-from fleet.services.access import DockerExec
 from fleet.services.context import Context
 from fleet.services.topology import Paths
 from fleet.workflows.lab import processes
@@ -61,9 +60,9 @@ def recover(ctx: Context, event: docker.Event, say: Callable[[str], None]) -> st
     time.sleep(SETTLE)
     for attempt in range(1, TRIES + 1):
         try:
-            if DockerExec(node).has(credentials.NODE_TOKEN_FILE):
+            said = credentials.restore(ctx, node, role, env)
+            if said is None:
                 return None  # it kept them (or someone delivered meanwhile)
-            said = credentials.deliver(ctx, node, role, env)
             say(f"{node} rebooted: {said}")
             return said
         except FleetError as exc:
