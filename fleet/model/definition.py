@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import ConfigError
+from fleet.model import review
 from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
 from fleet.model.locate import locate
+from fleet.model.review import Review
 from fleet.model.spec import (
     Problem,
     did_you_mean,
     join,
+    seconds,
 )
 
 
@@ -27,6 +30,13 @@ class Environment:
     batch_size: int
     manual_approval: bool
     require_verify: bool = False
+    pets_from: str = ""        # another environment whose pets this one uses ("" = its own)
+    ephemeral: bool = False    # made by `fleet env create` / `fleet review up`, outside the chain
+
+    @property
+    def pets_env(self) -> str:
+        """The environment whose pets serve this one."""
+        return self.pets_from or self.name
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class Role:
     depends_on: tuple[str, ...]
     data: str
     settings: Mapping[str, Any]
+    scrub: str = ""   # pets: the script run against a copy of the data (fleet env refresh)
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class Fleet:
     bases: Mapping[str, Base]
     targets: Mapping[str, Target]
     roles: Mapping[str, Role]
+    review: Review | None = None   # the template of ephemeral environments
 
     @property
     def kv_prefix(self) -> str:
@@ -99,6 +111,11 @@ class Fleet:
 
     def env_names(self) -> tuple[str, ...]:
         return tuple(e.name for e in self.environments)
+
+    @property
+    def chain(self) -> tuple[Environment, ...]:
+        """The fixed environments, in promotion order: ephemeral ones are never in it."""
+        return tuple(e for e in self.environments if not e.ephemeral)
 
     def environment(self, name: str) -> Environment:
         """The environment called name; one ConfigError, with did-you-mean, if there is none."""
@@ -122,9 +139,12 @@ class Fleet:
         return tuple(e for e in self.environments if not chosen or e.name in chosen)
 
     def previous(self, env: Environment) -> Environment | None:
-        """The environment before env in the chain (None for the first)."""
-        index = self.environments.index(env)
-        return self.environments[index - 1] if index else None
+        """The environment before env in the chain (None for the first, and for an ephemeral
+        environment, which no version has to pass anything to enter)."""
+        if env.ephemeral:
+            return None
+        index = self.chain.index(env)
+        return self.chain[index - 1] if index else None
 
     def lab_target(self) -> Target:
         for target in self.targets.values():
@@ -132,18 +152,6 @@ class Fleet:
                 return target
         raise ConfigError("fleet.toml has no target of kind \"lab\"",
                           fix='add [targets.lab] with kind = "lab", network and subnet')
-
-
-def seconds(duration: str) -> int:
-    """'1h30m' -> 5400."""
-    total, number = 0, ""
-    for char in duration:
-        if char.isdigit():
-            number += char
-        else:
-            total += int(number) * {"h": 3600, "m": 60, "s": 1}[char]
-            number = ""
-    return total
 
 
 def problems(data: Mapping[str, Any]) -> list[Problem]:
@@ -216,6 +224,9 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
             if svc["check"]["type"] == "http" and "path" not in svc["check"]:
                 found.append((f"{path}.services.{sname}.check.path",
                               "an http check needs a path"))
+        if "scrub" in role and role["class"] != RoleClass.PET:
+            found.append((f"{path}.scrub", "only a pet role has data to scrub"))
+    found += review.problems(data, seen_env)
     if not found:
         found += _cycles(roles)
     return found
@@ -274,6 +285,7 @@ def build(data: Mapping[str, Any]) -> Fleet:
             batch_size=e.get("batch_size", 1),
             manual_approval=e.get("manual_approval", False),
             require_verify=e.get("require_verify", False),
+            pets_from=e.get("pets_from", ""),
         )
         for e in data["environments"]
     )
@@ -288,7 +300,7 @@ def build(data: Mapping[str, Any]) -> Fleet:
     }
     f = data["fleet"]
     return Fleet(f["name"], f["consul"], f["vault"], f["secrets_mount"], envs, bases, targets,
-                 roles)
+                 roles, review.template(data))
 
 
 def _role(name: str, r: Mapping[str, Any]) -> Role:
@@ -313,4 +325,5 @@ def _role(name: str, r: Mapping[str, Any]) -> Role:
         depends_on=tuple(r.get("depends_on", ())),
         data=r.get("data", ""),
         settings=dict(r.get("settings", {})),
+        scrub=r.get("scrub", ""),
     )

@@ -114,6 +114,8 @@ ROLE = Table(
         "data": Str(doc="pets: what data lives on the instance (shown before a replace)"),
         "settings": Table(values=Scalar(), key_pattern=SETTING,
                           doc="free role settings, passed to provisioners"),
+        "scrub": Str(doc="pets: a script (relative to fleet.toml) run against a copy of the "
+                         "data before anything connects to it, e.g. to mask personal data"),
     },
     required=("class", "base", "provisioner"),
 )
@@ -127,8 +129,27 @@ ENVIRONMENT = Table(
         "manual_approval": Bool(),
         "require_verify": Bool(doc="a version enters only after its exact image passed "
                                    "`fleet verify` (its latest verify)"),
+        "pets_from": Str(pattern=NAME, pattern_doc=NAME_DOC,
+                         doc="use that environment's pets (databases, storage) instead of pets "
+                             "of its own, as a canary runs new code against production's data"),
     },
     required=("name",),
+)
+REVIEW = Table(
+    fields={
+        "like": Str(pattern=NAME, pattern_doc=NAME_DOC,
+                    doc="the fixed environment ephemeral ones are made like (settings, secrets)"),
+        "ttl": Duration(doc="how long one lives after its last deploy (default 8h)"),
+        "max_ttl": Duration(doc="the longest ttl a create or extend may ask for (default 168h)"),
+        "max": Int(minimum=1, doc="how many may exist at once (default 10)"),
+        "count": Table(values=Int(minimum=0), doc="cattle role -> nodes (default 1 for each "
+                                                  "cattle role that runs in `like`)"),
+        "pets": Str(choices=("fresh", "copy"),
+                    doc="fresh: empty pets of their own (default); copy: pets of their own "
+                        "holding a copy of `like`'s pet data"),
+    },
+    required=("like",),
+    doc="the template of ephemeral environments (review apps): fleet env create, fleet review up",
 )
 TARGET = Union(
     tag="kind",
@@ -178,6 +199,7 @@ SPEC = Table(
         "bases": Table(values=BASE, min_keys=1),
         "targets": Table(values=TARGET, min_keys=1),
         "roles": Table(values=ROLE, min_keys=1),
+        "review": REVIEW,
     },
     required=("fleet", "environments", "bases", "targets", "roles"),
     doc="fleet.toml: the fleet definition",

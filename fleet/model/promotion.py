@@ -54,9 +54,11 @@ def gate(fleet: Fleet, env: str, role: str, version: str, before: Channel | None
     """Why VERSION may not go to ENV yet for ROLE (--force --reason overrides); [] if it may.
 
     The environment before ENV must run VERSION, with its nodes passing, for at least its
-    soak time.
+    soak time. An ephemeral environment is outside the chain: nothing gates it.
     """
-    order = fleet.env_names()
+    if fleet.environment(env).ephemeral:
+        return []
+    order = tuple(e.name for e in fleet.chain)
     index = order.index(env)
     if index == 0:
         return []
@@ -67,7 +69,7 @@ def gate(fleet: Fleet, env: str, role: str, version: str, before: Channel | None
                 f"({previous} runs {running}); environments go {' -> '.join(order)}"]
     if not before_passing:
         return [f"{role}:{version} is not passing in {previous}"]
-    soak = fleet.environments[index - 1].soak_seconds
+    soak = fleet.chain[index - 1].soak_seconds
     if seconds_since is None or seconds_since < soak:
         waited = 0 if seconds_since is None else int(seconds_since)
         return [f"{role}:{version} has soaked {waited}s in {previous}, which needs {soak}s"]
@@ -82,7 +84,7 @@ def weight(fleet: Fleet, env: str, role: str) -> int:
     get W percent of the role's traffic.
     """
     environment = fleet.environment(env)
-    last = fleet.environments[-1].name
+    last = fleet.chain[-1].name
     share = environment.canary_weight
     counts = fleet.roles[role].count
     if share == 0 or env == last or counts[env] == 0 or counts[last] == 0:

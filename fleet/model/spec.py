@@ -126,6 +126,18 @@ class Bool(Node):
         return self._with_doc({"type": "boolean"})
 
 
+def seconds(duration: str) -> int:
+    """A checked Duration in seconds: '1h30m' -> 5400."""
+    total, number = 0, ""
+    for char in duration:
+        if char.isdigit():
+            number += char
+        else:
+            total += int(number) * {"h": 3600, "m": 60, "s": 1}[char]
+            number = ""
+    return total
+
+
 @dataclass(frozen=True)
 class Duration(Node):
     """A Go-style duration as Consul and Vault spell them: 30s, 5m, 1h30m."""
