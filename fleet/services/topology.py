@@ -15,6 +15,7 @@ from fleet.model.secret import Secret
 from fleet.services.context import Context
 
 DATACENTER = "lab"  # the Consul datacenter of the lab's server; nodes are told to join it
+SERVER_NODE = "lab-server"  # the Consul node name of the lab's server
 SSH_USER = "root"   # nodes are reached as root with the lab key
 
 

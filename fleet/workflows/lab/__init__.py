@@ -35,7 +35,7 @@ from fleet.services.context import Context
 from fleet.services.topology import Paths, consul_tokens, network, paths, vault_operator
 from fleet.workflows.lab import boots, processes, sharing
 from fleet.workflows.lab.consul_server import consul_up
-from fleet.workflows.lab.engine import docker_up, network_up
+from fleet.workflows.lab.engine import docker_up, neighbours_up, network_up
 from fleet.workflows.lab.openbao_server import openbao_up
 from fleet.workflows.lab.parts import (
     LabReport,
@@ -44,6 +44,7 @@ from fleet.workflows.lab.parts import (
     base_part,
     consul_part,
     docker_part,
+    neighbours_part,
     network_part,
     openbao_part,
     tool_part,
@@ -75,6 +76,7 @@ def up(ctx: Context, progress: Progress) -> LabReport:
     actions = docker_up(p, progress)
     docker_started = bool(actions)
     actions += network_up(net, progress)
+    actions += neighbours_up(progress)
     actions += consul_up(ctx, p, net, progress)
     actions += openbao_up(ctx, p, net, progress)
     actions += _base_images_up(ctx, p, progress)
@@ -162,6 +164,7 @@ def status(ctx: Context, *, tools: bool = True) -> LabReport:
     checks: list[Callable[[], Part]] = [
         lambda: docker_part(p),
         lambda: network_part(net),
+        neighbours_part,
         lambda: consul_part(ctx, p),
         lambda: openbao_part(ctx, p),
         lambda: boots.part(p),

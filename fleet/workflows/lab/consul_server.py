@@ -12,6 +12,7 @@ from fleet.model import acl
 from fleet.services.context import Context
 from fleet.services.topology import (
     DATACENTER,
+    SERVER_NODE,
     ConsulTokens,
     Network,
     Paths,
@@ -77,7 +78,7 @@ def consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[
             progress("starting consul server")
             p.consul_data.mkdir(parents=True, exist_ok=True)
             processes.start(p, "consul", [
-                "consul", "agent", "-server", "-bootstrap-expect=1", "-node=lab-server",
+                "consul", "agent", "-server", "-bootstrap-expect=1", f"-node={SERVER_NODE}",
                 f"-datacenter={DATACENTER}", f"-data-dir={p.consul_data}", f"-bind={net.gateway}",
                 f"-advertise={net.gateway}", f"-client=127.0.0.1 {net.gateway}",
                 f"-http-port={processes.port(ctx.consul_addr)}", "-dns-port=-1", "-log-level=info",

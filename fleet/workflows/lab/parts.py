@@ -13,7 +13,7 @@ from fleet.errors import DependencyDown, FleetError
 from fleet.services import baseimage
 from fleet.services.context import Context
 from fleet.services.topology import Network, Paths
-from fleet.workflows.lab import processes
+from fleet.workflows.lab import engine, processes
 
 
 class PartState(StrEnum):
@@ -73,6 +73,20 @@ def network_part(net: Network) -> Part:
     if gateway is None:
         return Part(f"network {net.name}", PartState.DOWN, detail="missing; run `fleet lab up`")
     return Part(f"network {net.name}", PartState.UP, address=net.subnet, detail=f"gateway {gateway}")
+
+
+def neighbours_part() -> Part:
+    """The host's neighbour table, sized for a crowded lab (engine.NEIGHBOUR_TABLE)."""
+    name = "neighbour table"
+    try:
+        short = engine.neighbours_short()
+    except FleetError as exc:
+        return Part(name, PartState.DOWN, detail=exc.line())
+    if short:
+        return Part(name, PartState.DOWN, detail=", ".join(f"{n}={now} (< {w})" for n, now, w in short)
+                    + "; run `fleet lab up`")
+    limit = engine.NEIGHBOUR_TABLE[0]
+    return Part(name, PartState.UP, detail=f"{limit[0]} >= {limit[1]}")
 
 
 def consul_part(ctx: Context, p: Paths) -> Part:
