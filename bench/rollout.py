@@ -72,14 +72,14 @@ class Watcher:
 
 
 class Members:
-    """Polls Consul's members in a thread: the most nodes of the fleet alive at once, and the
-    flaps: nodes seen failed (status 4) that docker still runs (not destroyed, not draining)."""
+    """Polls Consul's members in a thread: the most lab nodes alive at once (every fleet's, the
+    example fleet's beside the benchmark's included; not the server), and the flaps: nodes seen
+    failed (status 4) that docker still runs (not destroyed, not draining)."""
 
-    def __init__(self, lab: Context, fleet: str) -> None:
+    def __init__(self, lab: Context) -> None:
         from fleet.adapters.consul import Consul
 
         self.consul = Consul(lab.consul_addr, topology.management_token(lab).reveal())
-        self.fleet = fleet
         self.most_alive = 0
         self.flapped: set[str] = set()
         self._stop = threading.Event()
@@ -92,9 +92,9 @@ class Members:
             except FleetError:
                 time.sleep(0.5)
                 continue
-            mine = {n: s for n, s in members.items() if n.startswith(f"{self.fleet}-")}
-            self.most_alive = max(self.most_alive, sum(1 for s in mine.values() if s == 1))
-            failed = {n for n, s in mine.items() if s == 4}
+            nodes = {n: s for n, s in members.items() if n != topology.SERVER_NODE}
+            self.most_alive = max(self.most_alive, sum(1 for s in nodes.values() if s == 1))
+            failed = {n for n, s in nodes.items() if s == 4}
             if failed:
                 running = set(docker.lab_containers())
                 self.flapped |= {n for n in failed if n in running}
@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("b", type=int, nargs="?", default=5, help="batch size")
     parser.add_argument("--crowd", type=int, default=0, help="other nodes running meanwhile")
     parser.add_argument("--repeats", type=int, default=1, help="rollouts measured")
+    parser.add_argument("--steps", action="store_true",
+                        help="print the rollouts' progress lines, timed, on stderr")
     args = parser.parse_args()
     n, b = args.n, args.b
     lab = load(ROOT / "fleet.toml")
@@ -161,7 +163,12 @@ def main() -> None:
         text = text.replace("batch_size = 1", f"batch_size = {b}", 1)  # canary's
         (root / "fleet.toml").write_text(text)
         ctx = load(root / "fleet.toml", {**os.environ, **token_environ(lab)})
-        quiet = lambda *args: None  # noqa: E731  (progress lines are not the benchmark)
+        t0 = time.monotonic()
+
+        def quiet(*line: str) -> None:  # progress lines are not the benchmark, unless asked
+            if args.steps:
+                print(f"{time.monotonic() - t0:7.1f}s", *line, file=sys.stderr, flush=True)
+
         rollouts: list[tuple[bool, float, int]] = []   # (passed, seconds, applies)
         under_load: list[float] = []
         try:
@@ -172,7 +179,7 @@ def main() -> None:
             image = Catalog(ctx.consul(), ctx.fleet.kv_prefix).get("web", "v1")
             assert image is not None
             boots = single_boots(ctx, image.record.artifact, 3)
-            with Members(lab, name) as members:
+            with Members(lab) as members:
                 if args.crowd:
                     crowd = group(name, ctx.fleet.roles["web"], "production", "crowd",
                                   image.record.artifact, args.crowd, 100)
@@ -183,13 +190,15 @@ def main() -> None:
                     print(f"the first rollout failed: {exc.line()}")
                     diagnose(ctx)
                     raise
+                current = "v1"
                 for i in range(args.repeats):
-                    version = ("v2", "v1")[i % 2]
+                    version = "v2" if current == "v1" else "v1"  # a failed rollout rolled back
                     with Watcher(ctx, "canary") as watch:
                         start = time.monotonic()
                         try:
                             rolled = promote.promote(ctx, version, "canary", ["web"], say=quiet)
                             rollouts.append((True, time.monotonic() - start, rolled.steps))
+                            current = version
                         except FleetError as exc:
                             print(f"rollout {i + 1} failed: {exc.line()}")
                             diagnose(ctx)

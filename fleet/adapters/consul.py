@@ -4,6 +4,7 @@ Its dicts stop here."""
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -191,6 +192,27 @@ class Consul:
             weight=int(i["Service"]["Weights"]["Passing"]),
         ) for i in items]
 
+    def unmarked(self, service: str, tag: str) -> builtins.list[tuple[str, str, dict[str, str]]]:
+        """(node, address, service meta) of the instances carrying tag whose node has no
+        MEMBER_CHECK: registered by their agent, but not (yet, or no longer) a member to
+        Consul's leader."""
+        _, items = self._call(f"health of {service}", self._client.health.service, service,
+                              tag=tag)
+        return [(i["Node"]["Node"], i["Node"]["Address"], dict(i["Service"]["Meta"] or {}))
+                for i in items if not any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
+
+    def mark_member(self, node: str, address: str) -> None:
+        """What Consul's leader does when a member joins: the node's MEMBER_CHECK, passing, in
+        the catalog (the node's own entry left as its agent wrote it)."""
+        from consul.callback import CB
+
+        body = {"Node": node, "Address": address, "SkipNodeUpdate": True,
+                "Check": {"Node": node, "CheckID": MEMBER_CHECK, "Name": "Serf Health Status",
+                          "Status": "passing", "Output": "Agent alive and reachable"}}
+        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
+        self._call(f"mark {node} a member", self._client.http.put, CB.bool(),
+                   "/v1/catalog/register", data=json.dumps(body), headers=headers)
+
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
         joined, or it has left: see MEMBER_CHECK)."""
@@ -224,6 +246,10 @@ class Consul:
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self._client.kv.delete, key)
+
+    def delete_cas(self, key: str, index: int) -> bool:
+        """Delete key only if its ModifyIndex is still index."""
+        return bool(self._call(f"delete {key}", self._client.kv.delete, key, cas=index))
 
     def delete_tree(self, prefix: str) -> None:
         self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)

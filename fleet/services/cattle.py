@@ -152,16 +152,46 @@ def health(ctx: Context, role_services: list[str], env: str, role: str) -> Healt
                   {n: v for n, (v, ok) in per_node.items() if not ok})
 
 
+MARK_AFTER = 3.0  # seconds a joined node may wait for the leader before fleet marks it
+
+
 def wait_passing(ctx: Context, services: list[str], env: str, role: str,
                  want: Callable[[Health], bool], timeout: float) -> tuple[bool, Health]:
-    """Poll Consul until want(health) or timeout; (met, last health)."""
-    deadline = time.monotonic() + timeout
+    """Poll Consul until want(health) or timeout; (met, last health). Every MARK_AFTER seconds
+    meanwhile, the nodes that joined but were not marked members are marked (mark_joined)."""
+    started = time.monotonic()
+    deadline, mark = started + timeout, started + MARK_AFTER
     while True:
         seen = health(ctx, services, env, role)
         if want(seen):
             return True, seen
         if time.monotonic() > deadline:
             return False, seen
+        if time.monotonic() > mark:
+            mark_joined(ctx, services, env, role)
+            mark = time.monotonic() + MARK_AFTER
         time.sleep(0.2)
 
 
+def mark_joined(ctx: Context, services: list[str], env: str, role: str) -> list[str]:
+    """Mark as members the role's nodes that Consul calls alive but whose serfHealth its
+    leader has not registered, as the leader does when a member joins.
+
+    Consul 1.8's leader sometimes misses the join of a node that takes back the name of one
+    that left under a minute before (a rollback brings a version's node names back): memberlist
+    updates the old entry's address, and the leader registers the node only at its next full
+    reconcile, up to a minute later, while the rollout's step waits for it. A node Consul calls
+    anything but alive is left alone."""
+    client = ctx.consul()
+    tag = f"fleet:{ctx.fleet.name}"
+    waiting = {(node, address) for service in services
+               for node, address, meta in client.unmarked(service, tag)
+               if meta.get("env") == env and meta.get("role") == role}
+    if not waiting:
+        return []
+    alive = {n for n, status in client.members().items() if status == 1}
+    marked = sorted(node for node, _ in waiting if node in alive)
+    for node, address in waiting:
+        if node in alive:
+            client.mark_member(node, address)
+    return marked

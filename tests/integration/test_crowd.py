@@ -1,19 +1,22 @@
-"""A crowded lab holds: 40 nodes running (as the example fleet and a review environment stand)
-while 20 more are rolled in batches of 5, twice, on this 2-core machine — every rollout passes,
-at least 60 nodes are alive at once, and gossip marks no running node failed (a flap).
+"""A crowded lab holds: beside the nodes already on the lab (the example fleet's, when it is
+deployed) and 21 more of a copy (the example fleet's size), 20 nodes are rolled in batches of 5
+on this 2-core machine -- in, on to a new version, and back (a rollback brings the first
+version's node names back) -- and every rollout passes, every node counts, and gossip marks no
+running node failed (a flap).
 
-bench/rollout.py --crowd 40 --repeats 10 measures the same at length (README: The lab).
+What made it fail: the host's neighbour table (one for every container's network namespace)
+was full past ~30 gossiping nodes, and the kernel dropped packets to peers it could not make
+an entry for (fleet/workflows/lab/engine.py); and a node joining under the name of one that
+had left was not marked alive by Consul's leader until its next full reconcile, a minute later
+(terraform/lab/cattle: the old member is pruned first).
 
-Not yet true, so it runs only when asked (FLEET_CROWD=1): with the gossip tuned, 40 busy nodes
-no longer flap, but in a rollout beside them one new node in a batch of five can still be
-marked failed right after it joins and never refute it, and the step times out (issue 13,
-item 1, is open; see the README's section on the lab).
+bench/rollout.py 20 5 --repeats 10 measures the same at length beside the example fleet
+(README: The lab).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from typing import Any
@@ -28,22 +31,17 @@ from fleet.services import cattle, topology
 from fleet.services.context import load
 from tests.conftest import FleetCopy
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(os.environ.get("FLEET_CROWD") != "1",
-                       reason="a crowded lab still loses a new node now and then (issue 13, "
-                              "item 1): run with FLEET_CROWD=1"),
-]
+pytestmark = pytest.mark.lab
 
-CROWD, ROLLED, BATCH = 40, 20, 5
+CROWD, ROLLED, BATCH = 21, 20, 5
 
 
 class Members:
-    """Consul's members, polled in a thread: most of the fleet's nodes alive at once, and the
-    running nodes gossip marked failed."""
+    """Consul's members, polled in a thread: the most lab nodes alive at once (every fleet's:
+    the example fleet's too; not the server), and the running nodes gossip marked failed."""
 
-    def __init__(self, consul: Consul, fleet: str) -> None:
-        self.consul, self.fleet = consul, fleet
+    def __init__(self, consul: Consul) -> None:
+        self.consul = consul
         self.most_alive = 0
         self.flapped: set[str] = set()
         self._stop = threading.Event()
@@ -52,12 +50,12 @@ class Members:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                mine = {n: s for n, s in self.consul.members().items()
-                        if n.startswith(f"{self.fleet}-")}
+                nodes = {n: s for n, s in self.consul.members().items()
+                         if n != topology.SERVER_NODE}
             except FleetError:
-                mine = {}
-            self.most_alive = max(self.most_alive, sum(1 for s in mine.values() if s == 1))
-            failed = {n for n, s in mine.items() if s == 4}
+                nodes = {}
+            self.most_alive = max(self.most_alive, sum(1 for s in nodes.values() if s == 1))
+            failed = {n for n, s in nodes.items() if s == 4}
             if failed:
                 self.flapped |= failed & set(docker.lab_containers())
             time.sleep(0.5)
@@ -71,7 +69,7 @@ class Members:
         self._thread.join()
 
 
-def test_a_20_node_rollout_beside_40_running_nodes(lab: Any, fleet_copy: FleetCopy) -> None:
+def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> None:
     fleet_copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n"
                     "[roles.web.", f"count = {{ canary = {ROLLED}, staging = 1, production = 2 }}"
                     "\n\n[roles.web.")
@@ -83,26 +81,31 @@ def test_a_20_node_rollout_beside_40_running_nodes(lab: Any, fleet_copy: FleetCo
         images[version] = json.loads(baked.stdout)["results"][0]["artifact"]
     ctx = load(fleet_copy.file, fleet_copy.env)
     management = Consul(lab.consul_addr, topology.management_token(lab).reveal())
+    before = sum(1 for n, s in management.members().items()
+                 if s == 1 and n != topology.SERVER_NODE)
     timings: dict[str, float] = {}
     try:
-        with Members(management, ctx.fleet.name) as members:
+        with Members(management) as members:
             started = time.monotonic()
             cattle.apply(ctx, "production", group(ctx.fleet.name, ctx.fleet.roles["web"],
                                                   "production", "crowd", images["v1"], CROWD, 100))
-            timings["crowd of 40 up"] = time.monotonic() - started
-            for version in ("v1", "v2"):
+            timings["crowd up"] = round(time.monotonic() - started, 1)
+            for version in ("v1", "v2", "v1"):  # in; on; back: v1's node names again
                 started = time.monotonic()
                 run = fleet_copy.run("promote", version, "--to", "canary", "--json")
-                timings[f"rollout to {version}"] = time.monotonic() - started
+                took = round(time.monotonic() - started, 1)
+                timings[f"rollout to {version}" + (" again" if f"rollout to {version}" in timings
+                                                   else "")] = took
                 assert run.code == 0, f"the rollout to {version} failed: {run.stderr[-600:]}"
                 [report] = json.loads(run.stdout)
                 assert report["state"] == "done", report
-            passing = cattle.health(ctx, ["web"], "canary", "web").passing_of("v2")
-            assert passing == ROLLED, f"{passing} of {ROLLED} canary nodes pass at v2"
-        assert members.most_alive >= CROWD + ROLLED, (
-            f"at most {members.most_alive} nodes were alive at once")
+                passing = cattle.health(ctx, ["web"], "canary", "web").passing_of(version)
+                assert passing == ROLLED, f"{passing} of {ROLLED} canary nodes pass at {version}"
+        print(timings, {"most alive": members.most_alive, "before": before})
+        assert members.most_alive >= before + CROWD + ROLLED, (
+            f"at most {members.most_alive} nodes were alive at once, with {before} on the lab "
+            f"before, {CROWD} in the crowd and {ROLLED} rolled")
         assert not members.flapped, f"gossip marked running nodes failed: {sorted(members.flapped)}"
-        print(timings, {"most alive": members.most_alive})
     finally:
         for env in ctx.fleet.env_names():
             cattle.apply(ctx, env, [])

@@ -74,6 +74,10 @@ resource "terraform_data" "node" {
     # /run/fleet is a tmpfs: the node's rendered secrets never touch a disk or an image. The
     # lab key's public half is mounted read-only as root's authorized_keys (never baked), so
     # `fleet run` reaches cattle for diagnostics as it reaches pets.
+    # A member of the same name that Consul still lists as left or failed (an earlier node of
+    # this name: a rollback brings a version's names back) is pruned before the new one joins:
+    # joining over it, the new member was often not marked alive by the leader until its next
+    # full reconcile, a minute later, and the rollout's step waited that minute for it.
     # Then the node gets its Vault credentials (an adopted one too: its first delivery may be
     # what the cut-short apply missed): `fleet secrets deliver` hands it a RoleID and a
     # response-wrapped single-use SecretID over `docker exec` stdin, so neither is in this
@@ -90,6 +94,9 @@ resource "terraform_data" "node" {
           docker stop -t 10 ${self.input.name} >/dev/null 2>&1 || true
           docker rm -f ${self.input.name} >/dev/null 2>&1 || true
         fi
+        case "$(consul members 2>/dev/null | awk -v node=${self.input.name} '$1 == node { print $3 }')" in
+          left | failed) consul force-leave -prune ${self.input.name} >/dev/null 2>&1 || true ;;
+        esac
         docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
           --network ${self.input.network} --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
           --label fleet.lab=1 --label fleet.name=${var.fleet} --label fleet.role=${self.input.role} \
