@@ -171,7 +171,8 @@ def spawn(argv: Sequence[str], *, log: Path, cwd: Path | None = None) -> int:
 
 
 def alive(pid: int, exe_name: str) -> bool:
-    """True if pid runs a program named exe_name (guards against a recycled PID)."""
+    """True if pid runs a program named exe_name, as called or as the file it runs (guards
+    against a recycled PID)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -180,7 +181,12 @@ def alive(pid: int, exe_name: str) -> bool:
     if ") Z " in stat:  # a zombie has exited; only its parent's wait is missing
         return False
     first = cmdline.split(b"\0", 1)[0].decode(errors="replace")
-    return os.path.basename(first) == exe_name
+    if os.path.basename(first) == exe_name:
+        return True
+    try:  # the program itself, however it was called (python, python3: the same interpreter)
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")) == exe_name
+    except OSError:
+        return False
 
 
 def stop(pid: int, exe_name: str, *, grace: float = 15.0) -> bool:

@@ -109,7 +109,9 @@ def argv(ctx: Context) -> list[str]:
     return [sys.executable, "-m", "fleet", "-f", str(ctx.file), "lab", "boots"]
 
 
-EXE = os.path.basename(sys.executable)  # what the watcher's PID runs, for processes.alive
+# what the watcher's PID runs, for processes.alive: the interpreter's own file, the same
+# whether a `lab up` was run as python or python3 (each once started a watcher of its own)
+EXE = os.path.basename(os.path.realpath(sys.executable))
 
 
 def part(p: Paths) -> Part:
