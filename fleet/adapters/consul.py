@@ -210,7 +210,7 @@ class Consul:
                 "Check": {"Node": node, "CheckID": MEMBER_CHECK, "Name": "Serf Health Status",
                           "Status": "passing", "Output": "Agent alive and reachable"}}
         headers = {"X-Consul-Token": self._client.token} if self._client.token else None
-        self._call(f"mark {node} a member", self._client.http.put, CB.bool(),
+        self._call(f"mark {node} a member", self._client.http.put, CB.boolean(),
                    "/v1/catalog/register", data=json.dumps(body), headers=headers)
 
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
