@@ -165,10 +165,11 @@ def _status(result: Sequence[RoleStatus]) -> None:
         return ", ".join(f"{v}: {n}" for v, n in sorted(groups.items())) or "-"
 
     render.table("status", ["env", "role", "channel", "desired", "passing", "failing", "floor",
-                            "traffic"], [
+                            "traffic", "pets"], [
         [r.env, r.role, r.channel or "-", counts(r.desired), counts(r.passing), counts(r.failing),
          render.colour(f"{r.floor}: below", "red") if r.below_floor else str(r.floor),
-         "" if r.traffic_share is None else f"{r.traffic_share}%"]
+         "" if r.traffic_share is None else f"{r.traffic_share}%",
+         f"{r.pets_from}'s" if r.pets_from else "own"]
         for r in result])
 
 
@@ -274,12 +275,16 @@ def _sync(result: SyncReport) -> None:
     render.table("secrets sync", ["kind", "name", "action"], [
         [c.kind, c.name, _coloured(c.action.value, {"create": "green", "update": "yellow"}, "cyan")]
         for c in result.changes])
+    for copied in result.copied:
+        render.progress(f"copied from the lender (pets_from): {copied}")
     render.progress(f"{result.changed} change(s)")
 
 
 def _check(result: CheckReport) -> None:
     for missing in result.missing:
         click.echo(f"missing: {missing}")
+    for stale in result.stale:
+        click.echo(f"stale copy: {stale}")
     for approle in result.unsynced:
         click.echo(f"no AppRole: {approle}")
     render.progress(f"{result.checked - len(result.missing)} of {result.checked} "
@@ -336,6 +341,10 @@ def _plan(result: Plan) -> None:
          _coloured(i.action.value, PLAN_COLOURS, "white"), i.detail,
          render.colour(i.blocked, "red") if i.blocked else ("drift" if i.drift else "")]
         for i in result.items])
+    for env, lender in result.pets_from.items():
+        click.echo(f"{env} uses {lender}'s pets (pets_from): "
+                   f"{', '.join(result.borrowed[env]) or 'none yet'}; never created, changed "
+                   f"or destroyed from {env}")
 
 
 def _plan_json(result: Plan) -> None:

@@ -138,6 +138,24 @@ class Fleet:
         chosen = {self.environment(n).name for n in names}
         return tuple(e for e in self.environments if not chosen or e.name in chosen)
 
+    def owned_pets(self, env: str) -> tuple[str, ...]:
+        """The pet instances env owns: its own, never those it uses through pets_from. This
+        is all that destroying, refreshing, replacing or converging env's pets may touch."""
+        found = next((e for e in self.environments if e.name == env), None)
+        if found is not None and found.pets_from:
+            return ()  # a borrower has none (the validator says so); never the lender's
+        return tuple(i for r in self.roles.values() if r.cls is RoleClass.PET
+                     for i in r.instances.get(env, ()))
+
+    def borrowed_pets(self, env: str) -> tuple[str, ...]:
+        """The pet instances env uses without owning them: its lender's (pets_from)."""
+        lender = self.environment(env).pets_from
+        return self.owned_pets(lender) if lender else ()
+
+    def borrowers(self, env: str) -> tuple[str, ...]:
+        """The environments whose nodes use env's pets (pets_from = env)."""
+        return tuple(e.name for e in self.environments if e.pets_from == env)
+
     def previous(self, env: Environment) -> Environment | None:
         """The environment before env in the chain (None for the first, and for an ephemeral
         environment, which no version has to pass anything to enter)."""

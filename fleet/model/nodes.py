@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from fleet.model.definition import Fleet, Role
+from fleet.model.grammar import RoleClass
 
 # Where a node renders the addresses of the services its role depends on (see watches()).
 UPSTREAMS_FILE = "/etc/fleet/upstreams.json"
@@ -105,10 +106,22 @@ def upstream_services(fleet: Fleet, role: Role) -> list[str]:
     return sorted({s.name for dep in role.depends_on for s in fleet.roles[dep].services})
 
 
-def with_watches(services: str, fleet: str, env: str, upstreams: list[str]) -> str:
-    """Add to the agent's config one `consul watch` per upstream service: the agent runs
-    fleet-node with the passing instances whenever they change, and fleet-node re-renders
-    UPSTREAMS_FILE with the addresses of those in this fleet and environment."""
+def upstreams(fleet: Fleet, role: Role, env: str) -> dict[str, str]:
+    """Each upstream service of a node of role in env -> the environment whose instances
+    serve it: a pet's, the environment whose pets env uses (pets_from: canary's web reaches
+    production's gitaly, postgres and redis); any other role's, env itself. The node's own
+    services keep env's tags whatever it borrows, so it never joins the lender's traffic."""
+    found = next((e for e in fleet.environments if e.name == env), None)
+    pets_env = found.pets_env if found is not None else env  # verify's nodes: no such env
+    return {s.name: pets_env if fleet.roles[dep].cls is RoleClass.PET else env
+            for dep in sorted(role.depends_on) for s in fleet.roles[dep].services}
+
+
+def with_watches(services: str, fleet: str, upstreams: Mapping[str, str]) -> str:
+    """Add to the agent's config one `consul watch` per upstream service (service -> the
+    environment to find it in, see upstreams()): the agent runs fleet-node with the passing
+    instances whenever they change, and fleet-node re-renders UPSTREAMS_FILE with the
+    addresses of those in this fleet and that environment."""
     if not upstreams:
         return services
     config = json.loads(services)
@@ -116,5 +129,5 @@ def with_watches(services: str, fleet: str, env: str, upstreams: list[str]) -> s
         "type": "service", "service": name, "tag": f"fleet:{fleet}", "passingonly": True,
         "handler_type": "script",
         "args": ["/usr/local/sbin/fleet-node", "upstreams", name, fleet, env, UPSTREAMS_FILE],
-    } for name in upstreams]
+    } for name, env in sorted(upstreams.items())]
     return json.dumps(config, sort_keys=True)

@@ -8,6 +8,7 @@ roles in depends_on order. `Plan.to_json` is the documented structure of `fleet 
 and of a saved plan (`--out`):
 
     {"fleet": NAME, "envs": [ENV...], "options": {"allow_replace": [...], "snowflakes": [...]},
+     "pets_from": {ENV: LENDER, ...}, "borrowed": {ENV: [the lender's pet instances], ...},
      "items": [{"env": ENV or "" for an image, "role": ROLE, "cls": cattle|pet|snowflake,
                 "target": what changes (ROLE, a node, an instance), "action": Action,
                 "detail": for people, "drift": true when reality moved away from the state,
@@ -28,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from fleet.errors import FleetError
+from fleet.model import secrets
 from fleet.model.definition import Fleet, Role
 from fleet.model.grammar import RoleClass
 from fleet.model.nodes import node_name
@@ -87,6 +89,10 @@ class Plan:
     envs: tuple[str, ...]
     items: tuple[Item, ...]
     options: Options = field(default_factory=Options)
+    # environments that use another's pets (pets_from): env -> the lender, and the lender's
+    # instances env uses; the plan never creates, changes or destroys those from env
+    pets_from: Mapping[str, str] = field(default_factory=dict)
+    borrowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -110,7 +116,9 @@ class Plan:
                                i["detail"], i["drift"], i["blocked"]) for i in data["items"])
             options = Options(tuple(data["options"]["allow_replace"]),
                               tuple(data["options"]["snowflakes"]))
-            return cls(data["fleet"], tuple(data["envs"]), items, options)
+            return cls(data["fleet"], tuple(data["envs"]), items, options,
+                       {str(e): str(v) for e, v in data["pets_from"].items()},
+                       {str(e): tuple(v) for e, v in data["borrowed"].items()})
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"not a saved fleet plan ({type(exc).__name__}: {exc})",
                             "save one with fleet plan --out FILE") from exc
@@ -170,6 +178,8 @@ class Actual:
     machines: Mapping[str, tuple[MachineChange, ...]]          # env -> Terraform's plan
     missing_secrets: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     unsynced: frozenset[tuple[str, str]] = frozenset()         # (env, role) without an AppRole
+    stale: frozenset[tuple[str, str]] = frozenset()            # (env, role) whose copies of a
+                                                               # lender's secrets differ
     gone: Mapping[str, str] = field(default_factory=dict)      # node Consul lists -> why it is
                                                                # gone all the same (nodes.gone)
 
@@ -190,9 +200,12 @@ def diff(desired: Desired, actual: Actual) -> Plan:
             if (env, name) in actual.unsynced:
                 items.append(Item(env, name, role.cls.value, f"{name}/approle", Action.SYNC,
                                   "its Vault policy and AppRole: fleet secrets sync"))
-            items += [Item(env, name, role.cls.value, f"{name}/{key}", Action.SECRET,
-                           f"not in Vault at {fleet.secrets_mount}/{name}/{env}",
-                           blocked=f"fleet secrets put {name} {key} --env {env}")
+            if (env, name) in actual.stale:
+                lender = fleet.environment(env).pets_env
+                items.append(Item(env, name, role.cls.value, f"{name}/borrowed", Action.SYNC,
+                                  f"its copies of {lender}'s secrets differ from them: "
+                                  "fleet secrets sync"))
+            items += [_secret(fleet, env, role, key)
                       for key in actual.missing_secrets.get((env, name), ())]
             if role.cls is RoleClass.CATTLE:
                 items += _cattle(desired, actual, env, role)
@@ -202,7 +215,19 @@ def diff(desired: Desired, actual: Actual) -> Plan:
         owned = {i for r in fleet.roles.values() for i in r.instances.get(env, ())}
         items += [_machine(None, env, m, desired.options)
                   for m in actual.machines.get(env, ()) if m.instance not in owned]
-    return Plan(fleet.name, desired.envs, tuple(items), desired.options)
+    lenders = {e: fleet.environment(e).pets_from for e in desired.envs}
+    return Plan(fleet.name, desired.envs, tuple(items), desired.options,
+                {e: lender for e, lender in lenders.items() if lender},
+                {e: fleet.borrowed_pets(e) for e, lender in lenders.items() if lender})
+
+
+def _secret(fleet: Fleet, env: str, role: Role, key: str) -> Item:
+    """A declared secret Vault lacks, where it must be put: a borrowed one at its lender."""
+    where = secrets.source(fleet, role, env, key)
+    via = f" ({env} takes it from there: pets_from)" if where != env else ""
+    return Item(env, role.name, role.cls.value, f"{role.name}/{key}", Action.SECRET,
+                f"not in Vault at {fleet.secrets_mount}/{role.name}/{where}{via}",
+                blocked=f"fleet secrets put {role.name} {key} --env {where}")
 
 
 def _cattle(desired: Desired, actual: Actual, env: str, role: Role) -> list[Item]:

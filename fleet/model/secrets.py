@@ -5,6 +5,20 @@ A role's KEY lives in the kv-v2 mount at MOUNT/ROLE/ENV. Each role has one polic
 secrets-policy/ROLE.hcl; fleet renders it once per environment ({{mount}}, {{env}}) and refuses
 one that grants more than reading MOUNT/data/ROLE/ENV. Each (role, environment) gets an AppRole
 bound to that policy alone, whose SecretIDs are single-use.
+
+Shared backends. An environment that uses another's pets (pets_from: canary runs against
+production's databases) needs the lender's credentials for them: a secret a role declares
+that a pet role it depends on declares too (web's and postgres's db_password) is *borrowed*,
+and its one true value is the lender's, at MOUNT/ROLE/LENDER. fleet copies it into the
+borrower's own path (MOUNT/ROLE/BORROWER) at `secrets sync`, at every `put` of the lender's
+value, before a borrower's node gets its credentials and at a `rotate`; a copy whose lender
+has no value any more is removed. The least-privilege choice: every AppRole still reads its
+own path and nothing else (the policy check below stays exact), so a canary node reads
+production's db_password and never production's secret_key_base or any other of its
+secrets, which a policy granting MOUNT/data/ROLE/LENDER would expose (kv-v2 policies stop
+at paths, not keys). `secrets check` demands a borrowed secret at the lender, never at the
+borrower, and names a copy that drifted from it; `secrets put` of a borrowed secret in the
+borrower is refused, naming the lender.
 """
 
 from __future__ import annotations
@@ -160,23 +174,98 @@ def _action(exists: bool, same: bool) -> Action:
 
 @dataclass(frozen=True)
 class Missing:
-    """A secret a role declares that is not in Vault for an environment the role runs in."""
+    """A secret a role declares that is not in Vault for an environment the role runs in.
+    env is where it must be put; borrowers, the environments that take it from there too
+    (pets_from), whether or not the role runs in env itself."""
 
     role: str
     env: str
     key: str
+    borrowers: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.role}/{self.env}: {self.key}"
+        also = f" (used by {', '.join(self.borrowers)} too)" if self.borrowers else ""
+        return f"{self.role}/{self.env}: {self.key}{also}"
+
+    def needed_in(self, env: str) -> bool:
+        return env == self.env or env in self.borrowers
+
+    def shown_in(self, envs: Iterable[str]) -> str | None:
+        """The environment among envs to name it under: its own, else a borrower's."""
+        chosen = set(envs)
+        return next((e for e in (self.env, *self.borrowers) if e in chosen), None)
 
 
 def missing(fleet: Fleet, stored: Mapping[tuple[str, str], Iterable[str]]) -> list[Missing]:
-    """Declared secrets absent from Vault; stored maps (role, env) to the keys present."""
-    found = []
+    """Declared secrets absent from Vault; stored maps (role, env) to the keys present. A
+    borrowed secret is looked for at the lender's path (source), once for all who need it."""
+    found: dict[tuple[str, str, str], list[str]] = {}
     for role in roles_with_secrets(fleet):
         for env in fleet.env_names():
             if not runs_in(role, env):
                 continue
-            have = set(stored.get((role.name, env), ()))
-            found += [Missing(role.name, env, key) for key in role.secrets if key not in have]
-    return found
+            for key in role.secrets:
+                where = source(fleet, role, env, key)
+                if key in set(stored.get((role.name, where), ())):
+                    continue
+                borrowers = found.setdefault((role.name, where, key), [])
+                if where != env:
+                    borrowers.append(env)
+    return [Missing(r, e, k, tuple(b)) for (r, e, k), b in found.items()]
+
+
+# ---- shared backends (pets_from) ------------------------------------------------------------
+
+def borrowed_keys(fleet: Fleet, role: Role, env: str) -> tuple[str, ...]:
+    """The secrets of role that env takes from the environment whose pets it uses: those a
+    pet role it depends on declares too (web's db_password, which postgres declares). None
+    where env has pets of its own."""
+    lender = next((e.pets_from for e in fleet.environments if e.name == env), "")
+    if not lender:
+        return ()
+    pets = {k for dep in role.depends_on if fleet.roles[dep].cls is RoleClass.PET
+            for k in fleet.roles[dep].secrets}
+    return tuple(k for k in role.secrets if k in pets)
+
+
+def source(fleet: Fleet, role: Role, env: str, key: str) -> str:
+    """The environment whose path holds the value of role's key in env: the lender's for a
+    borrowed secret, env's own otherwise."""
+    if key in borrowed_keys(fleet, role, env):
+        return fleet.environment(env).pets_env
+    return env
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A borrower's copy of its lender's secret that is not the lender's value (or absent)."""
+
+    role: str
+    env: str
+    key: str
+    lender: str
+
+    def __str__(self) -> str:
+        return f"{self.role}/{self.env}: {self.key} (not {self.lender}'s value)"
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """What makes a borrower's copies of its lender's secrets equal to the lender's: keys to
+    write (with the lender's value) and keys to drop (the lender has none)."""
+
+    write: Mapping[str, str]
+    drop: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.write or self.drop)
+
+
+def mirror(keys: Iterable[str], lender: Mapping[str, str] | None,
+         borrower: Mapping[str, str] | None) -> Mirror:
+    """The copy of `keys` from the lender's values into the borrower's, given both paths'
+    values now (None: no secret there yet)."""
+    lender, borrower = lender or {}, borrower or {}
+    write = {k: lender[k] for k in keys if k in lender and borrower.get(k) != lender[k]}
+    drop = tuple(k for k in keys if k not in lender and k in borrower)
+    return Mirror(write, drop)

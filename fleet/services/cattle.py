@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from fleet.adapters import terraform
 from fleet.adapters.vault import Vault
-from fleet.model.nodes import Node, upstream_services, with_watches
+from fleet.model.nodes import Node, upstreams, with_watches
 from fleet.model.secret import Secret
 from fleet.services import topology
 from fleet.services.context import Context, token_environ
@@ -92,7 +92,7 @@ def apply(ctx: Context, env: str, nodes: Iterable[Node], *,
         "deliver": deliver_command(ctx),
         "authorized_keys": str(cattle_keys(ctx)),
         "nodes": {n.name: {**n.tfvar(), "services": with_watches(
-            n.services, fleet.name, env, upstream_services(fleet, fleet.roles[n.role]))}
+            n.services, fleet.name, upstreams(fleet, fleet.roles[n.role], env))}
             for n in nodes},
     }, refresh=False,  # terraform_data only: a refresh would read nothing, at a cost per step
         replace=[f'terraform_data.node["{name}"]' for name in replace])

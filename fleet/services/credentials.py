@@ -50,6 +50,30 @@ def vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, obje
     }
 
 
+def mirror(ctx: Context, client: Vault, r: Role, env: str) -> tuple[str, ...]:
+    """Make r's borrowed secrets in env (model.secrets.borrowed_keys: those of the pets it
+    uses through pets_from) equal to the lender's values, at env's own path, which is all its
+    nodes may read; a copy whose lender has no value any more is removed. Returns the keys
+    written or removed (never a value). Nothing to do where env has pets of its own."""
+    keys = model.borrowed_keys(ctx.fleet, r, env)
+    if not keys:
+        return ()
+    mount = ctx.fleet.secrets_mount
+    mine = model.kv_path(r.name, env)
+    lender = client.kv_get(mount, model.kv_path(r.name, ctx.fleet.environment(env).pets_env))
+    current = client.kv_get(mount, mine)
+    change = model.mirror(keys, lender, current)
+    if not change:
+        return ()
+    if change.drop:  # a whole new version without them: kv-v2 has no per-key delete
+        kept = {k: v for k, v in (current or {}).items() if k not in change.drop}
+        client.kv_put(mount, mine, {**kept, **change.write})
+    else:
+        for key, value in change.write.items():
+            client.kv_set(mount, mine, key, Secret(value))
+    return (*change.write, *change.drop)
+
+
 def hand_over(node: str, bundle: dict[str, object]) -> str:
     """Pipe the bundle into fleet-node login on the node; what it says (never a value)."""
     result = DockerExec(node).run(NODE_LOGIN, input_text=json.dumps(bundle))
@@ -92,6 +116,7 @@ def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
         client = vault(ctx)
         name = model.name(ctx.fleet.name, role_name, env)
         if name in client.approles(name, model.APPROLE_MOUNT):
+            mirror(ctx, client, r, env)  # what it borrows (pets_from) is the lender's now
             bundle["vault"] = vault_part(ctx, client, r, env)
         else:
             # the node boots without secrets, as one whose role was never synced would: not

@@ -123,9 +123,12 @@ def _nodes(consul: Consul, fleet: str) -> tuple[dict[tuple[str, str], set[str]],
 # ---- pets and snowflakes on Terraform ---------------------------------------------------------
 
 def instances(ctx: Context, env: str) -> dict[str, Role]:
-    """Instance name -> its role, for the pets and snowflakes of one environment."""
+    """Instance name -> its role, for the pets and snowflakes of one environment: the pets
+    it owns (Fleet.owned_pets), never those it uses through pets_from, so its Terraform
+    state can neither create nor destroy a lender's."""
+    owned = set(ctx.fleet.owned_pets(env))
     return {i: r for r in ctx.fleet.roles.values() if r.cls is not RoleClass.CATTLE
-            for i in r.instances[env]}
+            for i in r.instances[env] if r.cls is not RoleClass.PET or i in owned}
 
 
 def address(role: Role, instance: str) -> str:
@@ -221,25 +224,31 @@ def planfile(ctx: Context, env: str) -> Path:
 
 # ---- secrets -------------------------------------------------------------------------------
 
+Pairs = frozenset[tuple[str, str]]
+
+
 def secrets_state(ctx: Context, envs: Iterable[str]) -> tuple[
-        dict[tuple[str, str], tuple[str, ...]], frozenset[tuple[str, str]]]:
-    """(env, role) -> the declared secrets missing in Vault, and the (env, role)s whose
-    AppRole is not synced (`fleet secrets check`; key names only, never a value)."""
+        dict[tuple[str, str], tuple[str, ...]], Pairs, Pairs]:
+    """(env, role) -> the declared secrets missing in Vault, the (env, role)s whose AppRole is
+    not synced, and those whose copies of a lender's secrets (pets_from) differ from them
+    (`fleet secrets check`; key names only, never a value)."""
     from fleet.model import secrets as model
     from fleet.workflows import secrets
 
     chosen = set(envs)
     if not any(model.roles_with_secrets(ctx.fleet)):
-        return {}, frozenset()
+        return {}, frozenset(), frozenset()
     report = secrets.check(ctx)
     missing: dict[tuple[str, str], tuple[str, ...]] = {}
-    for m in report.missing:
-        if m.env in chosen:
-            missing[(m.env, m.role)] = (*missing.get((m.env, m.role), ()), m.key)
+    for m in report.missing:  # a borrowed one under its lender, or else its borrower
+        env = m.shown_in(chosen)
+        if env is not None:
+            missing[(env, m.role)] = (*missing.get((env, m.role), ()), m.key)
     unsynced = frozenset((e, r.name) for r in model.roles_with_secrets(ctx.fleet)
                          for e in chosen if model.runs_in(r, e)
                          and model.name(ctx.fleet.name, r.name, e) in report.unsynced)
-    return missing, unsynced
+    stale = frozenset((s.env, s.role) for s in report.stale if s.env in chosen)
+    return missing, unsynced, stale
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -267,7 +276,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         reading_secrets = pool.submit(secrets_state, ctx, chosen)
         records, (nodes, members) = reading_records.result(), reading_nodes.result()
         (channels, groups, states), digests = reading_kv.result(), reading_digests.result()
-        missing, unsynced = reading_secrets.result()
+        missing, unsynced, stale = reading_secrets.result()
     images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
     have: dict[str, set[str]] = {}
     for record in records:
@@ -295,6 +304,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         machines=machines,
         missing_secrets=missing,
         unsynced=unsynced,
+        stale=stale,
         gone=gone({n for names in nodes.values() for n in names}, members, containers),
     )
     return Reading(plan_diff(desired, actual), channels)

@@ -61,11 +61,26 @@ def _env_names(ctx: Context, envs: Iterable[str]) -> list[str]:
 def nodes(ctx: Context, role: Role, envs: Iterable[str]) -> list[str]:
     """The role's node names: its instances (pets, snowflakes), or its cattle containers."""
     chosen = _env_names(ctx, envs)
+    if role.cls is RoleClass.PET:  # an environment's own: never the pets it borrows
+        owned = {i for env in chosen for i in ctx.fleet.owned_pets(env)}
+        return [container(ctx, i) for env in chosen for i in role.instances[env] if i in owned]
     if role.cls is not RoleClass.CATTLE:
         return [container(ctx, i) for env in chosen for i in role.instances[env]]
     return sorted(n.name for n in docker.lab_nodes()
                   if n.role == role.name and n.env in chosen
                   and topology.owns(ctx, n.name, n.fleet) and not n.name.endswith(".draining"))
+
+
+def _nothing_in(ctx: Context, role: Role, envs: Iterable[str], what: str) -> FleetError:
+    """No node of role in envs; a pet's environment that borrows its pets says whose."""
+    chosen = _env_names(ctx, envs)
+    lenders = sorted({ctx.fleet.environment(e).pets_from for e in chosen} - {""})
+    if role.cls is RoleClass.PET and lenders:
+        return FleetError(f"{role.name} has no {what} in {', '.join(chosen)}: "
+                          f"{', '.join(lenders)}'s pets serve it (pets_from)",
+                          f"name the lender: --env {lenders[0]}")
+    return FleetError(f"{role.name} has no {what} in {', '.join(chosen)}",
+                      "fleet plan shows what is missing; fleet apply creates it")
 
 
 def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
@@ -75,8 +90,7 @@ def run(ctx: Context, role_name: str, envs: Iterable[str], command: str, *,
     role = ctx.fleet.role(role_name)
     names = nodes(ctx, role, envs)
     if not names:
-        raise FleetError(f"{role.name} has no node in {', '.join(_env_names(ctx, envs))}",
-                         "fleet plan shows what is missing; fleet apply creates it")
+        raise _nothing_in(ctx, role, envs, "node")
     hosts, down = lab_hosts(ctx, names)
     results = {r.host: r for r in [*down, *ssh.run_group(hosts, command, limit=limit)]}
     return RemoteReport(role.name, command, tuple(results[n] for n in names))
@@ -96,7 +110,7 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     wanted = {container(ctx, i) for i in instances}
     names = [n for n in nodes(ctx, role, envs) if not wanted or n in wanted]
     if not names:
-        raise FleetError(f"{role.name} has no instance in {', '.join(_env_names(ctx, envs))}")
+        raise _nothing_in(ctx, role, envs, "instance")
     say(f"converging {role.name} on {', '.join(names)} over SSH")
     uploads = [(p, f"/tmp/fleet/{p.name}") for p in
                sorted((ctx.root / "packer/scripts/lib").glob("*")) if p.is_file()]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fleet.adapters import docker
 from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError, FleetError
 from fleet.model import acl, secretscan
 from fleet.model import secrets as model
@@ -62,15 +63,29 @@ def role(ctx: Context, name: str, env: str) -> Role:
 class SyncReport:
     changes: tuple[model.Change, ...]
     enabled: tuple[str, ...]      # engines and auth methods enabled now
+    copied: tuple[str, ...] = ()  # ROLE/ENV: KEY copied from the lender (pets_from)
 
     @property
     def changed(self) -> int:
-        return sum(1 for c in self.changes if c.action is not model.Action.UNCHANGED)
+        return sum(1 for c in self.changes if c.action is not model.Action.UNCHANGED) + len(
+            self.copied)
+
+
+def copy_borrowed(ctx: Context, client: Vault) -> tuple[str, ...]:
+    """Every borrowed secret (pets_from) made equal to its lender's value, at the borrower's
+    own path (see fleet/model/secrets.py): 'ROLE/ENV: KEY' for each one written or removed."""
+    done = []
+    for r in model.roles_with_secrets(ctx.fleet):
+        for env in ctx.fleet.env_names():
+            if model.runs_in(r, env):
+                done += [f"{r.name}/{env}: {k}" for k in credentials.mirror(ctx, client, r, env)]
+    return tuple(done)
 
 
 def sync(ctx: Context) -> SyncReport:
-    """Write each role's policy and AppRole per environment; idempotent. Every policy is
-    rendered and checked before anything is written."""
+    """Write each role's policy and AppRole per environment, and the borrowers' copies of
+    their lenders' secrets; idempotent. Every policy is rendered and checked before anything
+    is written."""
     want = model.desired(ctx.fleet, templates(ctx))
     client = vault(ctx)
     enabled = []
@@ -90,7 +105,7 @@ def sync(ctx: Context) -> SyncReport:
             client.put_policy(access.name, access.policy)
         else:
             client.put_approle(access.name, dict(access.approle), model.APPROLE_MOUNT)
-    return SyncReport(tuple(changes), tuple(enabled))
+    return SyncReport(tuple(changes), tuple(enabled), copy_borrowed(ctx, client))
 
 
 # ---- check and put ----------------------------------------------------------------------
@@ -100,6 +115,7 @@ class CheckReport:
     checked: int                      # declared secrets looked for
     missing: tuple[model.Missing, ...]
     unsynced: tuple[str, ...]         # AppRoles not in Vault: `fleet secrets sync` first
+    stale: tuple[model.Stale, ...] = ()  # borrowed copies unlike the lender's (pets_from)
 
     def error(self) -> FleetError | None:
         if self.unsynced:
@@ -109,29 +125,48 @@ class CheckReport:
             first = self.missing[0]
             return FleetError(f"{len(self.missing)} declared secret(s) missing in Vault, first "
                               f"{first}", f"fleet secrets put {first.role} {first.key} --env {first.env}")
+        if self.stale:
+            return FleetError(f"{len(self.stale)} borrowed secret(s) differ from the lender's "
+                              f"value (pets_from), first {self.stale[0]}",
+                              "run `fleet secrets sync`, then `fleet secrets rotate` for the "
+                              "borrower's running nodes")
         return None
 
 
 def check(ctx: Context, env: str | None = None) -> CheckReport:
     """Every secret each role declares, in each environment it runs in (or only env): present?
-    Reads key names only; no value leaves this function."""
+    A borrowed one (pets_from) is looked for at the lender's path, and its copy in the
+    borrower's compared with it. Values are read only to compare; none leaves this function."""
     if env is not None:
         ctx.fleet.environment(env)
     client = vault(ctx)
     mount = ctx.fleet.secrets_mount
     approles = client.approles(f"{ctx.fleet.name}-", model.APPROLE_MOUNT)
-    stored = {}
+    values: dict[tuple[str, str], dict[str, str]] = {}
+
+    def read(role: str, e: str) -> dict[str, str]:
+        if (role, e) not in values:
+            values[(role, e)] = client.kv_get(mount, model.kv_path(role, e)) or {}
+        return values[(role, e)]
+
     checked = 0
-    unsynced = []
+    unsynced: list[str] = []
+    stale: list[model.Stale] = []
     for r in model.roles_with_secrets(ctx.fleet):
         for e in ctx.fleet.env_names():
             if (env is None or e == env) and model.runs_in(r, e):
-                stored[(r.name, e)] = set(client.kv_get(mount, model.kv_path(r.name, e)) or {})
+                mine = read(r.name, e)
+                lender = ctx.fleet.environment(e).pets_env
+                for key in model.borrowed_keys(ctx.fleet, r, e):
+                    lent = read(r.name, lender)
+                    if key in lent and mine.get(key) != lent[key]:
+                        stale.append(model.Stale(r.name, e, key, lender))
                 checked += len(r.secrets)
                 if model.name(ctx.fleet.name, r.name, e) not in approles:
                     unsynced.append(model.name(ctx.fleet.name, r.name, e))
-    found = [m for m in model.missing(ctx.fleet, stored) if env is None or m.env == env]
-    return CheckReport(checked, tuple(found), tuple(unsynced))
+    stored = {where: set(found) for where, found in values.items()}
+    found = [m for m in model.missing(ctx.fleet, stored) if env is None or m.needed_in(env)]
+    return CheckReport(checked, tuple(found), tuple(unsynced), tuple(stale))
 
 
 def missing(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -139,8 +174,9 @@ def missing(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[st
     wanted = set(envs)
     found: dict[tuple[str, str], tuple[str, ...]] = {}
     for m in check(ctx).missing:
-        if m.env in wanted:
-            found[(m.env, m.role)] = (*found.get((m.env, m.role), ()), m.key)
+        env = m.shown_in(wanted)
+        if env is not None:
+            found[(env, m.role)] = (*found.get((env, m.role), ()), m.key)
     return found
 
 
@@ -151,10 +187,20 @@ def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
         raise ConfigError(f"role {role_name} does not declare the secret {key!r}",
                           fix=f"declared: {', '.join(found.secrets)}; add it to "
                               f"roles.{role_name}.secrets first")
+    lender = model.source(ctx.fleet, found, env, key)
+    if lender != env:
+        raise ConfigError(f"{env} takes {role_name}'s {key} from {lender}, whose pets it uses "
+                          f'(pets_from = "{lender}")',
+                          fix=f"store {lender}'s value: fleet secrets put {role_name} {key} "
+                              f"--env {lender}")
     if not value.reveal():
         raise FleetError("the secret's value is empty", "give the value on stdin or the prompt")
     path = model.kv_path(role_name, env)
-    vault(ctx).kv_set(ctx.fleet.secrets_mount, path, key, value)
+    client = vault(ctx)
+    client.kv_set(ctx.fleet.secrets_mount, path, key, value)
+    for borrower in ctx.fleet.borrowers(env):  # their copies follow the lender's value
+        if model.runs_in(found, borrower):
+            credentials.mirror(ctx, client, found, borrower)
     return f"{ctx.fleet.secrets_mount}/{path}"
 
 
@@ -183,6 +229,7 @@ def rotate(ctx: Context, role_name: str, env: str) -> RotateReport:
     running = set(docker.lab_containers())
     health = cattle.health(ctx, [s.name for s in r.services], env, role_name)
     nodes = sorted(n for n in {**health.passing, **health.failing} if n in running)
+    credentials.mirror(ctx, client, r, env)  # a borrower's nodes get the lender's values
     client.new_role_id(name, model.APPROLE_MOUNT)
     destroyed = client.destroy_secret_ids(name, model.APPROLE_MOUNT)
     done, failed = [], []

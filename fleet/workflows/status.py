@@ -25,6 +25,7 @@ class RoleStatus:
     failing: dict[str, int]       # version -> nodes registered but not passing
     traffic_share: float | None   # canary environments: percent of the role's traffic
     floor: int                    # nodes that must pass at every moment (min_healthy_percent)
+    pets_from: str = ""           # the environment whose pets its nodes use ('' = its own)
 
     @property
     def below_floor(self) -> bool:
@@ -60,7 +61,8 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
                 env, role.name, channel.version if channel else "",
                 {v: n for v, n in desired.get(role.name, {}).items() if n},
                 dict(Counter(health.passing.values())), dict(Counter(health.failing.values())),
-                share, floor(role.count[env], environment.min_healthy_percent)))
+                share, floor(role.count[env], environment.min_healthy_percent),
+                environment.pets_from))
     return out
 
 

@@ -1,5 +1,6 @@
 """Configuration in real time: a web node's `consul watch` re-renders its upstreams file from
-the real Consul when a gitaly node joins or leaves, without restarting anything."""
+the real Consul when a gitaly node joins or leaves, without restarting anything. The web node
+is canary's, which uses production's pets (pets_from), so the gitaly is production's."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ def upstreams(node: str) -> dict[str, list[str]]:
 
 
 def gitaly_services(fleet: str) -> str:
-    """A gitaly instance in canary, served by the stand-in listening on the image's port."""
+    """A gitaly instance of production (whose pets canary uses), served by the stand-in
+    listening on the image's port."""
     return json.dumps({"services": [{
         "name": "gitaly", "port": 8080,
-        "tags": [f"fleet:{fleet}", "role:gitaly", "env:canary", "class:pet"],
-        "meta": {"fleet": fleet, "role": "gitaly", "env": "canary", "version": "pet"},
+        "tags": [f"fleet:{fleet}", "role:gitaly", "env:production", "class:pet"],
+        "meta": {"fleet": fleet, "role": "gitaly", "env": "production", "version": "pet"},
         "checks": [{"tcp": "127.0.0.1:8080", "interval": "1s", "timeout": "1s"}],
     }]})
 
@@ -45,7 +47,7 @@ def test_web_follows_gitaly_joining_and_leaving(lab: Any, fleet_copy: FleetCopy)
     ctx = load(fleet_copy.file, fleet_copy.env)
     (web,) = group(ctx.fleet.name, ctx.fleet.roles["web"], "canary", "v1", image, 1, 10)
     net = topology.network(ctx)
-    gitaly = f"{fleet_copy.name}-gitaly-canary-pet-0"
+    gitaly = f"{fleet_copy.name}-gitaly-production-pet-0"
     try:
         cattle.apply(ctx, "canary", [web])
         empty = {"gitaly": [], "postgres": [], "redis": []}
@@ -59,7 +61,7 @@ def test_web_follows_gitaly_joining_and_leaving(lab: Any, fleet_copy: FleetCopy)
                "-e", f"FLEET_CONSUL_JOIN={net.gateway}", "-e", "FLEET_CONSUL_DATACENTER=lab",
                "-e", f"FLEET_CONSUL_SERVICES={gitaly_services(ctx.fleet.name)}", image)
         # its Consul token, as Terraform's create provisioner hands it to a new pet
-        delivered = fleet_copy.run("secrets", "deliver", gitaly, "gitaly", "canary")
+        delivered = fleet_copy.run("secrets", "deliver", gitaly, "gitaly", "production")
         assert delivered.code == 0, delivered.stderr
         address = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
                          "{{end}}", gitaly).strip()

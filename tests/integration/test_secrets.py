@@ -41,8 +41,11 @@ def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
 
 @pytest.fixture
 def copy(lab: Any, fleet_copy: FleetCopy) -> Iterator[FleetCopy]:
-    """The example fleet with its own kv mount, policies and AppRoles, removed afterwards."""
+    """The example fleet with its own kv mount, policies and AppRoles, removed afterwards.
+    Its canary has secrets of its own here (no pets_from): what a borrower takes from its
+    lender is tests/integration/test_shared_backends.py's."""
     fleet_copy.edit("fleet.toml", 'secrets_mount = "fleet"', f'secrets_mount = "{fleet_copy.name}"')
+    fleet_copy.edit("fleet.toml", 'pets_from = "production"', "")
     shutil.copytree(ROOT / "secrets-policy", fleet_copy.root / "secrets-policy")
     yield fleet_copy
     # as the lab's administrator: fleet's operator token may not delete policies or unmount

@@ -66,6 +66,7 @@ def test_commands_run_as_the_operator_and_every_secret_read_is_audited(
     # a copy with its own kv mount, synced and filled by the operator
     fc = fleet_copy
     fc.edit("fleet.toml", 'secrets_mount = "fleet"', f'secrets_mount = "{fc.name}"')
+    fc.edit("fleet.toml", 'pets_from = "production"', "")  # canary's secrets its own here
     shutil.copytree(ROOT / "secrets-policy", fc.root / "secrets-policy")
     values = {"db_password": f"pw-{uuid.uuid4().hex}", "secret_key_base": f"skb-{uuid.uuid4().hex}"}
     node = f"{fc.name}-web-audit-0"
@@ -175,7 +176,7 @@ def test_a_command_that_needs_more_than_the_operator_policy_fails_in_one_line(
             capture_output=True, text=True, cwd=ROOT, env={**os.environ, **fleet_copy.env, **env},
             stdin=subprocess.DEVNULL, timeout=60)
         assert again.returncode == 0, again.stderr
-        stored = put(fleet_copy, "web", "db_password", "canary", "x-value", env)
+        stored = put(fleet_copy, "web", "secret_key_base", "canary", "x-value", env)
         assert stored.code == 0, stored.stderr
 
 

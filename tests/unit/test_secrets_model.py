@@ -79,7 +79,7 @@ def test_missing_counts_only_environments_a_role_runs_in() -> None:
 def test_watches_follow_depends_on() -> None:
     web = FLEET.roles["web"]
     assert upstream_services(FLEET, web) == ["gitaly", "postgres", "redis"]
-    config = with_watches('{"services": []}', "gitlab", "canary", ["gitaly"])
-    assert '"args": ["/usr/local/sbin/fleet-node", "upstreams", "gitaly", "gitlab", "canary"' \
+    config = with_watches('{"services": []}', "gitlab", {"gitaly": "staging"})
+    assert '"args": ["/usr/local/sbin/fleet-node", "upstreams", "gitaly", "gitlab", "staging"' \
         in config
-    assert with_watches('{"services": []}', "gitlab", "canary", []) == '{"services": []}'
+    assert with_watches('{"services": []}', "gitlab", {}) == '{"services": []}'
