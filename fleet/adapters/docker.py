@@ -337,3 +337,61 @@ def delete_image(image_id: str, tags: tuple[str, ...]) -> None:
         for name in untagged:
             process.run(["docker", "tag", image_id, name], check=False, timeout=30)
         raise
+
+
+# ---- pets' data: pause, stop, and one-shot containers on their volumes ------------------------
+
+def status(name: str) -> tuple[str, str] | None:
+    """A container's state (running, paused, exited …) and its image's id; None if gone."""
+    result = process.run(["docker", "container", "inspect", "--format",
+                          "{{.State.Status}} {{.Image}}", name], check=False, timeout=30)
+    found = result.stdout.split()
+    return (found[0], found[1]) if result.returncode == 0 and len(found) == 2 else None
+
+
+def pause(name: str) -> None:
+    """Freeze every process of a container (the cgroup freezer): nothing it runs writes."""
+    process.run(["docker", "pause", name], timeout=60)
+
+
+def unpause(name: str) -> None:
+    process.run(["docker", "unpause", name], timeout=60, fix=f"by hand: docker unpause {name}")
+
+
+def stop(name: str, grace: int = 10) -> None:
+    """Stop a container gracefully (a node's agent leaves Consul); it keeps its volumes."""
+    process.run(["docker", "stop", "--time", str(grace), name], timeout=grace + 60)
+
+
+def start(name: str) -> None:
+    process.run(["docker", "start", name], timeout=60, fix=f"by hand: docker start {name}")
+
+
+def volume_exists(name: str) -> bool:
+    return process.run(["docker", "volume", "inspect", name], check=False,
+                       timeout=30).returncode == 0
+
+
+def create_volume(name: str, labels: dict[str, str]) -> None:
+    process.run(["docker", "volume", "create", *(f"--label={k}={v}" for k, v in
+                                                 sorted(labels.items())), name], timeout=60)
+
+
+def throwaway_argv(image: str, command: list[str], *, volumes: dict[str, str] | None = None,
+                   binds: dict[Path, str] | None = None,
+                   env: dict[str, str] | None = None) -> list[str]:
+    """`docker run --rm` of a one-shot container running command (as its entrypoint: never
+    the image's fleet-init) with no network at all: volumes (name -> mount point, `:ro`
+    allowed), read-only bind mounts of host files, environment."""
+    argv = ["docker", "run", "--rm", "--pull", "never", "--network", "none",
+            "--label", "fleet.throwaway=1", "--entrypoint", command[0]]
+    argv += [f"--volume={n}:{t}" for n, t in sorted((volumes or {}).items())]
+    argv += [f"--volume={p}:{t}:ro" for p, t in sorted((binds or {}).items())]
+    argv += [f"--env={k}={v}" for k, v in sorted((env or {}).items())]
+    return [*argv, image, *command[1:]]
+
+
+def throwaway(image: str, command: list[str], *, timeout: float = 1800, fix: str = "",
+              **mounts: Any) -> process.Result:
+    """Run a one-shot container (throwaway_argv) to completion; CommandFailed if it fails."""
+    return process.run(throwaway_argv(image, command, **mounts), timeout=timeout, fix=fix)
