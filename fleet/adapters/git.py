@@ -23,3 +23,17 @@ def revision(root: Path) -> Revision:
                          timeout=30)
     describe = process.run(["git", "-C", str(root), "describe", "--tags", "--always"], timeout=30)
     return Revision(head.stdout.strip(), bool(status.stdout.strip()), describe.stdout.strip())
+
+
+def branch(root: Path) -> str | None:
+    """The checked-out branch; None on a detached HEAD or outside a repository."""
+    found = process.run(["git", "-C", str(root), "symbolic-ref", "--quiet", "--short", "HEAD"],
+                        check=False, timeout=30)
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def commit(root: Path, ref: str) -> str | None:
+    """The commit ref names; None when it names none (a branch with no commits yet)."""
+    found = process.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet",
+                         f"{ref}^{{commit}}"], check=False, timeout=30)
+    return found.stdout.strip() or None if found.returncode == 0 else None

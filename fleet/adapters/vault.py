@@ -135,6 +135,15 @@ class Vault:
             return None
         return {str(k): str(v) for k, v in data["data"]["data"].items()}
 
+    def kv_destroy(self, mount: str, path: str) -> None:
+        """Delete a kv-v2 secret with every version and its metadata (nothing to undelete)."""
+        try:
+            self._call(f"delete {mount}/{path}",
+                       self._client.secrets.kv.v2.delete_metadata_and_all_versions, path,
+                       mount_point=mount)
+        except NotFound:
+            return
+
     def kv_walk(self, mount: str, path: str = "") -> list[tuple[str, dict[str, str]]]:
         """Every secret under mount/path, depth first: (path, data) pairs."""
         try:

@@ -27,6 +27,13 @@ class Session:
 
         return load(self.file)
 
+    def live_context(self) -> Context:
+        """The context with the ephemeral environments Consul records beside fleet.toml's
+        (fleet.services.environments): for every command that names or walks environments."""
+        from fleet.services.environments import live
+
+        return live(self.context())
+
 
 def json_option(fn: F) -> F:
     """--json on every command: the result as JSON on stdout."""

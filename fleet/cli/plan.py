@@ -45,7 +45,7 @@ def plan_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[s
     """Everything that differs between fleet.toml, the channels and what runs."""
     from fleet.workflows import plan as workflow
 
-    reading = workflow.plan(session.context(), envs, _options(allow_replace, snowflakes))
+    reading = workflow.plan(session.live_context(), envs, _options(allow_replace, snowflakes))
     views.PLAN.show(reading.plan, as_json)
     if out is not None:
         out.write_text(reading.plan.to_json())
@@ -90,7 +90,7 @@ def apply_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[
     def approve(question: str) -> bool:
         return yes or (sys.stdin.isatty() and click.confirm(question, err=True))
 
-    report = workflow.apply(session.context(), envs, _options(allow_replace, snowflakes),
+    report = workflow.apply(session.live_context(), envs, _options(allow_replace, snowflakes),
                             saved=saved, confirm=confirm, approve=approve, say=render.progress)
     views.APPLY.show(report, as_json)
 

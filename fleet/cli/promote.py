@@ -35,7 +35,7 @@ def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wa
             return True
         return sys.stdin.isatty() and click.confirm(question, err=True)
 
-    report = workflow.promote(session.context(), version, env, list(roles), wait=wait,
+    report = workflow.promote(session.live_context(), version, env, list(roles), wait=wait,
                               force=force, reason=reason, say=render.progress,
                               step_timeout=step_timeout, approve=approve)
     views.PROMOTIONS.show([report], as_json)
@@ -52,7 +52,7 @@ def rollback(session: Session, env: str, roles: tuple[str, ...], wait: bool,
     """Put ENV back on each role's previous version, the same gated way."""
     from fleet.workflows import promote as workflow
 
-    reports = workflow.rollback(session.context(), env, list(roles), wait=wait,
+    reports = workflow.rollback(session.live_context(), env, list(roles), wait=wait,
                                 say=render.progress)
     views.PROMOTIONS.show(reports, as_json)
 

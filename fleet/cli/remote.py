@@ -19,7 +19,7 @@ def converge(session: Session, role: str, envs: tuple[str, ...], limit: int,
     """Run a pet's or snowflake's provisioner on each instance in place, over SSH."""
     from fleet.workflows import remote
 
-    report = remote.converge(session.context(), role, envs, limit=limit, say=render.progress)
+    report = remote.converge(session.live_context(), role, envs, limit=limit, say=render.progress)
     views.REMOTE.show(report, as_json)
     raise_if(report.error(f"converge of {role}"))
 
@@ -39,7 +39,7 @@ def run_command(session: Session, role: str, envs: tuple[str, ...], limit: int, 
     from fleet.workflows import remote
 
     line = command[0] if len(command) == 1 else shlex.join(command)
-    report = remote.run(session.context(), role, envs, line, limit=limit)
+    report = remote.run(session.live_context(), role, envs, line, limit=limit)
     views.REMOTE.show(report, as_json)
     raise_if(report.error(f"`{line}`"))
 

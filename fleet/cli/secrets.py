@@ -39,7 +39,7 @@ def secrets_sync(session: Session, as_json: bool) -> None:
     """Write every role's policy and AppRole per environment (secrets-policy/); idempotent."""
     from fleet.workflows import secrets as workflow
 
-    views.SYNC.show(workflow.sync(session.context()), as_json)
+    views.SYNC.show(workflow.sync(session.live_context()), as_json)
 
 
 @secrets.command(name="check")
@@ -50,7 +50,7 @@ def secrets_check(session: Session, env: str | None, as_json: bool) -> None:
     """Every secret each role declares exists in Vault (names only, never values)."""
     from fleet.workflows import secrets as workflow
 
-    report = workflow.check(session.context(), env)
+    report = workflow.check(session.live_context(), env)
     views.CHECK.show(report, as_json)
     raise_if(report.error())
 
@@ -67,7 +67,7 @@ def secrets_put(session: Session, role: str, key: str, env: str, as_json: bool) 
     from fleet.model.secret import Secret
     from fleet.workflows import secrets as workflow
 
-    ctx = session.context()
+    ctx = session.live_context()
     if sys.stdin.isatty():
         value = click.prompt(f"{role}/{env} {key}", hide_input=True, confirmation_prompt=True,
                              err=True)
@@ -86,7 +86,7 @@ def secrets_rotate(session: Session, role: str, env: str, as_json: bool) -> None
     """New AppRole credentials for ROLE in ENV; its running nodes log in again with them."""
     from fleet.workflows import secrets as workflow
 
-    report = workflow.rotate(session.context(), role, env)
+    report = workflow.rotate(session.live_context(), role, env)
     views.ROTATE.show(report, as_json)
     raise_if(report.error(role, env))
 
@@ -101,7 +101,7 @@ def secrets_deliver(session: Session, node: str, role: str, env: str, as_json: b
     """Hand a node just created its Consul token and Vault login (run by its provisioner)."""
     from fleet.workflows import secrets as workflow
 
-    said = workflow.deliver(session.context(), node, role, env)
+    said = workflow.deliver(session.live_context(), node, role, env)
     views.DELIVERED.show(Delivered(node=node, result=said), as_json)
 
 
@@ -112,7 +112,7 @@ def secrets_scan(session: Session, as_json: bool) -> None:
     """Look for every lab secret value in every image, log, Terraform state and Consul KV."""
     from fleet.workflows import secrets as workflow
 
-    report = workflow.scan(session.context())
+    report = workflow.scan(session.live_context())
     views.SCAN.show(report, as_json)
     raise_if(report.error())
 

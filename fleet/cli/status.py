@@ -23,7 +23,7 @@ def history(session: Session, env: str | None, role: str | None, since: str,
     """Every promotion, rollout step, gate result and rollback: who, when, what, outcome."""
     from fleet.workflows import status as workflow
 
-    views.HISTORY.show(workflow.history(session.context(), env, role, since=since, limit=limit),
+    views.HISTORY.show(workflow.history(session.live_context(), env, role, since=since, limit=limit),
                        as_json)
 
 
@@ -35,7 +35,7 @@ def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None
     """Cattle per environment and role: channel, desired and passing nodes, canary share."""
     from fleet.workflows import status as workflow
 
-    views.STATUS.show(workflow.status(session.context(), list(envs)), as_json)
+    views.STATUS.show(workflow.status(session.live_context(), list(envs)), as_json)
 
 
 def register(group: click.Group) -> None:

@@ -50,9 +50,10 @@ path "+/data/*" {{
   capabilities = ["create", "read", "update"]
 }}
 
-# the scans walk every secret of the mount
+# the scans walk every secret of the mount; fleet env destroy deletes an ephemeral
+# environment's secrets, every version
 path "+/metadata/*" {{
-  capabilities = ["list"]
+  capabilities = ["list", "delete"]
 }}
 
 # secrets sync: which engines are mounted; a kv engine where a fleet names a new one
@@ -78,8 +79,9 @@ path "sys/policies/acl" {{
   capabilities = ["list"]
 }}
 
+# fleet env destroy: an ephemeral environment's policies and AppRoles go with it
 path "sys/policies/acl/*" {{
-  capabilities = ["create", "read", "update"]
+  capabilities = ["create", "read", "update", "delete"]
 }}
 
 {reserved}
@@ -91,7 +93,7 @@ path "{role}" {{
 }}
 
 path "{role}/*" {{
-  capabilities = ["create", "read", "update", "list"]
+  capabilities = ["create", "read", "update", "list", "delete"]
 }}
 """
 

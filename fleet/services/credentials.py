@@ -10,6 +10,7 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 from fleet.adapters import docker
+from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
 from fleet.errors import DependencyDown, FleetError
 from fleet.model import acl
@@ -17,7 +18,7 @@ from fleet.model import secrets as model
 from fleet.model.definition import Role
 from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
-from fleet.services import topology
+from fleet.services import environments, topology
 from fleet.services.access import DockerExec
 from fleet.services.context import Context
 
@@ -93,22 +94,39 @@ def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
     listed = consul.policies()
     consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
                       f"fleet node {node}: itself, its services, what it watches", listed)
+    _sweep(consul, node)
+    return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
+
+
+def sweep(ctx: Context) -> int:
+    """Remove the Consul tokens and policies of nodes whose containers are gone; how many
+    tokens went."""
+    return _sweep(ctx.consul(), "")
+
+
+def _sweep(consul: Consul, node: str) -> int:
+    """The gone nodes' tokens and policies, and NODE's own earlier tokens ("" for none)."""
+    listed = consul.policies()
     tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
     policies = {acl.policy_node(name): pid for name, pid in listed.items()}
     owners = {n for _, n in tokens} | set(policies)
     gone = acl.gone({n for n in owners if n and n != node}, docker.lab_containers())
+    removed = 0
     for token, owner in tokens:
-        if owner == node or owner in gone:
+        if (node and owner == node) or owner in gone:
             consul.delete_token(token.accessor)
+            removed += 1
     for owner in gone:
         if owner in policies:
             consul.delete_policy(policies[owner])
-    return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
+    return removed
 
 
 def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
     """Give a node just created its credentials: its Consul token, and for a role with
     secrets its Vault login, with which it renders them."""
+    if env not in ctx.fleet.env_names():  # an ephemeral environment's node
+        ctx = environments.live(ctx)
     r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: only the token
     bundle: dict[str, object] = {}
     note = ""

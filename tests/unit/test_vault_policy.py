@@ -13,6 +13,9 @@ ROLE = "auth/approle/role/gitlab-web-canary"
 
 # (path, capability) of every request fleet's commands make with the operator token
 NEEDED = [
+    ("fleet/metadata/web/review-x", "delete"),       # env destroy: its secrets, every version
+    ("sys/policies/acl/gitlab-web-review-x", "delete"),  # its policies
+    ("auth/approle/role/gitlab-web-review-x", "delete"),  # its AppRoles
     ("fleet/data/web/canary", "read"),               # check, scan, put's patch (read first)
     ("fleet/data/web/canary", "create"),             # put: the first version
     ("fleet/data/web/canary", "update"),             # put: a check-and-set write
@@ -51,14 +54,13 @@ ADMIN = [
     ("sys/audit/file", "delete"),
     ("sys/policies/acl/fleet-operator", "update"),   # widen its own policy
     ("sys/policies/acl/default", "update"),          # or every token's
-    ("sys/policies/acl/gitlab-web-canary", "delete"),
+    ("sys/policies/acl/fleet-operator", "delete"),
+    ("sys/policies/acl/default", "delete"),
     ("auth/token/create", "update"),                 # mint tokens
     ("auth/token/create-orphan", "update"),
     ("auth/token/revoke-accessor", "update"),
     ("fleet/data/web/canary", "delete"),
-    ("fleet/metadata/web/canary", "delete"),
     ("fleet/destroy/web/canary", "update"),
-    (ROLE, "delete"),
     ("sys/seal", "update"),
     ("sys/raw/core", "read"),
     ("sys/storage/raft/snapshot", "read"),
@@ -76,9 +78,15 @@ def test_the_operator_may_not_do_what_an_administrator_does(path: str, capabilit
     assert not vault_policy.allows(POLICY, path, capability), f"{capability} {path} allowed"
 
 
+# fleet env destroy removes an ephemeral environment's secrets (every version), its policies
+# and its AppRoles: the only deletes the operator has
+DELETES = {"+/metadata/*", "sys/policies/acl/*", "auth/approle/role/*"}
+
+
 def test_it_never_says_sudo_or_deny_and_mounts_only_kv() -> None:
     rules = vault_policy.rules(POLICY)
-    assert not any({"sudo", "deny", "delete"} & caps for caps in rules.values())
+    assert not any({"sudo", "deny"} & caps for caps in rules.values())
+    assert {path for path, caps in rules.items() if "delete" in caps} == DELETES
     mounts = POLICY.split('path "sys/mounts/+"')[1].split("\n}\n")[0]
     assert '"type" = ["kv"]' in mounts, "a new mount may only be a kv engine"
 
