@@ -1,7 +1,7 @@
 """`fleet`: the console script. One error boundary turns every failure into one line and an exit code.
 
 The click group and its options live here; each family of commands lives in a module of its
-own (validate, lab, bake, images, promote, status, verify, secrets, plan, remote) and
+own (validate, lab, bake, images, promote, release, status, verify, secrets, plan, remote) and
 registers itself on the group; how results are shown is fleet/cli/views.py.
 
 Exit codes: 0 ok; 1 a failure (bad config, a dependency down, a command that failed);
@@ -18,7 +18,22 @@ from pathlib import Path
 import click
 
 from fleet import __version__
-from fleet.cli import bake, images, lab, plan, promote, remote, secrets, status, validate, verify
+from fleet.cli import (
+    bake,
+    env,
+    images,
+    lab,
+    plan,
+    promote,
+    release,
+    remote,
+    review,
+    secrets,
+    snapshot,
+    status,
+    validate,
+    verify,
+)
 from fleet.cli.meta import Session, json_option
 from fleet.errors import FleetError
 
@@ -40,11 +55,15 @@ lab.register(cli)
 bake.register(cli)
 images.register(cli)
 promote.register(cli)
+release.register(cli)
 status.register(cli)
 verify.register(cli)
 secrets.register(cli)
 plan.register(cli)
 remote.register(cli)
+env.register(cli)
+review.register(cli)
+snapshot.register(cli)
 
 
 def _internal_error() -> Path:

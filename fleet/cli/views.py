@@ -187,6 +187,9 @@ EVENTS = {
     "resume": "carried on at step {step} ({state})",
     "refused": "{version} for {roles}: {problems}",
     "lock-taken-over": "the lock, from {holder} (pid {pid}, since {since}), whose process was gone",
+    "release": "{version} for {roles} through {chain}, from {starts_at}",
+    "release-stopped": "{version} for {roles}: {reason}",
+    "released": "{version} for {roles} through {chain}",
 }
 HEAD = {"at", "env", "event", "who", "rollout", "roles"}  # said around the sentence
 

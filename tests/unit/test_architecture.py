@@ -21,6 +21,12 @@ FLEET = Path(__file__).resolve().parents[2] / "fleet"
 COMPOSERS = {
     "apply": {"bake", "promote", "remote", "plan", "secrets"},  # carries a plan out
     "plan": {"secrets"},  # shows everything that would change, secrets missing in Vault too
+    "release": {"promote"},  # walks a version through the chain, promoting it env by env
+    # makes an ephemeral environment: its Vault access, its pets, its cattle at a version
+    "environments": {"secrets", "apply", "promote"},
+    "review": {"bake", "environments"},  # a review app: the checkout baked, then deployed
+    "refresh": {"snapshots"},  # an environment's pet data: snapshots taken, then restored
+    "rebuild": {"plan", "promote"},  # every node again: Terraform's -replace, cattle batches
 }
 # layer -> the layers of fleet it may import
 LAYERS = {
