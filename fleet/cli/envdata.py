@@ -45,7 +45,7 @@ def refresh(session: Session, env_name: str, source: str, as_json: bool) -> None
     """Replace ENV's pet data with a copy of SRC's, each role's scrub run on it first."""
     from fleet.workflows import refresh as workflow
 
-    REFRESHED.show(workflow.refresh(session.context(), env_name, source, render.progress),
+    REFRESHED.show(workflow.refresh(session.live_context(), env_name, source, render.progress),
                    as_json)
 
 
@@ -57,7 +57,7 @@ def rebuild(session: Session, env_name: str, as_json: bool) -> None:
     """Create every node of ENV again (cattle at their channels, pets on their data)."""
     from fleet.workflows import rebuild as workflow
 
-    REBUILT.show(workflow.rebuild(session.context(), env_name, render.progress), as_json)
+    REBUILT.show(workflow.rebuild(session.live_context(), env_name, render.progress), as_json)
 
 
 def register(group: click.Group) -> None:

@@ -15,8 +15,9 @@ members, node tokens and KV (channels, desired groups, rollout, lock, Terraform 
 secrets, policies and AppRoles of the environment -- and the history keeps a record of its life.
 A fixed environment is never destroyed or expired by these commands.
 
-Composes: secrets (sync the environment's policies and AppRoles), apply (its pets), promote
-(its cattle at a version).
+Composes: secrets (sync the environment's policies and AppRoles), apply (its pets), refresh
+(with [review] pets = "copy": a scrubbed copy of the template environment's pet data in them),
+promote (its cattle at a version).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from fleet.services import cattle, credentials, topology
 from fleet.services.context import Context, who
 from fleet.services.environments import live, registry
 from fleet.services.state import FleetState
-from fleet.workflows import apply, promote, secrets
+from fleet.workflows import apply, promote, refresh, secrets
 
 Say = Callable[[str], None]
 
@@ -143,6 +144,11 @@ def _build(ctx: Context, record: Record, version: str | None, say: Say) -> list[
     result = apply.apply(ctx, [record.name], Options(), saved=None, confirm=lambda plan: True,
                          approve=lambda env: True, say=say)
     steps += [f"{d.target}: {d.detail}" for d in result.done if d.env == record.name]
+    template = ephemeral.require_template(ctx.fleet)
+    if template.pets == "copy" and ctx.fleet.owned_pets(record.name):
+        copied = refresh.refresh(ctx, record.name, record.like, say)  # scrubbed on the way
+        steps += [f"{p.target}: a copy of {p.source}'s data"
+                  + (f", scrubbed by {p.scrub}" if p.scrub else "") for p in copied.pets]
     if version:
         steps.append(deploy(ctx, record.name, version, say))
     return steps
@@ -201,7 +207,7 @@ def touch(ctx: Context, name: str, *, commit: str = "") -> Record:
 
 
 def _ephemeral(ctx: Context, name: str) -> tuple[Record, int]:
-    if name in ctx.fleet.env_names():
+    if name in (e.name for e in ctx.fleet.chain):
         raise FleetError(f"{name} is a fixed environment of fleet.toml",
                          "fixed environments are never destroyed, extended or expired by fleet env")
     found, index = registry(ctx).get(name)
@@ -257,7 +263,8 @@ def _teardown(ctx: Context, name: str, keep_data: bool, say: Say) -> list[str]:
     machines = cattle.lab_workspace(ctx, "machines", name)
     machines.init()
     held = [a for a in machines.state() if a.startswith("terraform_data.pet_data[")]
-    machines.forget(held)  # the volumes' guard (prevent_destroy) is for fixed environments
+    if held:  # the volumes' guard (prevent_destroy) is for fixed environments
+        machines.forget(held)
     net = topology.network(ctx)
     _, public = topology.key_pair(ctx)
     machines.apply({"fleet": fleet.name, "network": net.name, "consul_join": net.gateway,

@@ -38,12 +38,14 @@ def answer(url: str) -> dict[str, Any]:
 
 
 def leftovers(copy: FleetCopy, env: str) -> dict[str, list[str]]:
-    """What the real clients still hold of an environment."""
+    """What the real clients still hold of the copy's environment (another run's fleet may
+    have had one of the same name)."""
     environ = {**os.environ, **copy.env, "CONSUL_HTTP_ADDR": "http://127.0.0.1:8500",
                "VAULT_ADDR": "http://127.0.0.1:8200", "BAO_ADDR": "http://127.0.0.1:8200"}
-    def run(*argv: str) -> list[str]:
+    def run(*argv: str, mine: bool = True) -> list[str]:
         out = subprocess.run(list(argv), capture_output=True, text=True, env=environ)
-        return [line for line in out.stdout.splitlines() if env in line]
+        return [line for line in out.stdout.splitlines()
+                if env in line and (copy.name in line or not mine)]
 
     kv = [k for k in run("consul", "kv", "get", "-recurse", f"fleet/{copy.name}/")
           if "/history/" not in k]  # the history keeps the record of its life
@@ -53,7 +55,8 @@ def leftovers(copy: FleetCopy, env: str) -> dict[str, list[str]]:
         "consul kv": kv,
         "bao approles": run(str(ROOT / ".venv" / "bin" / "bao"), "list", "auth/approle/role"),
         "bao policies": run(str(ROOT / ".venv" / "bin" / "bao"), "policy", "list"),
-        "bao secrets": run(str(ROOT / ".venv" / "bin" / "bao"), "kv", "list", "fleet/web"),
+        "bao secrets": run(str(ROOT / ".venv" / "bin" / "bao"), "kv", "list", "fleet/web",
+                           mine=False),  # kv paths are ROLE/ENV: no fleet name in them
         "docker ps -a": run("docker", "ps", "-a", "--format", "{{.Names}}"),
         "docker volume ls": run("docker", "volume", "ls", "--format", "{{.Name}}"),
     }

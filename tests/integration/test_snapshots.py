@@ -4,9 +4,7 @@ one node in staging) is applied with Terraform, production's postgres gets known
 snapshot, a refresh of staging from production (scrubbed on the way) and a rebuild of staging
 are checked with docker and Consul.
 
-`fleet env refresh` and `fleet env rebuild` are called through their workflows here: the
-`fleet env` group (fleet/cli/env.py) does not register fleet/cli/envdata.py's commands yet.
-The snapshot family runs through the real command line."""
+Everything runs through the real command line."""
 
 from __future__ import annotations
 
@@ -20,10 +18,7 @@ import pytest
 
 from fleet.adapters import docker
 from fleet.model.nodes import node_name
-from fleet.model.snapshot import SnapshotError
-from fleet.services.context import load
 from fleet.services.state import FleetState
-from fleet.workflows import rebuild, refresh
 from tests.conftest import FleetCopy
 
 pytestmark = pytest.mark.lab
@@ -128,19 +123,20 @@ def test_snapshot_refresh_and_rebuild(fleet_copy: FleetCopy, lab: Any) -> None:
             tampered.stderr
         assert sh(stg, f"cat {DATA}/stale").strip() == "staging-only", "the target kept its data"
 
-        ctx = load(fc.file, fc.env)
-
         # the direction is checked: production is never refreshed from staging
-        with pytest.raises(SnapshotError, match="only from a later environment") as refused:
-            refresh.refresh(ctx, "production", "staging", print)
-        assert "\n" not in refused.value.line(), "one line"
+        refused = fc.run("env", "refresh", "production", "--from", "staging")
+        assert refused.code == 1 and "only from a later environment" in refused.stderr, \
+            refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, f"one line: {refused.stderr}"
         assert checksum(prod) == before, "a refused refresh touches nothing"
 
         # refresh staging from production: scrubbed, production untouched, staging passes again
         step = time.monotonic()
-        report = refresh.refresh(ctx, "staging", "production", print)
+        refreshed = fc.run("env", "refresh", "staging", "--from", "production", "--json")
+        assert refreshed.code == 0, f"the refresh failed: {refreshed.stderr[-600:]}"
+        report = refreshed.json()
         timings["env refresh staging --from production"] = time.monotonic() - step
-        assert {(p.role, p.target) for p in report.pets} == {
+        assert {(p["role"], p["target"]) for p in report["pets"]} == {
             ("postgres", "postgres-stg-01"), ("redis", "redis-stg-01")}, report
         assert checksum(prod) == before, "production's data is never written"
         users = sh(stg, f"cat {DATA}/base/users.csv")
@@ -166,10 +162,12 @@ def test_snapshot_refresh_and_rebuild(fleet_copy: FleetCopy, lab: Any) -> None:
         step = time.monotonic()
         ids = {c: container_id(c) for c in (stg, f"{name}-redis-stg-01", sidekiq)}
         prod_id = container_id(prod)
-        rebuilt = rebuild.rebuild(ctx, "staging", print)
+        done = fc.run("env", "rebuild", "staging", "--json")
+        assert done.code == 0, f"the rebuild failed: {done.stderr[-600:]}"
+        rebuilt = done.json()
         timings["env rebuild staging"] = time.monotonic() - step
-        assert sorted(rebuilt.machines) == ["postgres-stg-01", "redis-stg-01"], rebuilt
-        assert rebuilt.cattle == (sidekiq,), f"the cattle node at its channel: {rebuilt}"
+        assert sorted(rebuilt["machines"]) == ["postgres-stg-01", "redis-stg-01"], rebuilt
+        assert rebuilt["cattle"] == [sidekiq], f"the cattle node at its channel: {rebuilt}"
         assert all(container_id(c) != old for c, old in ids.items()), "new containers"
         assert container_id(prod) == prod_id, "production's pets are not rebuilt"
         assert sh(stg, f"cat {DATA}/base/users.csv") == users, "the pet's data is kept"

@@ -23,7 +23,7 @@ COMPOSERS = {
     "plan": {"secrets"},  # shows everything that would change, secrets missing in Vault too
     "release": {"promote"},  # walks a version through the chain, promoting it env by env
     # makes an ephemeral environment: its Vault access, its pets, its cattle at a version
-    "environments": {"secrets", "apply", "promote"},
+    "environments": {"secrets", "apply", "promote", "refresh"},
     "review": {"bake", "environments"},  # a review app: the checkout baked, then deployed
     "refresh": {"snapshots"},  # an environment's pet data: snapshots taken, then restored
     "rebuild": {"plan", "promote"},  # every node again: Terraform's -replace, cattle batches
