@@ -84,7 +84,8 @@ class FleetCopy:
 
 @pytest.fixture
 def fleet_copy(lab: Any, tmp_path: Path) -> Any:
-    """A fresh copy of the example fleet; its images are removed afterwards."""
+    """A fresh copy of the example fleet; its nodes, pets' volumes, images and KV are removed
+    afterwards."""
     import shutil
     import uuid
 
@@ -110,6 +111,7 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")
+    docker.remove_volumes(docker.volumes(f"fleet.name={name}"))  # its pets' data
     lab.consul().delete_tree(f"fleet/{name}/")  # its catalog, channels, history and states
 
 

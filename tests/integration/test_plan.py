@@ -153,10 +153,6 @@ def test_plan_apply_converge_drift_stale_and_destroy(fleet_copy: FleetCopy, lab:
         print(timings)
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
-        volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={name}-"],
-                                 capture_output=True, text=True).stdout.split()
-        if volumes:
-            subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
         lab.consul().delete_tree(f"fleet/{name}/")
 
 

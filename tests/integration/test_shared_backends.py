@@ -197,10 +197,6 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
         print(timings)
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
-        volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={name}-"],
-                                 capture_output=True, text=True).stdout.split()
-        if volumes:
-            subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True)
         for policy in admin.policies(f"{name}-"):
             admin.delete_policy(policy)
         for approle in admin.approles(f"{name}-", model.APPROLE_MOUNT):
