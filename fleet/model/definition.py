@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import ConfigError
-from fleet.model import review
+from fleet.model import migrations, review
 from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
 from fleet.model.locate import locate
+from fleet.model.migrations import Migrations
 from fleet.model.review import Review
 from fleet.model.spec import (
     Problem,
@@ -32,6 +33,8 @@ class Environment:
     require_verify: bool = False
     pets_from: str = ""        # another environment whose pets this one uses ("" = its own)
     ephemeral: bool = False    # made by `fleet env create` / `fleet review up`, outside the chain
+    require_rehearsal: bool = False   # pending migrations enter only after a passing rehearsal
+    rehearsal_max_age_seconds: int = migrations.DEFAULT_MAX_AGE_SECONDS   # ... this fresh
 
     @property
     def pets_env(self) -> str:
@@ -76,6 +79,7 @@ class Role:
     data: str
     settings: Mapping[str, Any]
     scrub: str = ""   # pets: the script run against a copy of the data (fleet env refresh)
+    migrations: Migrations | None = None   # cattle: the schema migrations its image carries
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
         if "scrub" in role and role["class"] != RoleClass.PET:
             found.append((f"{path}.scrub", "only a pet role has data to scrub"))
     found += review.problems(data, seen_env)
+    found += migrations.problems(data)
     if not found:
         found += _cycles(roles)
     return found
@@ -304,6 +309,8 @@ def build(data: Mapping[str, Any]) -> Fleet:
             manual_approval=e.get("manual_approval", False),
             require_verify=e.get("require_verify", False),
             pets_from=e.get("pets_from", ""),
+            require_rehearsal=e.get("require_rehearsal", False),
+            rehearsal_max_age_seconds=migrations.max_age_seconds(e),
         )
         for e in data["environments"]
     )
@@ -344,4 +351,5 @@ def _role(name: str, r: Mapping[str, Any]) -> Role:
         data=r.get("data", ""),
         settings=dict(r.get("settings", {})),
         scrub=r.get("scrub", ""),
+        migrations=migrations.declared(r),
     )

@@ -93,6 +93,22 @@ PROVISIONER = Union(
     },
     doc="how the role's image is provisioned (cattle) or converged in place (pets)",
 )
+RELATIVE_DIR = Str(pattern=r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*",
+                   pattern_doc="a directory relative to fleet.toml, such as db/migrate")
+MIGRATIONS = Table(
+    fields={
+        "database": Str(pattern=NAME, pattern_doc=NAME_DOC,
+                        doc="the pet role whose database the migrations change"),
+        "regular": RELATIVE_DIR,
+        "post_deployment": RELATIVE_DIR,
+        "command": Str(pattern=r"\S.*", pattern_doc="a command line",
+                       doc="run inside the image to apply them (default: fleet's own runner "
+                           "of plain SQL files)"),
+    },
+    required=("database",),
+    doc="cattle: the schema migrations the role's image carries; regular ones (default "
+        "db/migrate) run before a rollout, post-deployment ones (default db/post_migrate) after",
+)
 ROLE = Table(
     fields={
         "class": Str(choices=tuple(c.value for c in RoleClass)),
@@ -116,6 +132,7 @@ ROLE = Table(
                           doc="free role settings, passed to provisioners"),
         "scrub": Str(doc="pets: a script (relative to fleet.toml) run against a copy of the "
                          "data before anything connects to it, e.g. to mask personal data"),
+        "migrations": MIGRATIONS,
     },
     required=("class", "base", "provisioner"),
 )
@@ -132,6 +149,9 @@ ENVIRONMENT = Table(
         "pets_from": Str(pattern=NAME, pattern_doc=NAME_DOC,
                          doc="use that environment's pets (databases, storage) instead of pets "
                              "of its own, as a canary runs new code against production's data"),
+        "require_rehearsal": Bool(doc="a version with pending migrations enters only after a "
+                                      "passing `fleet db rehearse` against this environment's data"),
+        "rehearsal_max_age": Duration(doc="how old that rehearsal may be (default 24h)"),
     },
     required=("name",),
 )
