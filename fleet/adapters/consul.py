@@ -213,6 +213,13 @@ class Consul:
         self._call(f"mark {node} a member", self._client.http.put, CB.boolean(),
                    "/v1/catalog/register", data=json.dumps(body), headers=headers)
 
+    def forget(self, node: str) -> None:
+        """A node that is gone, out of Consul: force-left and pruned from the member list
+        (`consul force-leave -prune`), then deregistered from the catalog (with what its
+        agent's last sync may have put back)."""
+        self._call(f"force {node} out", self._client.agent.force_leave, node, prune=True)
+        self._call(f"deregister {node}", self._client.catalog.deregister, node)
+
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
         joined, or it has left: see MEMBER_CHECK)."""

@@ -255,9 +255,13 @@ def _reason(message: str) -> str:
     return first.removeprefix("AssertionError: ")[:300]
 
 
-def _teardown(project: vagrant.Project, machine: str, node: str, work: Path, logs: Path,
-              say: Say) -> None:
-    """vagrant destroy; then docker for whatever it left; nothing of the node stays."""
+LEFT = 3  # a member's serf status once it has left
+
+
+def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str, work: Path,
+              logs: Path, say: Say) -> None:
+    """vagrant destroy; then docker for whatever it left; then Consul, if the node's own
+    leave did not reach it: nothing of the node stays."""
     say(f"destroying {node}")
     try:
         vagrant.destroy(project, [machine], log=logs / "vagrant.log")
@@ -268,6 +272,12 @@ def _teardown(project: vagrant.Project, machine: str, node: str, work: Path, log
     if docker.container_exists(node):
         raise FleetError(f"container {node} is still there after the verify",
                          f"remove it: docker rm -f {node}")
+    try:
+        if consul.members().get(node, LEFT) != LEFT:  # its leave did not reach Consul (yet)
+            consul.forget(node)
+    except FleetError as exc:  # Consul down: what the verify found still counts
+        say(f"{node} could not be forced out of Consul ({exc.line()}); it goes once Consul "
+            "finds it gone")
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -321,7 +331,7 @@ def verify(ctx: Context, role_name: str, version: str | None, *, keep: bool, say
             checks += _suite_checks(ctx, role, image, node, project, work, logs, say)
     finally:
         if not keep:
-            _teardown(project, role.name, node.name, work, logs, say)
+            _teardown(project, consul, role.name, node.name, work, logs, say)
     store = verdicts.Verifications(consul, ctx.fleet.kv_prefix)
     verification = store.record(Verification(
         role.name, image.version, image.artifact, node.name, tuple(checks),
