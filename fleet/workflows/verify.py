@@ -255,7 +255,7 @@ def _reason(message: str) -> str:
     return first.removeprefix("AssertionError: ")[:300]
 
 
-LEFT = 3  # a member's serf status once it has left
+LEAVE_WAIT = 10.0  # seconds a destroyed verify node's leave has to reach Consul's catalog
 
 
 def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str, work: Path,
@@ -272,8 +272,11 @@ def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str,
     if docker.container_exists(node):
         raise FleetError(f"container {node} is still there after the verify",
                          f"remove it: docker rm -f {node}")
-    try:
-        if consul.members().get(node, LEFT) != LEFT:  # its leave did not reach Consul (yet)
+    try:  # its leave is in Consul's catalog within seconds; if it did not reach Consul, out
+        deadline = time.monotonic() + LEAVE_WAIT
+        while consul.node_checks(node) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if consul.node_checks(node):
             consul.forget(node)
     except FleetError as exc:  # Consul down: what the verify found still counts
         say(f"{node} could not be forced out of Consul ({exc.line()}); it goes once Consul "

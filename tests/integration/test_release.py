@@ -171,9 +171,12 @@ def test_release_walks_the_chain_stops_at_approval_and_carries_on(
             want = {f"{name}-web-{env}-v2-0": "v2"}
             assert eventually(lambda env=env: passing(fleet_copy, env), want) == want, env
 
-        # ---- a failed step: canary's new node cannot pass in 1 s, so canary is rolled back
+        # ---- a failed step: v3's web listens on nothing, so its canary node never passes and
+        # canary is rolled back (a short step timeout alone was a race: a node may pass in 1 s)
+        fleet_copy.edit("packer/scripts/web.sh", "install_services",
+                        "FLEET_SERVICES=''\ninstall_services")
         bake(fleet_copy, "v3")
-        failed = fleet_copy.run("release", "v3", "--role", "web", "--step-timeout", "1")
+        failed = fleet_copy.run("release", "v3", "--role", "web", "--step-timeout", "5")
         assert failed.code == 1, failed.stdout + failed.stderr
         line = one_line(failed)
         assert "release of v3 stopped at canary" in line, line
