@@ -190,8 +190,7 @@ def mark_joined(ctx: Context, services: list[str], env: str, role: str) -> list[
     if not waiting:
         return []
     alive = {n for n, status in client.members().items() if status == 1}
-    marked = sorted(node for node, _ in waiting if node in alive)
-    for node, address in waiting:
-        if node in alive:
-            client.mark_member(node, address)
-    return marked
+    marked = sorted((node, address) for node, address in waiting if node in alive)
+    for node, address in marked:
+        client.mark_member(node, address)
+    return [node for node, _ in marked]

@@ -6,7 +6,7 @@ the whole delivery story."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
 from fleet.adapters import docker
@@ -16,6 +16,7 @@ from fleet.errors import DependencyDown, FleetError
 from fleet.model import acl
 from fleet.model import secrets as model
 from fleet.model.definition import Role
+from fleet.model.grammar import LOCAL_ENVS
 from fleet.model.nodes import upstream_services
 from fleet.model.secret import Secret
 from fleet.services import environments, topology
@@ -94,19 +95,20 @@ def node_token(ctx: Context, node: str, r: Role | None) -> Secret:
     listed = consul.policies()
     consul.put_policy(acl.node_policy(node), acl.node_rules(node, services, upstreams),
                       f"fleet node {node}: itself, its services, what it watches", listed)
-    _sweep(consul, node)
+    _sweep(consul, node, listed)
     return consul.create_token(acl.node_description(node), [acl.node_policy(node)])
 
 
 def sweep(ctx: Context) -> int:
     """Remove the Consul tokens and policies of nodes whose containers are gone; how many
     tokens went."""
-    return _sweep(ctx.consul(), "")
+    consul = ctx.consul()
+    return _sweep(consul, "", consul.policies())
 
 
-def _sweep(consul: Consul, node: str) -> int:
-    """The gone nodes' tokens and policies, and NODE's own earlier tokens ("" for none)."""
-    listed = consul.policies()
+def _sweep(consul: Consul, node: str, listed: Mapping[str, str]) -> int:
+    """The gone nodes' tokens and policies (listed: every policy, name -> ID), and NODE's
+    own earlier tokens ("" for none)."""
     tokens = [(t, acl.node_of(t.description)) for t in consul.tokens()]
     policies = {acl.policy_node(name): pid for name, pid in listed.items()}
     owners = {n for _, n in tokens} | set(policies)
@@ -125,7 +127,7 @@ def _sweep(consul: Consul, node: str) -> int:
 def deliver(ctx: Context, node: str, role_name: str, env: str) -> str:
     """Give a node just created its credentials: its Consul token, and for a role with
     secrets its Vault login, with which it renders them."""
-    if env not in ctx.fleet.env_names():  # an ephemeral environment's node
+    if env not in ctx.fleet.env_names() and env not in LOCAL_ENVS:  # an ephemeral one's
         ctx = environments.live(ctx)
     r = ctx.fleet.roles.get(role_name)  # a role gone from fleet.toml: only the token
     bundle: dict[str, object] = {}

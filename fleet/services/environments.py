@@ -51,13 +51,15 @@ def registry(ctx: Context) -> Registry:
     return Registry(ctx.consul(), ctx.fleet.kv_prefix)
 
 
-def live(ctx: Context) -> Context:
-    """The context with the ephemeral environments Consul records beside the fixed ones."""
+def live(ctx: Context, records: list[Record] | None = None) -> Context:
+    """The context with the ephemeral environments Consul records beside the fixed ones
+    (records: those already read, so as not to read them again)."""
     if ctx.fleet.review is None:
         return ctx
-    try:
-        records = registry(ctx).all()
-    except FleetError as exc:
-        raise FleetError(f"cannot read the ephemeral environments: {exc.what}",
-                         exc.fix or "start Consul (fleet lab up) and rerun") from exc
+    if records is None:
+        try:
+            records = registry(ctx).all()
+        except FleetError as exc:
+            raise FleetError(f"cannot read the ephemeral environments: {exc.what}",
+                             exc.fix or "start Consul (fleet lab up) and rerun") from exc
     return replace(ctx, fleet=ephemeral.joined(ctx.fleet, records)) if records else ctx

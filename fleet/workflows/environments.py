@@ -62,8 +62,9 @@ class EnvLine:
 
 def listing(ctx: Context) -> list[EnvLine]:
     """Every environment, fixed (in promotion order) then ephemeral."""
-    records = {r.name: r for r in registry(ctx).all()}
-    ctx = live(ctx)
+    found = registry(ctx).all()
+    records = {r.name: r for r in found}
+    ctx = live(ctx, found)
     state = FleetState(ctx.consul(), ctx.fleet.kv_prefix)
     running: dict[str, int] = {}
     for node in docker.lab_nodes():
@@ -183,8 +184,8 @@ def _copy_secrets(ctx: Context, record: Record) -> list[str]:
 
 def deploy(ctx: Context, name: str, version: str, say: Say,
            roles: Iterable[str] = ()) -> str:
-    """Roll the environment's cattle to VERSION (no gate: it is outside the chain)."""
-    ctx = live(ctx)
+    """Roll the environment's cattle to VERSION (no gate: it is outside the chain). ctx is a
+    live context (fleet.services.environments.live) that holds the environment."""
     fleet = ctx.fleet
     chosen = list(roles) or [r.name for r in fleet.roles.values()
                              if r.cls is RoleClass.CATTLE and r.count.get(name, 0)]

@@ -274,9 +274,9 @@ def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str,
                          f"remove it: docker rm -f {node}")
     try:  # its leave is in Consul's catalog within seconds; if it did not reach Consul, out
         deadline = time.monotonic() + LEAVE_WAIT
-        while consul.node_checks(node) and time.monotonic() < deadline:
+        while (still := consul.node_checks(node)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        if consul.node_checks(node):
+        if still:
             consul.forget(node)
     except FleetError as exc:  # Consul down: what the verify found still counts
         say(f"{node} could not be forced out of Consul ({exc.line()}); it goes once Consul "
