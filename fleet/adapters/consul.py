@@ -214,10 +214,16 @@ class Consul:
                    "/v1/catalog/register", data=json.dumps(body), headers=headers)
 
     def forget(self, node: str) -> None:
-        """A node that is gone, out of Consul: force-left and pruned from the member list
-        (`consul force-leave -prune`), then deregistered from the catalog (with what its
-        agent's last sync may have put back)."""
-        self._call(f"force {node} out", self._client.agent.force_leave, node, prune=True)
+        """A node whose container is gone, out of Consul, as the cattle drain does it
+        (terraform/lab/cattle): one Consul calls failed or left is force-left and pruned from
+        the member list; one it still calls alive is only force-left (marked leaving, so that
+        it is called left, never failed, once found gone, and the leader does not register
+        it again: pruning a live member makes every agent hold its member list). Then it is
+        deregistered from the catalog, with what its agent's last sync may have put back."""
+        status = self.members().get(node)
+        if status is not None:
+            self._call(f"force {node} out", self._client.agent.force_leave, node,
+                       prune=status in (3, 4))
         self._call(f"deregister {node}", self._client.catalog.deregister, node)
 
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
