@@ -256,6 +256,33 @@ def _reason(message: str) -> str:
 
 
 LEAVE_WAIT = 10.0  # seconds a destroyed verify node's leave has to reach Consul's catalog
+GONE_WAIT = 20.0   # seconds, in all, until Consul has no trace of the node
+
+
+def _out_of_consul(consul: Consul, node: str) -> None:
+    """Wait for the node's own leave to take it out of Consul's catalog; force it out after
+    LEAVE_WAIT. Gone means gone twice in a row a second apart: the leader can register a
+    member again from a reconcile it began before the leave. A Consul that times out under
+    load is asked again until GONE_WAIT."""
+    start = time.monotonic()
+    forced, absent, last = False, 0, ""
+    while absent < 2:
+        elapsed = time.monotonic() - start
+        if elapsed > GONE_WAIT:
+            raise FleetError(f"{node} is still in Consul's catalog {GONE_WAIT:.0f}s after its "
+                             f"container went{last}",
+                             f"remove it: consul force-leave {node}; consul catalog deregister")
+        try:
+            if not consul.node_checks(node):
+                absent += 1
+            else:
+                absent = 0
+                if elapsed > LEAVE_WAIT and not forced:
+                    consul.forget(node)
+                    forced = True
+        except FleetError as exc:
+            absent, last = 0, f" ({exc.line()})"
+        time.sleep(1.0 if absent else 0.5)
 
 
 def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str, work: Path,
@@ -272,15 +299,10 @@ def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str,
     if docker.container_exists(node):
         raise FleetError(f"container {node} is still there after the verify",
                          f"remove it: docker rm -f {node}")
-    try:  # its leave is in Consul's catalog within seconds; if it did not reach Consul, out
-        deadline = time.monotonic() + LEAVE_WAIT
-        while (still := consul.node_checks(node)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if still:
-            consul.forget(node)
-    except FleetError as exc:  # Consul down: what the verify found still counts
-        say(f"{node} could not be forced out of Consul ({exc.line()}); it goes once Consul "
-            "finds it gone")
+    try:
+        _out_of_consul(consul, node)
+    except FleetError as exc:  # what the verify found still counts
+        say(f"{exc.line()}; it goes once Consul finds it gone")
     shutil.rmtree(work, ignore_errors=True)
 
 
