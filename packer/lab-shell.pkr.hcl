@@ -15,6 +15,10 @@ variable "lib_dir" {
   description = "packer/scripts/lib, uploaded to /tmp/fleet for the role scripts"
 }
 variable "scripts" { type = list(string) }
+variable "migrations_dir" {
+  type        = string
+  description = "regular/ and post_deployment/: the role's schema migrations (empty for a role without), for fleet-migrate"
+}
 variable "environment" {
   type        = list(string)
   description = "NAME=VALUE pairs for the scripts: FLEET_ROLE, FLEET_SERVICES, FLEET_SETTING_*"
@@ -38,6 +42,11 @@ build {
   provisioner "file" {
     source      = "${var.lib_dir}/"
     destination = "/tmp/fleet"
+  }
+
+  provisioner "file" {
+    source      = "${var.migrations_dir}/"
+    destination = "/opt/fleet/migrations"
   }
 
   provisioner "shell" {

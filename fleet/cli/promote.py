@@ -45,15 +45,19 @@ def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wa
 @click.argument("env")
 @click.option("--role", "roles", multiple=True, help="Only these roles.")
 @click.option("--wait", is_flag=True, help="Wait for another rollout of ENV instead of failing.")
+@click.option("--force", is_flag=True, help="Go back past the point of no return (a "
+              "post-deployment migration the previous version predates); needs --reason.")
+@click.option("--reason", default="", help="Why, recorded in the history.")
 @json_option
 @click.pass_obj
-def rollback(session: Session, env: str, roles: tuple[str, ...], wait: bool,
-             as_json: bool) -> None:
-    """Put ENV back on each role's previous version, the same gated way."""
+def rollback(session: Session, env: str, roles: tuple[str, ...], wait: bool, force: bool,
+             reason: str, as_json: bool) -> None:
+    """Put ENV back on each role's previous version, the same gated way; never past the
+    point of no return unless --force --reason."""
     from fleet.workflows import promote as workflow
 
     reports = workflow.rollback(session.live_context(), env, list(roles), wait=wait,
-                                say=render.progress)
+                                say=render.progress, force=force, reason=reason)
     views.PROMOTIONS.show(reports, as_json)
 
 

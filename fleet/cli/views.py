@@ -92,7 +92,10 @@ def _bake(result: BakeReport) -> None:
 
 def _image(result: ImageRecord) -> None:
     render.table(result.ref, ["field", "value"],
-                 [[k, str(v)] for k, v in render.jsonable(result).items()])
+                 [[k, str(v)] for k, v in render.jsonable(result).items() if k != "migrations"])
+    if result.migrations:
+        render.table("migrations it carries", ["id", "name", "kind", "sha256"],
+                     [[m["id"], m["name"], m["kind"], m["sha256"][:12]] for m in result.migrations])
 
 
 def _state(r: ImageRecord) -> render.Styled | str:
@@ -171,6 +174,12 @@ def _status(result: Sequence[RoleStatus]) -> None:
          "" if r.traffic_share is None else f"{r.traffic_share}%",
          f"{r.pets_from}'s" if r.pets_from else "own"]
         for r in result])
+    for r in result:  # roles with migrations: their database in each environment
+        if r.pending or r.point_of_no_return or r.schema_error:
+            click.echo(f"{r.env}: {r.role}'s database: "
+                       + (f"cannot be read ({r.schema_error})" if r.schema_error else
+                          f"pending {', '.join(r.pending) or 'none'}; point of no return "
+                          f"{r.point_of_no_return or 'none'}"))
 
 
 # what each kind of event says, from its fields; fields a sentence does not use follow it

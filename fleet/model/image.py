@@ -75,6 +75,9 @@ class ImageRecord:
     pruned: bool = False   # removed by `fleet images prune`: history now, never used again
     pruned_reason: str = ""
     pruned_at: str = ""
+    # the schema migrations it carries (model.migrations.to_record); () for a role without
+    # them, and for a record baked before images carried any
+    migrations: tuple[dict[str, str], ...] = ()
 
     @property
     def ref(self) -> str:
@@ -93,6 +96,7 @@ class ImageRecord:
         """Strict about every field without a default; a field added later with a default
         (pruned, ...) may be absent from a record written before it existed."""
         data: dict[str, Any] = json.loads(text)
+        data["migrations"] = tuple(data.get("migrations", ()))  # optional: older records
         try:
             return cls(**{f.name: data[f.name] for f in fields(cls)
                           if f.name in data or f.default is MISSING})

@@ -262,3 +262,22 @@ def post_deployment_ready(fleet: Fleet, database_env: str, versions_by_env: Mapp
     environment where the role runs nothing reads nothing and waits for no one."""
     return tuple(env for env in sharing(fleet, database_env)
                  if versions_by_env.get(env, "") not in ("", version))
+
+
+def of_kind(migrations: Iterable[Migration], kind: Kind) -> tuple[Migration, ...]:
+    """The migrations of one kind, in the order they run."""
+    return ordered(m for m in migrations if m.kind is kind)
+
+
+def crossing_line(role: str, version: str, crossed: Iterable[Applied],
+                  names: Mapping[str, str] | None = None) -> str:
+    """Why running `version` of role again would cross the point of no return (crossed:
+    crosses_point_of_no_return's answer, not empty; names: id -> name where known)."""
+    crossed = tuple(crossed)
+    first = crossed[0]
+    name = (names or {}).get(first.id, "")
+    more = f" (and {len(crossed) - 1} more)" if len(crossed) > 1 else ""
+    when = f" at {first.at}" if first.at else ""
+    label = f"{first.id}_{name}" if name else first.id
+    return (f"{role} {version} would cross the point of no return: post-deployment migration "
+            f"{label} ran (applied by {first.version}{when}){more} and {version} predates it")

@@ -11,6 +11,7 @@ from fleet.adapters import packer
 from fleet.errors import DependencyDown, FleetError
 from fleet.model.definition import Fleet, Role, Target
 from fleet.model.image import inputs_digest
+from fleet.model.migrations import Kind, Migration, carried_sql
 from fleet.services import baseimage, memo
 from fleet.services.context import Context
 
@@ -54,7 +55,39 @@ def files(ctx: Context, role: Role) -> dict[str, Path]:
     for book in cookbooks(ctx, role):
         files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
                       for p in sorted(book.rglob("*")) if p.is_file()})
+    files.update({f"migrations/{kind}/{p.name}": p
+                  for kind, found in migration_files(ctx, role).items() for p in found})
     return files
+
+
+def migration_files(ctx: Context, role: Role) -> dict[Kind, list[Path]]:
+    """The .sql files of the role's two migrations directories ([roles.ROLE.migrations]; a
+    directory that does not exist yet holds none), by kind, sorted by name."""
+    decl = role.migrations
+    if decl is None:
+        return {}
+    where = {Kind.REGULAR: decl.regular, Kind.POST_DEPLOYMENT: decl.post_deployment}
+    return {kind: sorted(p for p in (ctx.root / path).glob("*.sql") if p.is_file())
+            for kind, path in where.items()}
+
+
+def carried(ctx: Context, role: Role) -> tuple[Migration, ...]:
+    """The migrations an image of the role baked now carries (in the order they run)."""
+    found = migration_files(ctx, role)
+    return carried_sql(*({p.name: p.read_bytes() for p in found.get(kind, [])}
+                         for kind in (Kind.REGULAR, Kind.POST_DEPLOYMENT)))
+
+
+def stage_migrations(ctx: Context, role: Role, into: Path) -> Path:
+    """A directory holding regular/ and post_deployment/ with the role's migration files
+    (both empty for a role without): what the bake uploads to /opt/fleet/migrations."""
+    shutil.rmtree(into, ignore_errors=True)
+    found = migration_files(ctx, role)
+    for kind in (Kind.REGULAR, Kind.POST_DEPLOYMENT):
+        (into / kind.value).mkdir(parents=True)
+        for path in found.get(kind, []):
+            shutil.copy2(path, into / kind.value / path.name)
+    return into
 
 
 def role_document(role: Role) -> bytes:

@@ -1,5 +1,6 @@
-"""The lab's base image: debootstrap minbase + sshd, python3, the consul binary and fleet-init and
-fleet-node (the node's side of fleet), content-addressed.
+"""The lab's base image: debootstrap minbase + sshd, python3, the consul binary and fleet-init,
+fleet-node (the node's side of fleet) and fleet-migrate (the runner of an image's schema
+migrations), content-addressed.
 
 The tag carries a digest of every input (suite, packages, packer/base files, the consul binary),
 so `fleet lab up` rebuilds only when one of them changes.
@@ -19,7 +20,7 @@ from fleet.model.definition import Base
 from fleet.services import memo
 
 CONSUL_BINARY = Path("/usr/bin/consul")  # Debian bullseye's consul package, see DESIGN.md
-FILES = ("fleet-init", "fleet-node", "finish.sh")
+FILES = ("fleet-init", "fleet-node", "fleet-migrate", "finish.sh")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def ensure(base: Base, files_dir: Path, build_dir: Path, cache_dir: Path,
         shutil.copy2(CONSUL_BINARY, rootfs / "usr/local/bin/consul")
         shutil.copy2(files_dir / "fleet-init", rootfs / "usr/local/sbin/fleet-init")
         shutil.copy2(files_dir / "fleet-node", rootfs / "usr/local/sbin/fleet-node")
+        shutil.copy2(files_dir / "fleet-migrate", rootfs / "usr/local/sbin/fleet-migrate")
         shutil.copy2(files_dir / "finish.sh", rootfs / "tmp/finish.sh")
         process.run(["chroot", str(rootfs), "/bin/sh", "/tmp/finish.sh"], timeout=300)
         tarball = work / "rootfs.tar"

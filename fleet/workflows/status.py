@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.history import since as since_time
 from fleet.model.promotion import floor
-from fleet.services import cattle
+from fleet.services import cattle, database
+from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.state import FleetState
 
@@ -26,6 +28,12 @@ class RoleStatus:
     traffic_share: float | None   # canary environments: percent of the role's traffic
     floor: int                    # nodes that must pass at every moment (min_healthy_percent)
     pets_from: str = ""           # the environment whose pets its nodes use ('' = its own)
+    # a role with migrations: those its channel's image carries that the database has not run
+    # (post-deployment ones waiting for the environments sharing it), and the database's point
+    # of no return; schema_error when the database could not be read
+    pending: tuple[str, ...] = ()
+    point_of_no_return: str = ""
+    schema_error: str = ""
 
     @property
     def below_floor(self) -> bool:
@@ -38,6 +46,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
         fleet.environment(env)
     consul = ctx.consul()
     state = FleetState(consul, fleet.kv_prefix)
+    catalog = Catalog(consul, fleet.kv_prefix)
     tag = f"fleet:{fleet.name}"
     last = fleet.env_names()[-1]
     out = []
@@ -57,13 +66,23 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
                 rest = sum(i.weight for i in instances if i.passing and i.meta.get("env") == last)
                 share = round(100 * mine / (mine + rest), 1) if mine + rest else None
             channel = state.channel(env, role.name)
+            schema = _schema(ctx, catalog, role, env, channel.version if channel else "")
             out.append(RoleStatus(
                 env, role.name, channel.version if channel else "",
                 {v: n for v, n in desired.get(role.name, {}).items() if n},
                 dict(Counter(health.passing.values())), dict(Counter(health.failing.values())),
                 share, floor(role.count[env], environment.min_healthy_percent),
-                environment.pets_from))
+                environment.pets_from, schema.pending, schema.point_of_no_return, schema.error))
     return out
+
+
+def _schema(ctx: Context, catalog: Catalog, role: Role, env: str, version: str) -> database.Schema:
+    """The schema of role's database in env as its channel's image sees it (nothing to say
+    for a role without migrations, or nothing promoted yet)."""
+    stored = catalog.get(role.name, version) if role.migrations and version else None
+    if stored is None or not stored.record.migrations:
+        return database.Schema((), "")
+    return database.schema(ctx, role, env, stored.record)
 
 
 def history(ctx: Context, env: str | None, role: str | None, *, since: str = "",

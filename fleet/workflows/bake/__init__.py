@@ -27,6 +27,7 @@ is refused like any existing version.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -41,8 +42,9 @@ from fleet.errors import DependencyDown, FleetError
 from fleet.model import secretscan
 from fleet.model.definition import Role, Target
 from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide
+from fleet.model.migrations import to_record
 from fleet.model.spec import did_you_mean
-from fleet.services import baseimage
+from fleet.services import bakeinputs, baseimage
 from fleet.services.bakeinputs import (
     bakeable,
     digest_of,
@@ -260,7 +262,10 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     log = b.log_path(role.name)
     again = ", again: its image was pruned" if rebuild else ""
     say(role.name, f"building {role.name}:{version} (digest {digest[:12]}{again})")
+    carried = to_record(bakeinputs.carried(ctx, role))  # a misnamed migration fails here
+    staged = bakeinputs.stage_migrations(ctx, role, log.parent / f"{log.stem}-migrations")
     variables: dict[str, packer.VarValue] = {
+        "migrations_dir": str(staged),
         "base_image": base_id, "role": role.name, "digest": digest,
         "lib_dir": str(ctx.root / "packer/scripts/lib"),
         "scripts": [str(ctx.root / s) for s in role.provisioner.scripts],
@@ -279,6 +284,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     except FleetError:
         _scrub_log(b, log)
         raise
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     artifact = output.artifacts[0].id
     try:
         say(role.name, "scanning the image and the bake log for secrets")
@@ -287,7 +294,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
             role=role.name, version=version, digest=digest, artifact=artifact, target="lab",
             builder="docker", base_ref=base_ref, base_id=base_id,
             git_commit=b.revision.commit, git_dirty=b.revision.dirty,
-            packer_version=b.packer_version, baked_at=_now(), baked_by=who())
+            packer_version=b.packer_version, baked_at=_now(), baked_by=who(),
+            migrations=tuple(carried))
         written = b.catalog.replace_pruned(record) if rebuild else b.catalog.create(record)
         if not written:
             docker.remove_image(artifact)

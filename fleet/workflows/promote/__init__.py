@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fleet.model.image import check_version
+from fleet.model.migrations import Kind
 from fleet.model.promotion import (
     PromotionError,
     Purpose,
@@ -44,6 +45,7 @@ from fleet.model.promotion import (
 from fleet.model.verification import verify_problems
 from fleet.services.context import Context, who
 from fleet.services.verdicts import read_verification
+from fleet.workflows.promote import migrate
 from fleet.workflows.promote.report import PromotionReport
 from fleet.workflows.promote.runner import STEP_TIMEOUT, Promoter, Say
 
@@ -68,6 +70,7 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         raise PromotionError("--force needs --reason TEXT", "say why the gates are skipped")
     command = Purpose.ROLLBACK if rollback else Purpose.PROMOTE
     p = Promoter(ctx, say, step_timeout)
+    p.guard = lambda rollout: migrate.guard(p, rollout)
     fleet = ctx.fleet
     cattle_roles = [r for r in fleet.roles.values() if r.cls.value == "cattle"]
     baked = {r.name: p.record(r.name, version) for r in cattle_roles}
@@ -88,12 +91,15 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
             verdict = read_verification(p.consul, fleet.kv_prefix, role, version)
             soft += verify_problems(fleet, env, record, verdict)
             verified[role] = verdict.summary() if verdict else "not verified"
+    if not hard:  # the point of no return, and rehearsals where the environment requires them
+        soft += migrate.problems(p, env, version, chosen, rollback=rollback)
     if hard or (soft and not force):
         problems = hard + soft
         p.event("refused", env, version=version, roles=chosen, problems=problems)
         fix = ("bake it, or promote another version" if hard else
                "meet the gate, or skip it with --force --reason TEXT (recorded)")
-        raise PromotionError(f"promotion of {version} to {env} refused: {problems[0]}"
+        what = f"rollback to {version} in {env}" if rollback else f"promotion of {version} to {env}"
+        raise PromotionError(f"{what} refused: {problems[0]}"
                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                              fix)
     approved = False
@@ -107,6 +113,8 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         approved = True
     with p.locked(env, wait):
         settled = p.settle_found(env, command, version)
+        if not rollback:  # expand before any node changes; a failure stops here
+            migrate.run(p, env, version, chosen, Kind.REGULAR)
         desired, _ = p.state.desired(env)
         batch = environment.batch_size
         previous = {}
@@ -119,6 +127,8 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
                 for r in chosen}
         if not any(plan.values()) and all(c is not None and c.version == version
                                           for c in channels.values()):
+            if not rollback:
+                migrate.after(p, env, version, chosen)
             if settled is not None and _finished(settled[1], version, chosen):
                 return p.report(settled[1], started, command, carried_on=True)
             say(f"{env}: {', '.join(chosen)} already at {version}: nothing to do")
@@ -137,6 +147,8 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
         p.state.save_rollout(rollout)
         say(f"{env}: rolling {', '.join(chosen)} to {version} in {rollout.total_steps()} step(s)")
         final = p.run(rollout)
+        if final.state is RolloutState.DONE and not rollback:
+            migrate.after(p, env, version, chosen)  # contract, once every reader runs it
         report = p.report(final, started, command)
     error = report.error()
     if error is not None:
@@ -151,7 +163,8 @@ def _finished(rollout: Rollout, version: str, roles: list[str]) -> bool:
 
 
 def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
-             step_timeout: float = STEP_TIMEOUT) -> list[PromotionReport]:
+             step_timeout: float = STEP_TIMEOUT, force: bool = False,
+             reason: str = "") -> list[PromotionReport]:
     """Back to each role's previous version in ENV, through the same rollout machinery.
 
     A rollout of ENV left unfinished is settled first: an unfinished rollback is carried on
@@ -162,8 +175,13 @@ def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
     roles named with --role that the settled rollout did not cover go back as usual; without
     --role, a settled rollout that was the rollback is all there is to do (as before, every
     role with a previous version goes back only when nothing was left unfinished).
+    A rollback to a version that predates a post-deployment migration the database ran (the
+    point of no return) is refused unless force, with a reason (recorded).
     """
     ctx.fleet.environment(env)
+    if force and not reason.strip():
+        raise PromotionError("--force needs --reason TEXT", "say why the point of no return "
+                             "may be crossed")
     p = Promoter(ctx, say, step_timeout)
     reports: list[PromotionReport] = []
     with p.locked(env, wait):
@@ -196,5 +214,6 @@ def rollback(ctx: Context, env: str, roles: list[str], *, wait: bool, say: Say,
     if not by_version:
         raise PromotionError(f"nothing has been promoted to {env}")
     return reports + [promote(ctx, version, env, names, wait=wait, say=say,
-                              step_timeout=step_timeout, rollback=True)
+                              step_timeout=step_timeout, rollback=True, force=force,
+                              reason=reason)
                       for version, names in by_version.items()]

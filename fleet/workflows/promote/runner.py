@@ -47,6 +47,9 @@ class Promoter:
         self.state = FleetState(self.consul, ctx.fleet.kv_prefix)
         self.catalog = Catalog(self.consul, ctx.fleet.kv_prefix)
         self._images: dict[tuple[str, str], ImageRecord] = {}
+        # why a failed rollout must not roll back ("" if it may): promote's point-of-no-return
+        # check (migrate.guard); None where no schema can stand in the way (apply's repairs)
+        self.guard: Callable[[Rollout], str] | None = None
 
     def record(self, role: str, version: str) -> ImageRecord | None:
         key = (role, version)
@@ -180,6 +183,13 @@ class Promoter:
                 raise FleetError(f"rollback of {env} is stuck: {why}",
                                  "look at the nodes (fleet status), then rerun fleet promote or "
                                  "fleet rollback to carry on")
+            stop = self.guard(rollout) if self.guard is not None else ""
+            if stop:
+                self.rollout_event("rollback-refused", rollout, step=step, reason=why,
+                                   detail=stop)
+                raise FleetError(f"{env}: {why}; not rolling back: {stop}",
+                                 "fix forward with a new version, or roll back past it with "
+                                 "fleet rollback --force --reason TEXT")
             self.say(f"{env}: {why}; rolling back")
             rollout = self.start_rollback(rollout, why)
         return rollout

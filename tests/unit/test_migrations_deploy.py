@@ -1,0 +1,174 @@
+"""Migrations carried by images and applied by deploys: the runner's output parsed (golden
+files of fleet-migrate's real output against PostgreSQL 15), its docker argv, the image
+record's migrations, the bake inputs, the rehearsal verdict a promotion reads, and the lines
+a refused rollback says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fleet.adapters import postgres
+from fleet.adapters.consul import Entry
+from fleet.model.image import ImageRecord
+from fleet.model.migrations import (
+    Applied,
+    Kind,
+    carried_sql,
+    crosses_point_of_no_return,
+    crossing_line,
+    from_record,
+    of_kind,
+    to_record,
+)
+from fleet.model.rehearsal import MigrationRun, Rehearsal, rehearsal_problem
+from fleet.model.secret import Secret
+from fleet.services import bakeinputs, database
+from fleet.services.context import load
+from tests.conftest import EXAMPLE, ROOT
+
+GOLDEN = ROOT / "tests" / "golden" / "fleet-migrate"
+DB = postgres.Database("gitlab-postgres-01", 5432, "gitlab", "gitlab", Secret("s3cret-pw"))
+
+
+def test_applied_rows_parse_and_an_empty_database_has_none() -> None:
+    rows = postgres.parse_applied((GOLDEN / "applied.json").read_text())
+    assert [r.id for r in rows] == ["20261202120000", "20261202140000", "20261202150000",
+                                    "20261202160000"], "every row, oldest first"
+    assert rows[1].kind is Kind.POST_DEPLOYMENT, "the kind is read"
+    assert rows[0].version == "v1" and rows[0].at.endswith("+00:00"), "version and UTC time"
+    assert len(rows[0].sha256) == 64, "the sha256 the runner recorded"
+    assert postgres.parse_applied((GOLDEN / "applied-empty.json").read_text()) == (), \
+        "no schema_migrations table: nothing applied"
+
+
+def test_a_run_parses_per_migration_with_psqls_file_and_line() -> None:
+    ran = postgres.parse_run((GOLDEN / "apply-failed.jsonl").read_text())
+    assert [r.status for r in ran] == [postgres.Status.SKIPPED, postgres.Status.APPLIED,
+                                       postgres.Status.FAILED], "skipped, applied, failed"
+    bad = ran[-1]
+    assert bad.error.startswith("psql:") and "_broken.sql:1: ERROR:" in bad.error, \
+        f"the error names the file and line: {bad.error}"
+    locked = postgres.parse_run((GOLDEN / "apply-lock-timeout.jsonl").read_text())[-1]
+    assert "lock timeout" in locked.error and locked.status is postgres.Status.FAILED, \
+        "a lock it could not get within lock_timeout fails the migration"
+    down = postgres.parse_run((GOLDEN / "apply-unreachable.jsonl").read_text())
+    assert len(down) == 1 and "Connection refused" in down[0].error, \
+        "a database that is down fails the first migration, saying so"
+
+
+def test_output_that_is_not_the_runners_is_refused() -> None:
+    with pytest.raises(postgres.MigrateError, match="cannot read"):
+        postgres.parse_run('{"id": "1", "name": "x"}\n')
+    with pytest.raises(postgres.MigrateError, match="cannot read"):
+        postgres.parse_applied("ERROR: no such thing")
+
+
+def test_the_runner_runs_on_the_lab_network_and_the_password_never_reaches_argv() -> None:
+    argv = postgres.runner_argv("sha256:abc", "fleet-lab", DB, ["applied"])
+    assert argv[:3] == ["docker", "run", "--rm"], "a one-shot container"
+    assert argv[argv.index("--network") + 1] == "fleet-lab", "on the lab's network"
+    assert argv[argv.index("--entrypoint") + 1] == postgres.RUNNER, "fleet-migrate, not fleet-init"
+    assert "--env=PGPASSWORD" in argv, "the password by name, from the client's environment"
+    assert not any("s3cret-pw" in a for a in argv), "never the password itself"
+    assert "--env=PGHOST=gitlab-postgres-01" in argv and argv[-1] == "applied", argv
+
+
+def test_an_image_record_lists_its_migrations_and_old_records_still_load() -> None:
+    carried = carried_sql({"20261202120000_create_users.sql": b"CREATE TABLE users ();\n"},
+                          {"20261203100000_drop_x.sql": b"SELECT 1;\n"})
+    record = ImageRecord("web", "v1", "d" * 64, "sha256:1", "lab", "docker", "base:1", "sha256:b",
+                         "c0ffee", False, "1.6.6", "2026-12-02T12:00:00+00:00", "me@here",
+                         migrations=tuple(to_record(carried)))
+    again = ImageRecord.from_json(record.to_json())
+    assert again == record, "a record with migrations round-trips"
+    assert from_record(again.migrations) == carried, "and gives back what the image carries"
+    old = json.loads(record.to_json())
+    del old["migrations"]
+    assert ImageRecord.from_json(json.dumps(old)).migrations == (), \
+        "a record baked before images carried migrations loads with none"
+
+
+def test_the_example_web_carries_its_migrations_and_they_are_bake_inputs(tmp_path: Path) -> None:
+    ctx = load(EXAMPLE)
+    web = ctx.fleet.role("web")
+    assert web.migrations is not None and web.migrations.database == "postgres", \
+        "the example's web declares its migrations on postgres"
+    carried = bakeinputs.carried(ctx, web)
+    assert [m.name for m in of_kind(carried, Kind.REGULAR)] == ["create_users"], \
+        "db/migrate's create_users is a regular migration"
+    assert bakeinputs.carried(ctx, ctx.fleet.role("api")) == (), "api carries none"
+    assert any(k.startswith("migrations/regular/") for k in bakeinputs.files(ctx, web)), \
+        "the migration files are inputs of web's image digest"
+    staged = bakeinputs.stage_migrations(ctx, web, tmp_path / "staged")
+    assert sorted(p.name for p in (staged / "regular").iterdir()) == [
+        "20261202120000_create_users.sql"], "the bake uploads regular/"
+    assert list((staged / "post_deployment").iterdir()) == [], "and an empty post_deployment/"
+    empty = bakeinputs.stage_migrations(ctx, ctx.fleet.role("api"), tmp_path / "api")
+    assert {p.name for p in empty.iterdir()} == {"regular", "post_deployment"}, \
+        "a role without migrations gets both directories, empty"
+
+
+def test_a_changed_migration_file_changes_the_inputs(tmp_path: Path) -> None:
+    root = tmp_path / "fleet"
+    shutil.copytree(ROOT / "db", root / "db")
+    (root / "fleet.toml").write_text(EXAMPLE.read_text())
+    ctx = load(root / "fleet.toml")
+    web = ctx.fleet.role("web")
+    before = {k: p.read_bytes() for k, p in bakeinputs.files(ctx, web).items()
+              if k.startswith("migrations/")}
+    (root / "db/post_migrate").mkdir()
+    (root / "db/post_migrate/20261203100000_drop_x.sql").write_text("SELECT 1;\n")
+    after = {k: p.read_bytes() for k, p in bakeinputs.files(ctx, web).items()
+             if k.startswith("migrations/")}
+    assert set(after) - set(before) == {"migrations/post_deployment/20261203100000_drop_x.sql"}, \
+        "a new post-deployment migration is a new input"
+
+
+class FakeKV:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str) -> Entry | None:
+        return Entry(key, self.values[key].encode(), 1) if key in self.values else None
+
+
+NOW = datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
+
+
+def test_a_promotion_reads_the_rehearsal_verdict_of_its_version_on_its_databases_data() -> None:
+    verdict = Rehearsal("web", "v2", "production", "snap-1", (
+        MigrationRun("20261203100000", "add_name", Kind.REGULAR, 0.2),), True,
+        (NOW - timedelta(hours=1)).isoformat())
+    key = database.rehearsal_key("fleet/gitlab", "web", "v2", "production")
+    assert key == "fleet/gitlab/rehearsals/web/v2/production", "the key the verdict is read at"
+    kv = FakeKV({key: verdict.to_json()})
+    read = database.read_rehearsal(kv, "fleet/gitlab", "web", "v2", "production")
+    assert read == verdict, "the verdict as recorded"
+    assert rehearsal_problem(read, 86400, NOW, version="v2", env="production") == "", \
+        "a passing verdict an hour old admits v2"
+    assert "12h" not in rehearsal_problem(read, 1800, NOW, version="v2", env="production") and \
+        "old" in rehearsal_problem(read, 1800, NOW, version="v2", env="production"), \
+        "a verdict older than the limit does not"
+    assert database.read_rehearsal(kv, "fleet/gitlab", "web", "v3", "production") is None
+    failed = replace(verdict, passed=False, migrations=(replace(
+        verdict.migrations[0], error="psql:/opt/fleet/migrations/regular/x.sql:2: ERROR: x"),))
+    assert "x.sql:2" in rehearsal_problem(failed, 86400, NOW, version="v2", env="production"), \
+        "a failed rehearsal says where it failed"
+
+
+def test_a_refused_rollback_names_the_post_deployment_migration() -> None:
+    applied = (Applied("20261202120000", Kind.REGULAR, "a" * 64, "v1", "2026-12-02T12:00:00+00:00"),
+               Applied("20261203100000", Kind.POST_DEPLOYMENT, "b" * 64, "v2",
+                       "2026-12-03T10:00:00+00:00"))
+    v1 = carried_sql({"20261202120000_create_users.sql": b"x"}, {})
+    crossed = crosses_point_of_no_return(applied, v1)
+    line = crossing_line("web", "v1", crossed, {"20261203100000": "drop_legacy_name"})
+    assert "20261203100000_drop_legacy_name" in line and "applied by v2" in line \
+        and "v1 predates it" in line, line
+    assert "point of no return" in crossing_line("web", "v1", crossed), "without names too"
