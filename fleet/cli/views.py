@@ -357,6 +357,8 @@ def _plan(result: Plan) -> None:
         click.echo(f"{env} uses {lender}'s pets (pets_from): "
                    f"{', '.join(result.borrowed[env]) or 'none yet'}; never created, changed "
                    f"or destroyed from {env}")
+    for where, line in result.migrations.items():
+        click.echo(f"{where} migrations: {line}")
 
 
 def _plan_json(result: Plan) -> None:

@@ -93,6 +93,9 @@ class Plan:
     # instances env uses; the plan never creates, changes or destroys those from env
     pets_from: Mapping[str, str] = field(default_factory=dict)
     borrowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # roles with migrations: "ENV/ROLE" -> what a promotion of the role's newest image would
+    # run on ENV's database, and that database's point of no return (one line each)
+    migrations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -118,7 +121,8 @@ class Plan:
                               tuple(data["options"]["snowflakes"]))
             return cls(data["fleet"], tuple(data["envs"]), items, options,
                        {str(e): str(v) for e, v in data["pets_from"].items()},
-                       {str(e): tuple(v) for e, v in data["borrowed"].items()})
+                       {str(e): tuple(v) for e, v in data["borrowed"].items()},
+                       {str(k): str(v) for k, v in data.get("migrations", {}).items()})
         except (ValueError, KeyError, TypeError) as exc:
             raise PlanError(f"not a saved fleet plan ({type(exc).__name__}: {exc})",
                             "save one with fleet plan --out FILE") from exc

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, Plan
 from fleet.model.plan import diff as plan_diff
 from fleet.model.promotion import Channel
 from fleet.model.spec import did_you_mean
-from fleet.services import cattle, topology
+from fleet.services import cattle, database, topology
 from fleet.services.bakeinputs import bakeable, base_image, wanted_digests
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
@@ -307,4 +307,23 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         stale=stale,
         gone=gone({n for names in nodes.values() for n in names}, members, containers),
     )
-    return Reading(plan_diff(desired, actual), channels)
+    said = schemas(ctx, chosen, images)
+    return Reading(replace(plan_diff(desired, actual), migrations=said), channels)
+
+
+def schemas(ctx: Context, envs: Iterable[str],
+            images: Mapping[str, ImageRecord | None]) -> dict[str, str]:
+    """For each role whose newest image carries migrations, in each environment: what its
+    promotion would run there and the database's point of no return (services.database)."""
+    said: dict[str, str] = {}
+    for role in ctx.fleet.roles.values():
+        image = images.get(role.name)
+        if role.migrations is None or image is None or not image.migrations:
+            continue
+        for env in envs:
+            s = database.schema(ctx, role, env, image)
+            said[f"{env}/{role.name}"] = (
+                f"cannot read {database.database_env(ctx, env)}'s database: {s.error}" if s.error
+                else f"{image.version} would run {', '.join(s.pending) or 'no migration'}; point "
+                     f"of no return {s.point_of_no_return or 'none'}")
+    return said
