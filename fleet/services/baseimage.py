@@ -32,14 +32,6 @@ class BaseImage:
     built_now: bool
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def inputs_digest(base: Base, files_dir: Path, cache_dir: Path,
                   consul_binary: Path = CONSUL_BINARY) -> str:
     """sha256 over everything that decides the base image (the 68 MB consul binary's digest
@@ -47,8 +39,8 @@ def inputs_digest(base: Base, files_dir: Path, cache_dir: Path,
     inputs = {
         "suite": base.suite,
         "packages": sorted(base.packages),
-        "files": {name: _sha256(files_dir / name) for name in FILES},
-        "consul": memo.by_stat(cache_dir, consul_binary, lambda: _sha256(consul_binary)),
+        "files": {name: memo.file_sha256(files_dir / name)[0] for name in FILES},
+        "consul": memo.by_stat(cache_dir, consul_binary, lambda: memo.file_sha256(consul_binary)[0]),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 

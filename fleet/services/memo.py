@@ -1,8 +1,10 @@
 """Facts that are slow to learn and change only with a file (a tool's version, a binary's
-digest), remembered under .fleet/cache keyed by the file's path, size and mtime."""
+digest), remembered under .fleet/cache keyed by the file's path, size and mtime; and a file's
+sha256 itself."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import threading
@@ -33,3 +35,13 @@ def _lookup(cache: Path, key: str, compute: Callable[[], str]) -> str:
         out.write(json.dumps(known, indent=1, sort_keys=True))
     Path(out.name).replace(cache)  # atomic: another process reads the old or the new file
     return value
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """The file's sha256 and size, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

@@ -25,7 +25,6 @@ database rehearsals and pet moves.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ from fleet.model.snapshot import (
     same_role,
     snapshot_id,
 )
-from fleet.services import cattle, credentials, topology
+from fleet.services import cattle, credentials, memo, topology
 from fleet.services.bakeinputs import base_image
 from fleet.services.catalog import KV
 from fleet.services.context import Context, who
@@ -166,16 +165,6 @@ def snapshots(ctx: Context) -> list[Snapshot]:
     return store(ctx).all()
 
 
-def sha256(path: Path) -> tuple[str, int]:
-    """The file's sha256 and size."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 @contextmanager
 def held(ctx: Context, env: str) -> Iterator[None]:
     """ENV's lock (the one rollouts take) for the length of a copy or a restore."""
@@ -205,7 +194,7 @@ def take(ctx: Context, p: Pet, say: Say) -> Snapshot:
     say(f"{p.name}: copying volume {p.volume} ({how.name}: {p.container} paused meanwhile)")
     try:
         how.take(ctx, p, partial)
-        digest, size = sha256(partial)
+        digest, size = memo.file_sha256(partial)
         partial.replace(archive)
     finally:
         partial.unlink(missing_ok=True)
@@ -266,7 +255,7 @@ def verify(snap: Snapshot) -> Path:
     if not archive.is_file():
         raise SnapshotError(f"snapshot {snap.id}: its archive {archive} is not on this machine",
                             f"it was taken by {snap.created_by}; restore it there")
-    digest, size = sha256(archive)
+    digest, size = memo.file_sha256(archive)
     if (digest, size) != (snap.sha256, snap.size):
         raise SnapshotError(f"snapshot {snap.id}: its archive does not match its checksum "
                             f"(sha256 {digest[:12]}…, recorded {snap.sha256[:12]}…): refused, "
