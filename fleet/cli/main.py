@@ -20,6 +20,7 @@ import click
 from fleet import __version__
 from fleet.cli import (
     bake,
+    db,
     env,
     images,
     lab,
@@ -64,6 +65,7 @@ remote.register(cli)
 env.register(cli)
 review.register(cli)
 snapshot.register(cli)
+db.register(cli)
 
 
 def _internal_error() -> Path:
