@@ -17,3 +17,31 @@ write_settings() {
   env | grep '^FLEET_SETTING_' | sort > /etc/fleet/settings.env || true
   chmod 0644 /etc/fleet/settings.env
 }
+
+# The postgres pet's real server in place of its stand-in (see fleet-postgres and
+# fleet-postgres-password for what they do): two supervised services.
+install_postgres() {
+  install -m 0755 /tmp/fleet/fleet-postgres /usr/local/sbin/fleet-postgres
+  install -m 0755 /tmp/fleet/fleet-postgres-password /usr/local/sbin/fleet-postgres-password
+  printf '#!/bin/sh\nexec /usr/local/sbin/fleet-postgres\n' > /etc/fleet/services.d/postgres
+  printf '#!/bin/sh\nexec /usr/local/sbin/fleet-postgres-password\n' \
+    > /etc/fleet/services.d/postgres-password
+  chmod 0755 /etc/fleet/services.d/postgres /etc/fleet/services.d/postgres-password
+}
+
+# A role whose software uses the postgres pet's database: where it finds it, read by
+# fleet-service (and by anything else of the image that connects, migrations included).
+# The address is the passing postgres instance of the environment whose pets this node uses,
+# rendered by the node's Consul watch into /etc/fleet/upstreams.json; the password is the
+# node's Vault secret db_password, rendered by fleet-node on the tmpfs. No value is baked.
+uses_database() {
+  mkdir -p /etc/fleet
+  cat > /etc/fleet/database.env <<'ENV'
+FLEET_DB_SERVICE=postgres
+FLEET_DB_NAME=gitlab
+FLEET_DB_USER=gitlab
+FLEET_DB_PASSWORD_FILE=/run/fleet/secrets/db_password
+FLEET_DB_UPSTREAMS_FILE=/etc/fleet/upstreams.json
+ENV
+  chmod 0644 /etc/fleet/database.env
+}
