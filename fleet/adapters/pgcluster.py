@@ -31,12 +31,12 @@ class ClusterError(FleetError):
     """A PostgreSQL tool failed, or its output is not what it promises."""
 
 
-def base_backup(container: str, archive: Path, timeout: float = 3600) -> None:
+def base_backup(container: str, archive: Path, *, sockets: str = PET_SOCKETS) -> None:
     """A consistent physical copy of the running cluster in container, as one tar (with the WAL
     it needs: -X fetch), written to archive. The pet keeps serving meanwhile."""
     archive.parent.mkdir(parents=True, exist_ok=True)
     argv = ["docker", "exec", container, "runuser", "-u", "postgres", "--",
-            f"{BIN}/pg_basebackup", "-h", PET_SOCKETS, "-U", "postgres", "-D", "-", "-Ft",
+            f"{BIN}/pg_basebackup", "-h", sockets, "-U", "postgres", "-D", "-", "-Ft",
             "-X", "fetch", "--checkpoint=fast", "--no-sync"]
     with archive.open("wb") as out:
         try:
@@ -100,10 +100,14 @@ def instance_argv(image: str, name: str, network: str, volume: str, labels: dict
             "--entrypoint", "sh", f"--volume={volume}:/var/lib/postgresql", image, "-c", script]
 
 
+def as_postgres(container: str, *argv: str) -> list[str]:
+    """`docker exec` of argv as the postgres OS user (the socket's peer authentication)."""
+    return ["docker", "exec", "--user", "postgres", container, *argv]
+
+
 def psql_argv(container: str, database: str, sql: str) -> list[str]:
-    return ["docker", "exec", container, f"{BIN}/psql", "-h", SOCKETS,
-            "-U", "postgres", "-d", database, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
-            "-F", "\t", "-c", sql]
+    return as_postgres(container, f"{BIN}/psql", "-h", SOCKETS, "-U", "postgres", "-d", database,
+                       "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "\t", "-c", sql)
 
 
 def query(container: str, database: str, sql: str) -> list[list[str]]:
@@ -131,9 +135,9 @@ def wait_ready(container: str, database: str, timeout: float = READY_TIMEOUT) ->
 
 def schema(container: str, database: str) -> str:
     """The database's schema as pg_dump prints it (no owners, no privileges)."""
-    result = process.run(["docker", "exec", container, f"{BIN}/pg_dump", "-h", SOCKETS, "-U", "postgres",
-                          "--schema-only", "--no-owner", "--no-privileges", database],
-                         check=False, timeout=300)
+    result = process.run(as_postgres(container, f"{BIN}/pg_dump", "-h", SOCKETS, "-U",
+                                     "postgres", "--schema-only", "--no-owner",
+                                     "--no-privileges", database), check=False, timeout=300)
     if result.returncode != 0:
         raise ClusterError(f"pg_dump --schema-only on {container} failed: "
                            f"{result.stderr.strip()[:300]}")
@@ -168,7 +172,7 @@ def sampler_argv(container: str, database: str, interval: float = 0.05) -> list[
     loop = (f"rm -f {STOP_FILE} {LOCKS_FILE}; while [ ! -e {STOP_FILE} ]; do "
             f"PGAPPNAME={SAMPLER} {BIN}/psql -h {SOCKETS} -U postgres -d {database} -X -A -t -q "
             f"-F '\t' -c \"{LOCKS}\" >> {LOCKS_FILE} 2>/dev/null; sleep {interval}; done")
-    return ["docker", "exec", "--detach", container, "sh", "-c", loop]
+    return ["docker", "exec", "--detach", "--user", "postgres", container, "sh", "-c", loop]
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,6 @@ def start_sampler(container: str, database: str) -> None:
 
 def stop_sampler(container: str) -> list[LockSample]:
     """Stop the loop and read what it saw."""
-    process.run(["docker", "exec", container, "touch", STOP_FILE], check=False, timeout=30)
-    result = process.run(["docker", "exec", container, "cat", LOCKS_FILE], check=False,
-                         timeout=60)
+    process.run(as_postgres(container, "touch", STOP_FILE), check=False, timeout=30)
+    result = process.run(as_postgres(container, "cat", LOCKS_FILE), check=False, timeout=60)
     return parse_locks(result.stdout)
