@@ -199,6 +199,10 @@ EVENTS = {
     "release": "{version} for {roles} through {chain}, from {starts_at}",
     "release-stopped": "{version} for {roles}: {reason}",
     "released": "{version} for {roles} through {chain}",
+    "migrated": "{kind} migrations of {version} on {database}'s database: {migrations}",
+    "migration-failed": "{kind} migration {migration} of {version} on {database}'s database: {error}",
+    "migrations-waiting": "post-deployment {migrations} of {version} wait for {waiting_for}",
+    "rollback-refused": "step {step} failed ({reason}) and rolling back would cross: {detail}",
 }
 HEAD = {"at", "env", "event", "who", "rollout", "roles"}  # said around the sentence
 
