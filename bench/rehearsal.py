@@ -83,6 +83,7 @@ def source(gb: float) -> int:
     """The source cluster, generated; its size in bytes."""
     run(["docker", "volume", "create", SOURCE])
     run(["docker", "run", "--detach", "--name", SOURCE, "--network", "none", "--entrypoint", "sh",
+         "--shm-size", pgcluster.SHM,
          f"--volume={SOURCE}:/var/lib/postgresql", IMAGE, "-c", START])
     deadline = time.monotonic() + 120
     while process.run(pgcluster.psql_argv(SOURCE, "postgres", "SELECT 1"), check=False,

@@ -22,6 +22,7 @@ CLUSTER = "/var/lib/postgresql/15/main"   # where the pet keeps it (packer/scrip
 PET_SOCKETS = "/run/postgresql"
 SOCKETS = "/tmp"                          # the throwaway instance's
 READY_TIMEOUT = 120.0
+SHM = "512m"   # Docker's 64 MB /dev/shm is too small for a parallel CREATE INDEX on a big table
 SAMPLER = "fleet-rehearse-sampler"        # the lock sampler's application_name
 STOP_FILE = "/tmp/fleet-sampler.stop"
 LOCKS_FILE = "/tmp/fleet-locks.log"
@@ -96,6 +97,7 @@ def instance_argv(image: str, name: str, network: str, volume: str, labels: dict
               f"-c listen_addresses='*' -c unix_socket_directories={SOCKETS} -c fsync=off "
               "-c synchronous_commit=off -c full_page_writes=off")
     return ["docker", "run", "--detach", "--pull", "never", "--name", name, "--network", network,
+            "--shm-size", SHM,
             *(f"--label={k}={v}" for k, v in sorted(labels.items())), "--user", "postgres",
             "--entrypoint", "sh", f"--volume={volume}:/var/lib/postgresql", image, "-c", script]
 
