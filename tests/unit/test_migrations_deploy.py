@@ -10,6 +10,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,83 @@ def test_a_refused_rollback_names_the_post_deployment_migration() -> None:
     assert "20261203100000_drop_legacy_name" in line and "applied by v2" in line \
         and "v1 predates it" in line, line
     assert "point of no return" in crossing_line("web", "v1", crossed), "without names too"
+
+
+# ---- what a promotion decides (promote.migrate), on a fake promoter and database ----------
+
+def image(version: str, regular: dict[str, bytes], post: dict[str, bytes]) -> ImageRecord:
+    return ImageRecord("web", version, version * 8, f"sha256:{version}", "lab", "docker", "b", "b",
+                       "c", False, "1.6.6", "2026-12-02T12:00:00+00:00", "me",
+                       migrations=tuple(to_record(carried_sql(regular, post))))
+
+
+V1 = image("v1", {"1_create_users.sql": b"a"}, {})
+V2 = image("v2", {"1_create_users.sql": b"a", "2_add_name.sql": b"b"}, {"3_drop_x.sql": b"c"})
+RAN_V2 = (Applied("1", Kind.REGULAR, carried_sql({"1_create_users.sql": b"a"}, {})[0].sha256, "v1"),
+          Applied("3", Kind.POST_DEPLOYMENT, "c" * 64, "v2", "2026-12-03T10:00:00+00:00"))
+
+
+class FakeCatalog:
+    def records(self, role: str) -> list[ImageRecord]:
+        return [V1, V2]
+
+
+class FakePromoter:
+    def __init__(self, text: str, kv: FakeKV) -> None:
+        from types import SimpleNamespace
+
+        from fleet.model.definition import parse
+
+        self.ctx = SimpleNamespace(fleet=parse(text))
+        self.catalog = FakeCatalog()
+        self.consul = kv
+
+    def record(self, role: str, version: str) -> ImageRecord | None:
+        return {"v1": V1, "v2": V2}.get(version)
+
+
+@pytest.fixture
+def fake_database(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Applied, ...]]:
+    """database.target and database.applied answer from a list the test sets."""
+    answers: list[tuple[Applied, ...]] = [()]
+    monkeypatch.setattr(database, "target", lambda ctx, role, env: database.Target(
+        role.name, ctx.fleet.environment(env).pets_env, "postgres-01", DB))
+    monkeypatch.setattr(database, "applied", lambda ctx, t, image: answers[0])
+    return answers
+
+
+def test_the_automatic_rollback_stops_rather_than_cross(fake_database: list[Any]) -> None:
+    from types import SimpleNamespace
+
+    from fleet.workflows.promote import migrate
+
+    p: Any = FakePromoter(EXAMPLE.read_text(), FakeKV({}))
+    rollout = SimpleNamespace(env="production", roles=("web",), previous={"web": "v1"})
+    fake_database[0] = RAN_V2
+    said = migrate.guard(p, rollout)
+    assert "3_drop_x" in said and "v1 predates it" in said, f"stops, naming it: {said}"
+    fake_database[0] = RAN_V2[:1]
+    assert migrate.guard(p, rollout) == "", "no post-deployment migration ran: it may go back"
+
+
+def test_require_rehearsal_admits_pending_migrations_only_with_a_fresh_pass(
+        fake_database: list[Any]) -> None:
+    from fleet.workflows.promote import migrate
+
+    text = EXAMPLE.read_text().replace('pets_from = "production"',
+                                       'pets_from = "production"\nrequire_rehearsal = true')
+    fake_database[0] = RAN_V2[:1]
+    p: Any = FakePromoter(text, FakeKV({}))
+    found = migrate.problems(p, "canary", "v2", ["web"], rollback=False)
+    assert len(found) == 1 and "never rehearsed" in found[0] and "production's database" in found[0], \
+        found
+    passed = Rehearsal("web", "v2", "production", "s", (), True,
+                       datetime.now(UTC).isoformat(timespec="seconds"))
+    p.consul = FakeKV({"fleet/gitlab/rehearsals/web/v2/production": passed.to_json()})
+    assert migrate.problems(p, "canary", "v2", ["web"], rollback=False) == [], \
+        "a passing verdict on production's data admits v2 to the canary"
+    assert migrate.problems(p, "staging", "v2", ["web"], rollback=False) == [], \
+        "staging requires none"
+    fake_database[0] = RAN_V2
+    crossing = migrate.problems(p, "production", "v1", ["web"], rollback=True)
+    assert len(crossing) == 1 and "point of no return" in crossing[0], crossing

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fleet.adapters.postgres import Ran, Status
+from fleet.errors import FleetError
 from fleet.model import migrations as model
 from fleet.model.image import ImageRecord
 from fleet.model.migrations import Applied, Kind, Migration
@@ -173,7 +174,13 @@ def after(p: Promoter, env: str, version: str, roles: list[str] | tuple[str, ...
 def guard(p: Promoter, rollout: Rollout) -> str:
     """Why the automatic rollback of a failed rollout must not go back ("" if it may): a
     previous version that predates a post-deployment migration the database ran."""
-    lines = [crossing(p, rollout.env, role, previous)
-             for role, previous in rollout.previous.items()
-             if previous and role in contracting(p, rollout.roles)]
+    lines = []
+    for role, previous in rollout.previous.items():
+        if not previous or role not in contracting(p, rollout.roles):
+            continue
+        try:
+            lines.append(crossing(p, rollout.env, role, previous))
+        except FleetError as exc:  # never cross blindly: stop, and say why it cannot tell
+            lines.append(f"cannot tell whether {role} {previous} would cross the point of no "
+                         f"return: {exc.line()}")
     return "; ".join(line for line in lines if line)
