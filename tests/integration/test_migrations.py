@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from fleet.adapters import docker
 from fleet.adapters.vault import Vault
+from fleet.model.rehearsal import Rehearsal
 from fleet.services.topology import vault_root_token
 from tests.conftest import ROOT, FleetCopy, Run, eventually
 
@@ -152,6 +154,11 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         status = fc.run("status", "production")
         assert "point of no return 20261202140000" in status.stdout, \
             f"status shows the point of no return: {status.stdout}"
+        planned = fc.run("plan", "production", "--json")
+        assert planned.code in (0, 2), planned.stderr[-800:]
+        said = planned.json()["migrations"]["production/web"]
+        assert "v2 would run no migration" in said and "point of no return 20261202140000" \
+            in said, f"plan shows pending migrations and the point of no return: {said}"
         timings["v2 canary -> production"] = time.monotonic() - step
 
         # a rollback to v1 would cross it: refused, then forced with a reason (recorded)
@@ -193,6 +200,15 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         migration(fc, REGULAR, "20261202160000_slow.sql",
                   "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(6);\n")
         assert fc.run("bake", "web", "--version", "v4").code == 0, "web:v4 baked"
+        fc.edit("fleet.toml", 'pets_from = "production"', 'pets_from = "production"\n'
+                'require_rehearsal = true')
+        unrehearsed = fc.run("promote", "v4", "--to", "canary")
+        assert unrehearsed.code == 1 and "requires a rehearsal: it was never rehearsed" \
+            in unrehearsed.stderr, f"canary now requires a rehearsal: {unrehearsed.stderr}"
+        verdict = Rehearsal("web", "v4", "production", "snap-test", (), True,
+                            datetime.now(UTC).isoformat(timespec="seconds"))
+        assert lab.consul().put(f"fleet/{name}/rehearsals/web/v4/production", verdict.to_json(),
+                                cas=0), "a hand-made passing verdict"
         proc = subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(fc.file), "promote", "v4",
                                  "--to", "canary"], cwd=ROOT, env={**os.environ, **fc.env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
