@@ -98,3 +98,18 @@ def test_each_migration_commits_with_its_row_exactly_once(server: dict[str, str]
     rows = postgres.parse_applied(runner(env, "applied").stdout)
     assert [r.id for r in rows].count("4") == 1, f"applied exactly once: {rows}"
     assert json.loads(second.stdout)["status"] in ("applied", "skipped"), second.stdout
+
+
+def test_a_migration_that_cannot_run_in_a_transaction_says_so(server: dict[str, str]) -> None:
+    env = server
+    write(env, "regular", "1_create_users.sql", "CREATE TABLE users (id int, email text);\n")
+    write(env, "regular", "2_index.sql", "CREATE INDEX CONCURRENTLY users_email ON users (email);\n")
+    write(env, "regular", "3_index.sql", "-- fleet: no-transaction (idempotent)\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n")
+    refused = postgres.parse_run(runner(env, "apply", "--version", "v1", "1", "2").stdout)
+    assert refused[-1].status is postgres.Status.FAILED and \
+        "cannot run inside a transaction block" in refused[-1].error, refused
+    ran = postgres.parse_run(runner(env, "apply", "--version", "v1", "3").stdout)
+    assert [r.status.value for r in ran] == ["applied"], ran
+    again = postgres.parse_run(runner(env, "apply", "--version", "v2", "1", "3").stdout)
+    assert [r.status.value for r in again] == ["skipped", "skipped"], again
