@@ -19,7 +19,7 @@ import pytest
 from fleet.adapters import docker
 from fleet.model.nodes import node_name
 from fleet.services.state import FleetState
-from tests.conftest import FleetCopy
+from tests.conftest import FleetCopy, eventually
 
 pytestmark = pytest.mark.lab
 
@@ -45,6 +45,15 @@ def keep_only(copy: FleetCopy, roles: tuple[str, ...]) -> None:
 def sh(container: str, command: str) -> str:
     return subprocess.run(["docker", "exec", container, "sh", "-c", command],
                           capture_output=True, text=True, check=True).stdout
+
+
+def sql(container: str, statements: str) -> str:
+    """SQL in the pet's database gitlab, as the postgres OS user on its Unix socket."""
+    return subprocess.run(["docker", "exec", container, "runuser", "-u", "postgres", "--",
+                           "/usr/lib/postgresql/15/bin/psql", "-X", "-A", "-t", "-q", "-v",
+                           "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "gitlab", "-c",
+                           statements], capture_output=True, text=True, check=True
+                          ).stdout.strip()
 
 
 def checksum(container: str) -> str:
@@ -84,6 +93,21 @@ def test_snapshot_refresh_and_rebuild(fleet_copy: FleetCopy, lab: Any) -> None:
                  f" > {DATA}/base/users.csv")
         sh(stg, f"echo staging-only > {DATA}/stale")
         sh(f"{name}-redis-01", "echo production-queue > /var/lib/redis/appendonly.aof")
+        # and in its PostgreSQL cluster, once the pet's first boot is done (its database made,
+        # frozen and checkpointed: fleet-postgres-password says so)
+        eventually(lambda: "created role gitlab" in subprocess.run(
+            ["docker", "exec", prod, "cat", "/var/log/postgres-password.log"],
+            capture_output=True, text=True).stdout, True, timeout=60)
+        sql(prod, "CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, name text); "
+                  "INSERT INTO people VALUES (1, 'carol@example.com', 'Carol'), (2, NULL, 'Dan')")
+        # An idle cluster writes nothing once its pages need no more hint bits (VACUUM FREEZE),
+        # they are on disk (CHECKPOINT, alone, after the commit), and the one record the
+        # bgwriter adds to the WAL within 15 s of a checkpoint (its standby snapshot) is there.
+        sql(prod, "VACUUM (FREEZE)")
+        sql(prod, "CHECKPOINT")
+        lsn = sql(prod, "SELECT pg_current_wal_insert_lsn()")
+        eventually(lambda: sql(prod, f"SELECT pg_current_wal_insert_lsn() > '{lsn}'"), "t",
+                   timeout=20)
         before = checksum(prod)
 
         # snapshot create + list: size, checksum, source; the pet runs again afterwards
@@ -140,6 +164,11 @@ def test_snapshot_refresh_and_rebuild(fleet_copy: FleetCopy, lab: Any) -> None:
             ("postgres", "postgres-stg-01"), ("redis", "redis-stg-01")}, report
         assert checksum(prod) == before, "production's data is never written"
         users = sh(stg, f"cat {DATA}/base/users.csv")
+        people = sql(stg, "SELECT email, name FROM people ORDER BY id").splitlines()
+        assert len(people) == 2 and people[0].startswith("masked-") and \
+            people[0].endswith("@example.invalid|Carol") and people[1] == "|Dan", \
+            f"the copy's email column is masked, NULL kept: {people}"
+        assert "carol@" in sql(prod, "SELECT email FROM people"), "production keeps its own"
         assert "alice@example.com" not in users and "bob@corp" not in users, \
             f"staging's copy is scrubbed: {users}"
         assert users.count("masked@example.invalid") == 2 and "Alice" in users, users
