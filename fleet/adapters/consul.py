@@ -224,7 +224,17 @@ class Consul:
         if status is not None:
             self._call(f"force {node} out", self._client.agent.force_leave, node,
                        prune=status in (3, 4))
-        self._call(f"deregister {node}", self._client.catalog.deregister, node)
+        self.deregister(node)
+
+    def deregister(self, node: str) -> None:
+        """The node out of the catalog, with its services and checks. Not py-consul's
+        catalog.deregister: it sends its token as a `WriteRequest` field of the body too,
+        which Consul 1.8 refuses (400 "unknown field"); the header alone is the API's way."""
+        from consul.callback import CB
+
+        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
+        self._call(f"deregister {node}", self._client.http.put, CB.boolean(),
+                   "/v1/catalog/deregister", data=json.dumps({"Node": node}), headers=headers)
 
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not

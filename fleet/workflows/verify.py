@@ -271,15 +271,15 @@ def _out_of_consul(consul: Consul, node: str) -> None:
         if elapsed > GONE_WAIT:
             raise FleetError(f"{node} is still in Consul's catalog {GONE_WAIT:.0f}s after its "
                              f"container went{last}",
-                             f"remove it: consul force-leave {node}; consul catalog deregister")
+                             f"run `consul force-leave {node}`: Consul drops it once found gone")
         try:
             if not consul.node_checks(node):
                 absent += 1
             else:
                 absent = 0
                 if elapsed > LEAVE_WAIT and not forced:
+                    forced = True  # once: a refusal is said at the end, not hammered
                     consul.forget(node)
-                    forced = True
         except FleetError as exc:
             absent, last = 0, f" ({exc.line()})"
         time.sleep(1.0 if absent else 0.5)

@@ -60,7 +60,7 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
                   "common/test_secrets.py::test_credentials_live_on_a_tmpfs",
                   "web/test_web.py::test_serves_this_role_and_version"):
         assert check in human.stdout, check
-    assert "passed 26/26 checks" in human.stderr
+    assert "passed 27/27 checks" in human.stderr
 
     run = copy.run("verify", "web", "--version", "v1", "--json")
     assert run.code == 0, run.stderr
@@ -93,7 +93,7 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
         assert promoted.code == 0, promoted.stderr
         (event,) = [e for e in copy.run("history", "canary", "--json").json()
                     if e["event"] == "promote"]
-        assert event["verified"]["web"].startswith("passed 26/26 checks")
+        assert event["verified"]["web"].startswith("passed 27/27 checks")
     finally:
         cattle.apply(ctx, "canary", [])
 
