@@ -269,3 +269,41 @@ def mirror(keys: Iterable[str], lender: Mapping[str, str] | None,
     write = {k: lender[k] for k in keys if k in lender and borrower.get(k) != lender[k]}
     drop = tuple(k for k in keys if k not in lender and k in borrower)
     return Mirror(write, drop)
+
+
+# ---- one database, one password ---------------------------------------------------------------
+# A secret a cattle role shares with a pet it depends on is one credential: postgres sets its
+# application role's password from its db_password, and web, api and sidekiq log in with
+# theirs. Each role still reads only its own path, so the value is kept at each; fleet keeps
+# them equal: `secrets put` of the pet's value writes it at its sharers' paths too (and their
+# pets_from borrowers' copies follow), and `secrets check` names a sharer whose value is not
+# the pet's.
+
+def shared_with(fleet: Fleet, role: Role) -> dict[str, str]:
+    """key -> the pet role (of those role depends on, by name) whose value role's key must
+    be: web's db_password is postgres's. Empty for a pet or snowflake."""
+    if role.cls is not RoleClass.CATTLE:
+        return {}
+    found: dict[str, str] = {}
+    for dep in sorted(role.depends_on):
+        if fleet.roles[dep].cls is RoleClass.PET:
+            for key in fleet.roles[dep].secrets:
+                if key in role.secrets:
+                    found.setdefault(key, dep)
+    return found
+
+
+def sharers(fleet: Fleet, pet: Role, key: str) -> list[Role]:
+    """The cattle roles whose key is pet's value (shared_with), by name."""
+    return [r for _, r in sorted(fleet.roles.items()) if shared_with(fleet, r).get(key) == pet.name]
+
+
+def unlike(fleet: Fleet, role: Role, env: str, key: str, mine: Mapping[str, str],
+           pets: Mapping[str, str]) -> Stale | None:
+    """role's key in env (its values: mine) against the pet's whose value it must be, in the
+    environment whose pets env uses (their values: pets): a Stale naming PET/ENV when both are
+    there and differ (an absent one is `missing`'s to name)."""
+    pet = shared_with(fleet, role).get(key)
+    if pet is None or key not in mine or key not in pets or mine[key] == pets[key]:
+        return None
+    return Stale(role.name, env, key, f"{pet}/{fleet.environment(env).pets_env}")

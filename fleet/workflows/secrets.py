@@ -126,10 +126,13 @@ class CheckReport:
             return FleetError(f"{len(self.missing)} declared secret(s) missing in Vault, first "
                               f"{first}", f"fleet secrets put {first.role} {first.key} --env {first.env}")
         if self.stale:
-            return FleetError(f"{len(self.stale)} borrowed secret(s) differ from the lender's "
-                              f"value (pets_from), first {self.stale[0]}",
-                              "run `fleet secrets sync`, then `fleet secrets rotate` for the "
-                              "borrower's running nodes")
+            return FleetError(f"{len(self.stale)} secret(s) differ from the value they share "
+                              f"(a pets_from lender's, or the pet's they log in to), first "
+                              f"{self.stale[0]}",
+                              "put the pet's value again (`fleet secrets put PET KEY --env ENV` "
+                              "writes it for the roles sharing it too) or run `fleet secrets "
+                              "sync` for a lender's copy; then `fleet secrets rotate` for the "
+                              "running nodes")
         return None
 
 
@@ -161,6 +164,11 @@ def check(ctx: Context, env: str | None = None) -> CheckReport:
                     lent = read(r.name, lender)
                     if key in lent and mine.get(key) != lent[key]:
                         stale.append(model.Stale(r.name, e, key, lender))
+                named = {(s.role, s.env, s.key) for s in stale}
+                for key, pet in model.shared_with(ctx.fleet, r).items():  # one password
+                    unlike = model.unlike(ctx.fleet, r, e, key, mine, read(pet, lender))
+                    if unlike is not None and (r.name, e, key) not in named:
+                        stale.append(unlike)
                 checked += len(r.secrets)
                 if model.name(ctx.fleet.name, r.name, e) not in approles:
                     unsynced.append(model.name(ctx.fleet.name, r.name, e))
@@ -181,7 +189,9 @@ def missing(ctx: Context, envs: Iterable[str]) -> dict[tuple[str, str], tuple[st
 
 
 def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
-    """Store one secret of a role; the other keys at its path stay. Returns where."""
+    """Store one secret of a role; the other keys at its path stay. Returns where. A pet's
+    secret that cattle share (postgres's db_password, with which web logs in) is written at
+    theirs in env too, and their pets_from borrowers' copies follow (model.shared_with)."""
     found = role(ctx, role_name, env)
     if key not in found.secrets:
         raise ConfigError(f"role {role_name} does not declare the secret {key!r}",
@@ -201,6 +211,12 @@ def put(ctx: Context, role_name: str, key: str, env: str, value: Secret) -> str:
     for borrower in ctx.fleet.borrowers(env):  # their copies follow the lender's value
         if model.runs_in(found, borrower):
             credentials.mirror(ctx, client, found, borrower)
+    for sharer in model.sharers(ctx.fleet, found, key):  # one database, one password
+        borrowers = [b for b in ctx.fleet.borrowers(env) if model.runs_in(sharer, b)]
+        if model.runs_in(sharer, env) or borrowers:
+            client.kv_set(ctx.fleet.secrets_mount, model.kv_path(sharer.name, env), key, value)
+        for borrower in borrowers:
+            credentials.mirror(ctx, client, sharer, borrower)
     return f"{ctx.fleet.secrets_mount}/{path}"
 
 

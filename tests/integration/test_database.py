@@ -107,10 +107,19 @@ def test_postgres_pet_serves_the_cattle(lab: Any, fleet_copy: FleetCopy) -> None
     try:
         started = time.monotonic()
         assert fc.run("secrets", "sync").code == 0, "policies and AppRoles written"
-        for role in ("postgres", *CATTLE):  # one database, one password for all who use it
-            stored = put(fc, role, "db_password", "staging", password)
-            assert stored.code == 0, f"put {role} db_password: {stored.stderr}"
         assert put(fc, "web", "secret_key_base", "staging", "skb-stg").code == 0
+        # one database, one password: the pet's value is written for the cattle that use it
+        stored = put(fc, "postgres", "db_password", "staging", password)
+        assert stored.code == 0, f"put postgres db_password: {stored.stderr}"
+        for role in CATTLE:
+            assert (admin.kv_get(name, f"{role}/staging") or {}).get("db_password") == \
+                password, f"{role}'s db_password is postgres's"
+        assert put(fc, "web", "db_password", "staging", "something-else").code == 0
+        drift = fc.run("secrets", "check", "staging")
+        assert drift.code == 1 and "web/staging: db_password (not postgres/staging's value)" \
+            in drift.stdout, f"a cattle password unlike the pet's is named: {drift.stdout}"
+        assert put(fc, "postgres", "db_password", "staging", password).code == 0
+        assert fc.run("secrets", "check", "staging").code == 0, "the pet's value again, all equal"
         baked = fc.run("bake", "gitaly", "postgres", "redis", "web", "api", "sidekiq",
                        "--version", "v1")
         assert baked.code == 0, f"the bake: {baked.stderr[-800:]}"

@@ -132,6 +132,13 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
         seen = eventually(lambda: upstreams(node), want, timeout=30)
         assert seen == want, f"canary's web renders production's pets: {seen}"
         timings["promote canary web, upstreams rendered"] = time.monotonic() - step
+        def reads_database() -> bool:  # "" or a migration's id: whatever promote applied
+            said = json.loads(on_node(node, "curl", "-s", "-m", "15", "http://127.0.0.1:8080/")
+                              or "{}")
+            return isinstance(said.get("schema_version"), str)
+        assert eventually(reads_database, True, timeout=30), \
+            "canary's web reads production's postgres with production's password: " \
+            + on_node(node, "curl", "-s", "-m", "15", "http://127.0.0.1:8080/")
 
         # ... with production's db_password, its own secret_key_base, and nothing more
         assert on_node(node, "cat", "/run/fleet/secrets/db_password") == prod_pw, \
@@ -173,7 +180,9 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
         # a new production password reaches canary's copy at once, and its node at rotate
         step = time.monotonic()
         new_pw = f"pw-prod-{uuid.uuid4().hex[:12]}"
-        assert put(fc, "web", "db_password", "production", new_pw).code == 0
+        assert put(fc, "postgres", "db_password", "production", new_pw).code == 0
+        assert (admin.kv_get(name, "web/production") or {}).get("db_password") == new_pw, \
+            "the database's password is written for the cattle that log in with it"
         assert admin.kv_get(name, "web/canary") == {"db_password": new_pw,
                                                      "secret_key_base": canary_skb}, \
             "canary's copy follows production's value"

@@ -104,6 +104,28 @@ def test_borrowed_secrets_are_those_shared_with_the_pets_used() -> None:
         "canary's own secrets stay its own"
 
 
+def test_one_database_one_password_for_the_pet_and_its_cattle() -> None:
+    web, postgres, redis = FLEET.roles["web"], FLEET.roles["postgres"], FLEET.roles["redis"]
+    assert secrets.shared_with(FLEET, web) == {"db_password": "postgres"}, \
+        "web's db_password is postgres's: web logs in with what postgres sets"
+    assert secrets.shared_with(FLEET, postgres) == {}, "the pet shares, it does not take"
+    assert [r.name for r in secrets.sharers(FLEET, postgres, "db_password")] == [
+        "api", "sidekiq", "web"], "the cattle that use the database"
+    assert secrets.sharers(FLEET, redis, "db_password") == [], "redis declares none"
+    mine, pets = {"db_password": "a", "secret_key_base": "s"}, {"db_password": "b"}
+    found = secrets.unlike(FLEET, web, "staging", "db_password", mine, pets)
+    assert found is not None and str(found) == \
+        "web/staging: db_password (not postgres/staging's value)", found
+    canary = secrets.unlike(FLEET, web, "canary", "db_password", mine, pets)
+    assert canary is not None and canary.lender == "postgres/production", \
+        "canary's is production's postgres's"
+    assert secrets.unlike(FLEET, web, "staging", "db_password", mine, {"db_password": "a"}) \
+        is None, "the same value"
+    assert secrets.unlike(FLEET, web, "staging", "db_password", {}, pets) is None, \
+        "an absent one is missing's to name"
+    assert secrets.unlike(FLEET, web, "staging", "secret_key_base", mine, pets) is None
+
+
 def test_check_asks_for_a_borrowed_secret_at_the_lender_only() -> None:
     missing = secrets.missing(FLEET, {("web", "canary"): ["db_password", "secret_key_base"]})
     shown = {str(m) for m in missing}
