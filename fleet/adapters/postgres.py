@@ -42,6 +42,7 @@ class Ran:
     seconds: float
     status: Status
     error: str = ""   # psql's "psql:FILE:LINE: ERROR:  ..." line
+    locks: tuple[str, ...] = ()   # the relation locks its transaction held: "AccessExclusiveLock users"
 
     @property
     def label(self) -> str:
@@ -92,7 +93,8 @@ def parse_run(text: str) -> tuple[Ran, ...]:
         try:
             r = json.loads(line)
             found.append(Ran(r["id"], r["name"], Kind(r["kind"]), float(r["seconds"]),
-                             Status(r["status"]), r["error"]))
+                             Status(r["status"]), r["error"],
+                             tuple(str(x) for x in r.get("locks", ()))))
         except (KeyError, TypeError, ValueError) as exc:
             raise MigrateError(f"fleet-migrate apply printed a line fleet cannot read ({exc}): "
                                f"{line.strip()[:200]}", "the image's runner is not fleet's") from exc

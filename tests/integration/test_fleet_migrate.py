@@ -1,63 +1,76 @@
-"""packer/base/fleet-migrate against a real PostgreSQL 15 of the test's own (initdb in a scratch
-directory, a Unix socket only, stopped afterwards): applied and skipped, a failure that commits
-nothing, and a runner killed with -9 mid-migration beside a second runner: each migration
-applied exactly once. Skipped where this machine has no PostgreSQL server binaries (the lab
-test, test_migrations.py, runs the same runner inside an image)."""
+"""packer/base/fleet-migrate against a real PostgreSQL 15 of the test's own: a container of the
+lab's postgres base image (initdb in it, a Unix socket only, no network, removed afterwards),
+with the working tree's runner mounted over the image's: applied and skipped, a failure that
+commits nothing, the locks a migration held, and a runner killed with -9 mid-migration beside a
+second runner: each migration applied exactly once. (test_migrations.py runs the runner of a
+baked image through promotions.)"""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fleet.adapters import postgres
 from tests.conftest import ROOT
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+pytestmark = pytest.mark.lab
+IMAGE = "fleet-base-bookworm-postgres:latest"   # `fleet lab up` builds it
+BIN = "/usr/lib/postgresql/15/bin"
 RUNNER = ROOT / "packer" / "base" / "fleet-migrate"
-pytestmark = pytest.mark.skipif(not (BIN / "initdb").exists() or shutil.which("psql") is None
-                                or shutil.which("runuser") is None,
-                                reason="no PostgreSQL 15 server binaries on this machine")
+ENV = {"PGHOST": "/tmp", "PGUSER": "postgres", "PGDATABASE": "postgres",
+       "FLEET_MIGRATIONS": "/migrations"}
+START = (f"runuser -u postgres -- {BIN}/initdb -D /tmp/data -A trust -U postgres >/dev/null && "
+         f"exec runuser -u postgres -- {BIN}/postgres -D /tmp/data -c listen_addresses='' "
+         "-c unix_socket_directories=/tmp")
 
 
 @pytest.fixture
-def server() -> Iterator[dict[str, str]]:
-    scratch = Path(tempfile.mkdtemp(prefix="fleet-migrate-pg-", dir="/tmp"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(scratch, "postgres")
-    data = scratch / "data"
-    subprocess.run([*as_postgres, str(BIN / "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True)
-    subprocess.run([*as_postgres, str(BIN / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(scratch / "log"), "-o", f"-c listen_addresses='' "
-                    f"-c unix_socket_directories={scratch}", "start"], check=True,
-                   capture_output=True)
+def server(lab: Any) -> Iterator[dict[str, str]]:
+    """A PostgreSQL in a container; what to reach it by (its name, the migrations' host dir)."""
+    scratch = Path(tempfile.mkdtemp(prefix="fleet-migrate-", dir="/tmp"))
+    name = f"fleet-migrate-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "--detach", "--name", name, "--network", "none",
+                    "--label", "fleet.throwaway=1", "--entrypoint", "sh",
+                    f"--volume={RUNNER}:/usr/local/sbin/fleet-migrate:ro",
+                    f"--volume={scratch}:/migrations:ro", IMAGE, "-c", START],
+                   check=True, capture_output=True, timeout=60)
     try:
-        yield {"PGHOST": str(scratch), "PGUSER": "postgres", "PGDATABASE": "postgres",
-               "FLEET_MIGRATIONS": str(scratch / "migrations")}
+        deadline = time.monotonic() + 60
+        while psql({"container": name}, "SELECT 1") != "1":
+            assert time.monotonic() < deadline, "the test's PostgreSQL did not start"
+            time.sleep(0.3)
+        yield {"container": name, "dir": str(scratch)}
     finally:
-        subprocess.run([*as_postgres, str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def exec_argv(env: dict[str, str], *argv: str) -> list[str]:
+    return ["docker", "exec", *(f"--env={k}={v}" for k, v in ENV.items()), env["container"],
+            *argv]
+
+
 def runner(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(RUNNER), *args], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=60)
+    return subprocess.run(exec_argv(env, "python3", "/usr/local/sbin/fleet-migrate", *args),
+                          capture_output=True, text=True, timeout=60)
+
+
+def psql(env: dict[str, str], query: str) -> str:
+    return subprocess.run(exec_argv(env, "psql", "-X", "-At", "-c", query), capture_output=True,
+                          text=True, timeout=60).stdout.strip()
 
 
 def write(env: dict[str, str], kind: str, name: str, text: str) -> None:
-    where = Path(env["FLEET_MIGRATIONS"]) / kind
+    where = Path(env["dir"]) / kind
     where.mkdir(parents=True, exist_ok=True)
     (where / name).write_text(text)
 
@@ -73,12 +86,12 @@ def test_each_migration_commits_with_its_row_exactly_once(server: dict[str, str]
     assert first.returncode == 1 and [r.status.value for r in ran] == ["applied", "failed"], \
         f"stops at the failure: {first.stdout}"
     assert "2_broken.sql:2: ERROR:" in ran[1].error, f"file and line: {ran[1].error}"
-    columns = subprocess.run(["psql", "-X", "-At", "-c", "SELECT string_agg(column_name, ',' "
-                              "ORDER BY column_name) FROM information_schema.columns WHERE "
-                              "table_name = 'users'"], capture_output=True, text=True,
-                             env={**os.environ, **env}).stdout.strip()
+    columns = psql(env, "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM "
+                        "information_schema.columns WHERE table_name = 'users'")
     assert columns == "email,id", f"the failed migration committed nothing: {columns}"
-    (Path(env["FLEET_MIGRATIONS"]) / "regular" / "2_broken.sql").unlink()
+    assert ran[0].locks == ("AccessExclusiveLock users",), \
+        f"the locks its transaction held, exactly: {ran[0].locks}"
+    (Path(env["dir"]) / "regular" / "2_broken.sql").unlink()
     again = postgres.parse_run(runner(env, "apply", "--version", "v2", "1", "3").stdout)
     assert [r.status.value for r in again] == ["skipped", "applied"], again
     rows = postgres.parse_applied(runner(env, "applied").stdout)
@@ -87,11 +100,12 @@ def test_each_migration_commits_with_its_row_exactly_once(server: dict[str, str]
 
     # a runner killed with -9 in the middle of a slow migration, and a second one at once
     write(env, "regular", "4_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n")
-    killed = subprocess.Popen([sys.executable, str(RUNNER), "apply", "--version", "v3", "4"],
-                              env={**os.environ, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(exec_argv(env, "python3", "/usr/local/sbin/fleet-migrate", "apply",
+                                        "--version", "v3", "4"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    os.kill(killed.pid, signal.SIGKILL)
+    subprocess.run(exec_argv(env, "sh", "-c", 'kill -KILL "$(pgrep -o -f "fleet-migrate apply")"'),
+                   timeout=30)  # inside the test's own container: its runner, by its PID
     killed.wait()
     second = runner(env, "apply", "--version", "v3", "4")
     assert second.returncode == 0, second.stdout + second.stderr
