@@ -26,6 +26,7 @@ SHM = "512m"   # Docker's 64 MB /dev/shm is too small for a parallel CREATE INDE
 SAMPLER = "fleet-rehearse-sampler"        # the lock sampler's application_name
 STOP_FILE = "/tmp/fleet-sampler.stop"
 LOCKS_FILE = "/tmp/fleet-locks.log"
+RESTRICT_KEY = "fleet"   # pg_dump's \restrict key, fixed: a random one makes two dumps differ
 
 
 class ClusterError(FleetError):
@@ -139,7 +140,8 @@ def schema(container: str, database: str) -> str:
     """The database's schema as pg_dump prints it (no owners, no privileges)."""
     result = process.run(as_postgres(container, f"{BIN}/pg_dump", "-h", SOCKETS, "-U",
                                      "postgres", "--schema-only", "--no-owner",
-                                     "--no-privileges", database), check=False, timeout=300)
+                                     "--no-privileges", f"--restrict-key={RESTRICT_KEY}",
+                                     database), check=False, timeout=300)
     if result.returncode != 0:
         raise ClusterError(f"pg_dump --schema-only on {container} failed: "
                            f"{result.stderr.strip()[:300]}")

@@ -14,10 +14,11 @@ Per role whose image at VERSION carries migrations:
    network only, so no password of ENV is read.
 3. **The migrations**, regular then post-deployment, each run alone by VERSION's own image
    (fleet-migrate, a one-shot container on the throwaway network) with the lock_timeout a
-   deploy uses, while a sampler in the instance records every relation lock a client holds or
-   waits for (pg_locks every 50 ms). Per migration: its duration, the locks it took, how long it
-   waited for one (samples of a lock not granted), the size of the tables it touched before and
-   after, and psql's FILE:LINE error. The run stops at the first failure.
+   deploy uses. Per migration: its duration; the locks it took, exactly (fleet-migrate reads
+   pg_locks inside the migration's transaction, where PostgreSQL holds every lock until the
+   commit); how long it waited for one (a sampler in the instance reads pg_locks every 50 ms
+   for a lock not granted); the size of the tables it touched before and after; and psql's
+   FILE:LINE error. The run stops at the first failure.
 4. **The verdict** (schema before and after as a unified diff) is written check-and-set under
    <prefix>/rehearsals/<role>/<version>/<database env>, and everything of the copy is removed:
    container, network, volume, archive — also when the rehearsal fails.
@@ -179,12 +180,11 @@ def _run(m: Migration, ran: tuple[Ran, ...], samples: list[pgcluster.LockSample]
     if mine is None:
         return MigrationRun(m.id, m.name, m.kind, 0.0, error="fleet-migrate did not run it")
     window = [s for s in samples if s.at >= began - 1]
-    locks = tuple(sorted({f"{s.mode} {s.relation}" for s in window if s.granted}))
     waits = sum(1 for s in window if not s.granted) * SAMPLE_INTERVAL
-    touched = ({s.relation for s in window}
+    touched = ({lock.split(" ", 1)[-1] for lock in mine.locks} | {s.relation for s in window}
                | {t for t in set(before) | set(after) if before.get(t) != after.get(t)})
     error = mine.error or ("" if mine.status is not Status.FAILED else "failed")
-    return MigrationRun(m.id, m.name, m.kind, round(mine.seconds, 3), locks, round(waits, 3),
+    return MigrationRun(m.id, m.name, m.kind, round(mine.seconds, 3), mine.locks, round(waits, 3),
                         sum(before.get(t, 0) for t in touched),
                         sum(after.get(t, 0) for t in touched), error)
 

@@ -1,14 +1,18 @@
 """Migrations carried by images and applied by deploys, in the real lab: a copy of the example
 fleet (web and the pets; production's applied, canary borrowing them), web baked with its
-migrations. v1's regular migration runs once at the canary's promotion and is recorded; v2's
-regular one runs before the canary's first step, its post-deployment one waits until production
-runs v2 and then runs; `fleet rollback` to v1 is refused naming it, and allowed with --force
---reason (recorded); a broken migration stops a promotion before any node changes, naming file
-and line; kill -9 of `fleet promote` during a slow migration, then a rerun, applies each
-migration exactly once."""
+migrations. v1's regular migration runs once at the canary's promotion and is recorded. Then
+the canary requires a rehearsal: v2 is refused until `fleet db rehearse v2 --env canary` passes
+on a copy of production's data (its locks, times, sizes and schema diff reported; production's
+data byte for byte the same; the copy gone). v2's regular migration runs before the canary's
+first step, its post-deployment one waits until production runs v2 and then runs; `fleet
+rollback` to v1 is refused naming it, and allowed with --force --reason (recorded). A broken
+migration fails its rehearsal naming file and line, and the canary refuses it; without the gate
+it stops a promotion before any node changes, naming file and line. kill -9 of `fleet promote`
+during a slow migration, then a rerun, applies each migration exactly once."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -60,6 +64,16 @@ def sql(pet: str, query: str) -> str:
                            "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "gitlab", "-c", query],
                           capture_output=True, text=True, timeout=60)
     return done.stdout.strip() if done.returncode == 0 else f"error: {done.stderr.strip()}"
+
+
+def dump(pet: str) -> str:
+    """pg_dump of the application's database: its schema and every row."""
+    done = subprocess.run(["docker", "exec", pet, "runuser", "-u", "postgres", "--",
+                           "/usr/lib/postgresql/15/bin/pg_dump", "--restrict-key=fleet", "-h",
+                           "/run/postgresql", "gitlab"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def migration(copy: FleetCopy, where: str, name: str, text: str) -> None:
@@ -136,6 +150,48 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         migration(fc, POST, "20261202140000_drop_created_at.sql",
                   "ALTER TABLE users DROP COLUMN created_at;\n")
         assert fc.run("bake", "web", "--version", "v2").code == 0, "web:v2 baked"
+        timings["v2 baked"] = time.monotonic() - step
+
+        # canary requires a rehearsal: v2's rehearsed on a copy of production's data first
+        step = time.monotonic()
+        fc.edit("fleet.toml", 'pets_from = "production"', 'pets_from = "production"\n'
+                'require_rehearsal = true')
+        unrehearsed = fc.run("promote", "v2", "--to", "canary")
+        assert unrehearsed.code == 1 and "it was never rehearsed" in unrehearsed.stderr, \
+            f"canary admits v2 only after a rehearsal: {unrehearsed.stderr}"
+        sql(pet, "INSERT INTO users (email) SELECT 'user' || g || '@example.com' "
+                 "FROM generate_series(1, 2000) g")
+        production_data = dump(pet)
+        rehearsed = fc.run("db", "rehearse", "v2", "--env", "canary", "--json")
+        assert rehearsed.code == 0, f"the rehearsal passes: {rehearsed.stderr[-800:]}"
+        verdict = rehearsed.json()[0]
+        assert verdict["passed"] and verdict["env"] == "production" \
+            and verdict["snapshot"].startswith("pg_basebackup:"), \
+            f"on production's data, from a base backup: {verdict}"
+        ran = {m["id"]: m for m in verdict["migrations"]}
+        assert list(ran) == ["20261202130000", "20261202140000"], \
+            f"v2's pending migrations, regular then post-deployment: {list(ran)}"
+        assert ran["20261202130000"]["locks"] == ["AccessExclusiveLock users"] and \
+            ran["20261202130000"]["seconds"] > 0 and ran["20261202130000"]["bytes_before"] > 0, \
+            f"each migration's locks, time and the size of what it touched: {ran}"
+        assert "+    name text" in verdict["schema_diff"] and "-    created_at" in \
+            verdict["schema_diff"], f"the schema's difference: {verdict['schema_diff']}"
+        after = dump(pet)
+        assert after == production_data, "production's data is unchanged by the rehearsal: " + \
+            "\n".join(difflib.unified_diff(production_data.splitlines(), after.splitlines(),
+                                           lineterm="", n=1))[:1500]
+        assert rows() == "20261202120000:regular:v1", "nothing ran on production's database"
+        left = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], text=True,
+                              capture_output=True).stdout.split() + subprocess.run(
+            ["docker", "network", "ls", "--format", "{{.Name}}"], text=True,
+            capture_output=True).stdout.split() + subprocess.run(
+            ["docker", "volume", "ls", "--format", "{{.Name}}"], text=True,
+            capture_output=True).stdout.split()
+        assert not [x for x in left if x.startswith(f"{name}-rehearse")], \
+            f"the copy is gone: {[x for x in left if 'rehearse' in x]}"
+        timings["rehearsal of v2"] = time.monotonic() - step
+
+        step = time.monotonic()
         canary = fc.run("promote", "v2", "--to", "canary")
         assert canary.code == 0, f"v2 to canary: {canary.stderr[-800:]}"
         assert rows() == ("20261202120000:regular:v1 20261202130000:regular:v2"), \
@@ -180,6 +236,15 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         step = time.monotonic()
         migration(fc, REGULAR, "20261202150000_broken.sql", "ALTER TABLE users ADD COLUMN x int;\nSELEC 1;\n")
         assert fc.run("bake", "web", "--version", "v3").code == 0, "web:v3 baked"
+        failed = fc.run("db", "rehearse", "v3", "--env", "canary")
+        said = [x for x in failed.stderr.splitlines() if x.startswith("fleet: error:")]
+        assert failed.code == 1 and len(said) == 1 and "20261202150000_broken.sql:2:" in said[0], \
+            f"the rehearsal fails naming the file and line: {failed.stderr[-800:]}"
+        refused = fc.run("promote", "v3", "--to", "canary")
+        assert refused.code == 1 and "its rehearsal failed at 20261202150000_broken" \
+            in refused.stderr, f"canary refuses v3 after its failed rehearsal: {refused.stderr}"
+        fc.edit("fleet.toml", 'pets_from = "production"\nrequire_rehearsal = true',
+                'pets_from = "production"')
         before = [n for n in docker.lab_containers() if n.startswith(f"{name}-web-")]
         broken = fc.run("promote", "v3", "--to", "canary")
         assert broken.code == 1, f"refused: {broken.stderr}"
