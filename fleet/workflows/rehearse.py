@@ -21,7 +21,9 @@ Per role whose image at VERSION carries migrations:
    FILE:LINE error. The run stops at the first failure.
 4. **The verdict** (schema before and after as a unified diff) is written check-and-set under
    <prefix>/rehearsals/<role>/<version>/<database env>, and everything of the copy is removed:
-   container, network, volume, archive — also when the rehearsal fails.
+   container, network, volume, archive — also when the rehearsal fails. A rehearsal that could
+   not make or start its copy (the pet down, Docker failing) records nothing and exits 1: a
+   dependency's fault is not a verdict on the migrations.
 
 Two rehearsals of one fleet take turns (a lock in Consul); a rehearsal killed with -9 leaves
 its container, network and volume under fixed names, which the next one removes first.
@@ -40,7 +42,7 @@ from fleet.adapters import pgcluster, postgres
 from fleet.adapters.postgres import Database, Ran, Status
 from fleet.errors import FleetError
 from fleet.model.image import ImageRecord
-from fleet.model.migrations import Migration, runnable
+from fleet.model.migrations import Migration, MigrationError, runnable
 from fleet.model.rehearsal import MigrationRun, Rehearsal
 from fleet.model.secret import Secret
 from fleet.services import database, memo
@@ -129,9 +131,14 @@ def _one(ctx: Context, role: str, image: ImageRecord, env: str, say: Say) -> Reh
         pgcluster.restore(pet_image, copy.volume, copy.archive)
         pgcluster.start_instance(pet_image, copy.container, copy.network, copy.volume)
         pgcluster.wait_ready(copy.container, target.db.name)
-        runs, diff = _migrate(copy, target, image, say)
-    except FleetError as exc:
-        error = exc.line()
+        try:
+            runs, diff = _migrate(copy, target, image, say)
+        except MigrationError as exc:  # the version's own fault (an edited migration): a verdict
+            error = exc.line()
+    except FleetError as exc:  # no copy, no verdict: a dependency's fault records nothing
+        raise FleetError(f"the rehearsal of {role}:{image.version} could not run on a copy of "
+                         f"{target.env}'s database: {exc.what}",
+                         exc.fix or f"is {target.instance} up? fleet status {target.env}") from exc
     finally:
         copy.remove()
     passed = not error and all(r.ok for r in runs)

@@ -289,6 +289,18 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         assert sql(pet, "SELECT count(*) FROM slow_marker") == "0", "its table is there, once"
         assert fc.run("status", "canary", "--json").json()[0]["channel"] == "v4", "canary runs v4"
         timings["kill -9, rerun"] = time.monotonic() - step
+
+        # the database down: a rehearsal says so in one line and records nothing
+        step = time.monotonic()
+        subprocess.run(["docker", "stop", "--time", "5", pet], capture_output=True, timeout=60)
+        down = fc.run("db", "rehearse", "v4", "--env", "canary")
+        said = [x for x in down.stderr.splitlines() if x.startswith("fleet: error:")]
+        assert down.code == 1 and len(said) == 1 and "could not run on a copy of production's " \
+            "database" in said[0] and "Traceback" not in down.stderr, f"one line: {down.stderr}"
+        kept = lab.consul().get(f"fleet/{name}/rehearsals/web/v4/production")
+        assert kept is not None and Rehearsal.from_json(kept.value) == verdict, \
+            "the verdict before it stays: a dependency down is no verdict"
+        timings["rehearsal, database down"] = time.monotonic() - step
         print(json.dumps({k: round(v, 1) for k, v in timings.items()}))
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
