@@ -1,5 +1,6 @@
-"""fleet apply: carry a plan out, in its order (images, then environment by environment, roles
-in depends_on order), and stop at the first failure with what was done so far.
+"""fleet apply: carry a plan out, in its order (images, secrets, every environment's pets and
+snowflakes, then every environment's cattle, roles in depends_on order), and stop at the first
+failure with what was done so far.
 
 - Images: the roles to bake are baked (`fleet bake`), under a version derived from git.
 - Secrets: missing Vault policies and AppRoles are synced (`fleet secrets sync`); a missing
@@ -8,8 +9,10 @@ in depends_on order), and stop at the first failure with what was done so far.
   (and snowflakes that are not named kept as they are); if that plan does other work than the
   plan shown, apply stops: reality moved. Otherwise it applies that saved plan, then converges
   (over SSH) the instances whose settings changed in place. An environment's pets and
-  snowflakes are one Terraform state, applied before its cattle (which depend on them in the
-  example); a pet that depends on cattle would need its own state.
+  snowflakes are one Terraform state. Every environment's are applied before any cattle: the
+  cattle depend on them in the example, and a pets_from borrower's (the canary's) on its
+  lender's, whose database their migrations change; a pet that depends on cattle would need
+  its own state.
 - Cattle go through the promotion machinery (fleet/workflows/promote/): a role that never ran
   gets its current image promoted to the first environment; a group to grow or shrink, or
   nodes at another version, is a promotion of the channel's version (the same red/black steps,
@@ -108,13 +111,15 @@ def apply(ctx: Context, envs: Iterable[str], options: Options, *, saved: Plan | 
         say(f"syncing Vault policies and AppRoles: {secrets.sync(ctx).changed} change(s)")
         done += [Done(i.env, i.role, i.target, i.action, "synced") for i in work
                  if i.action is Action.SYNC]
+    # every environment's pets and snowflakes before any cattle: a pets_from borrower's cattle
+    # (the canary's) run against its lender's database, and their migrations need it up
     for env in fresh.envs:
-        here = [i for i in work if i.env == env and i.action is not Action.SYNC]
-        machines = [i for i in here if i.action in MACHINE_ACTIONS]
+        machines = [i for i in work if i.env == env and i.action in MACHINE_ACTIONS]
         if machines:
             done += _machines(ctx, env, fresh, machines, reading, say)
-        done += _cattle(ctx, env, [i for i in here if i not in machines], reading,
-                        approve, say)
+    for env in fresh.envs:
+        done += _cattle(ctx, env, [i for i in work if i.env == env and i.action is not Action.SYNC
+                                   and i.action not in MACHINE_ACTIONS], reading, approve, say)
     return ApplyReport(fresh, tuple(done), round(time.monotonic() - started, 1))
 
 
