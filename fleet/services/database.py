@@ -10,6 +10,7 @@ pet's `db_password` in Vault (fleet/postgres/<env>); a pet role's settings `data
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from fleet.adapters import postgres
@@ -68,9 +69,26 @@ def target(ctx: Context, role: Role, env: str) -> Target:
     return Target(role.name, owner, instances[0], db)
 
 
-def applied(ctx: Context, t: Target, image: ImageRecord) -> tuple[Applied, ...]:
-    """What the database has run, read with image's fleet-migrate."""
-    return postgres.applied(image.artifact, topology.network(ctx).name, t.db)
+# What a database that is still coming up answers: its server not listening yet, or its
+# application role not yet given its password (the pet's check passes once 5432 accepts, a
+# moment before fleet-postgres-password has run): a new pet's first promotion waits these out.
+STARTING = ("password authentication failed", "Connection refused",
+            "the database system is starting up", "does not exist")
+READY_WAIT = 60.0  # seconds
+
+
+def applied(ctx: Context, t: Target, image: ImageRecord, *,
+            wait: float = 0.0) -> tuple[Applied, ...]:
+    """What the database has run, read with image's fleet-migrate; with wait, a database still
+    coming up (STARTING) is asked again for that long."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return postgres.applied(image.artifact, topology.network(ctx).name, t.db)
+        except FleetError as exc:
+            if time.monotonic() > deadline or not any(s in exc.what for s in STARTING):
+                raise
+        time.sleep(2.0)
 
 
 def apply(ctx: Context, t: Target, image: ImageRecord, ids: list[str], *,

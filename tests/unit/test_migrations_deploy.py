@@ -214,7 +214,7 @@ def fake_database(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Applied, ...]]:
     answers: list[tuple[Applied, ...]] = [()]
     monkeypatch.setattr(database, "target", lambda ctx, role, env: database.Target(
         role.name, ctx.fleet.environment(env).pets_env, "postgres-01", DB))
-    monkeypatch.setattr(database, "applied", lambda ctx, t, image: answers[0])
+    monkeypatch.setattr(database, "applied", lambda ctx, t, image, wait=0.0: answers[0])
     return answers
 
 

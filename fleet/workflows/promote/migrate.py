@@ -64,7 +64,8 @@ def read(p: Promoter, env: str, role: str, version: str) -> Read:
     if image is None:
         raise PromotionError(f"no image {role}:{version} in the catalog")
     target = database.target(p.ctx, p.ctx.fleet.roles[role], env)
-    return Read(role, image, target, database.applied(p.ctx, target, image))
+    return Read(role, image, target,  # a pet apply has just created may still be coming up
+                database.applied(p.ctx, target, image, wait=database.READY_WAIT))
 
 
 def names(p: Promoter, applied: tuple[Applied, ...], role: str) -> dict[str, str]:
