@@ -81,6 +81,31 @@ class FleetCopy:
         assert old in text, f"{old!r} not in {relative}"
         path.write_text(text.replace(old, new, 1))
 
+    def put_secret(self, role: str, key: str, env: str, value: str,
+                   extra: dict[str, str] | None = None) -> Run:
+        """`fleet secrets put ROLE KEY --env ENV`, the value on stdin as a user types it."""
+        import os
+        import subprocess
+        import sys
+
+        proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(self.file), "secrets",
+                               "put", role, key, "--env", env], input=value,
+                              capture_output=True, text=True, cwd=ROOT,
+                              env={**os.environ, **self.env, **(extra or {})}, timeout=60)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def forget_vault(vault_addr: str, root_token: str, name: str) -> None:
+    """A fleet copy's policies, AppRoles and kv mount (named after it) out of the lab's Vault."""
+    from fleet.adapters.vault import Vault
+
+    admin = Vault(vault_addr, root_token)
+    for policy in admin.policies(f"{name}-"):
+        admin.delete_policy(policy)
+    for approle in admin.approles(f"{name}-", "approle"):
+        admin.delete_approle(approle, "approle")
+    admin.disable_secrets_engine(name)  # no such mount: nothing to do
+
 
 @pytest.fixture
 def fleet_copy(lab: Any, tmp_path: Path) -> Any:

@@ -8,10 +8,8 @@ and Vault's password; a `docker restart` of the pet keeps what was written."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -22,7 +20,7 @@ from fleet.adapters import docker
 from fleet.adapters.vault import Vault
 from fleet.model.nodes import node_name
 from fleet.services.topology import vault_root_token
-from tests.conftest import ROOT, FleetCopy, Run, eventually
+from tests.conftest import ROOT, FleetCopy, eventually, forget_vault
 
 pytestmark = pytest.mark.lab
 CATTLE = {"web": 8080, "api": 8081, "sidekiq": 8082}
@@ -40,12 +38,6 @@ def trim(copy: FleetCopy) -> None:
     for role in ("web", "api", "sidekiq", "postgres"):
         shutil.copy(ROOT / "secrets-policy" / f"{role}.hcl", copy.root / "secrets-policy")
 
-
-def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
-                           role, key, "--env", env], input=value, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **copy.env}, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -107,18 +99,18 @@ def test_postgres_pet_serves_the_cattle(lab: Any, fleet_copy: FleetCopy) -> None
     try:
         started = time.monotonic()
         assert fc.run("secrets", "sync").code == 0, "policies and AppRoles written"
-        assert put(fc, "web", "secret_key_base", "staging", "skb-stg").code == 0
+        assert fc.put_secret("web", "secret_key_base", "staging", "skb-stg").code == 0
         # one database, one password: the pet's value is written for the cattle that use it
-        stored = put(fc, "postgres", "db_password", "staging", password)
+        stored = fc.put_secret("postgres", "db_password", "staging", password)
         assert stored.code == 0, f"put postgres db_password: {stored.stderr}"
         for role in CATTLE:
             assert (admin.kv_get(name, f"{role}/staging") or {}).get("db_password") == \
                 password, f"{role}'s db_password is postgres's"
-        assert put(fc, "web", "db_password", "staging", "something-else").code == 0
+        assert fc.put_secret("web", "db_password", "staging", "something-else").code == 0
         drift = fc.run("secrets", "check", "staging")
         assert drift.code == 1 and "web/staging: db_password (not postgres/staging's value)" \
             in drift.stdout, f"a cattle password unlike the pet's is named: {drift.stdout}"
-        assert put(fc, "postgres", "db_password", "staging", password).code == 0
+        assert fc.put_secret("postgres", "db_password", "staging", password).code == 0
         assert fc.run("secrets", "check", "staging").code == 0, "the pet's value again, all equal"
         baked = fc.run("bake", "gitaly", "postgres", "redis", "web", "api", "sidekiq",
                        "--version", "v1")
@@ -200,8 +192,4 @@ def test_postgres_pet_serves_the_cattle(lab: Any, fleet_copy: FleetCopy) -> None
         print(json.dumps({k: round(v, 1) for k, v in timings.items()}))
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
-        for policy in admin.policies(f"{name}-"):
-            admin.delete_policy(policy)
-        for approle in admin.approles(f"{name}-", "approle"):
-            admin.delete_approle(approle, "approle")
-        admin.disable_secrets_engine(name)  # no such mount: nothing to do
+        forget_vault(lab.vault_addr, vault_root_token(lab).reveal(), name)

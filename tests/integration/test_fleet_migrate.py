@@ -1,8 +1,9 @@
 """packer/base/fleet-migrate against a real PostgreSQL 15 of the test's own: a container of the
 lab's postgres base image (initdb in it, a Unix socket only, no network, removed afterwards),
 with the working tree's runner mounted over the image's: applied and skipped, a failure that
-commits nothing, the locks a migration held, and a runner killed with -9 mid-migration beside a
-second runner: each migration applied exactly once. (test_migrations.py runs the runner of a
+commits nothing, the locks a migration held, a runner killed with -9 mid-migration beside a
+second runner (each migration applied exactly once), and a lock not granted within
+lock_timeout failing its migration. (test_migrations.py runs the runner of a
 baked image through promotions.)"""
 
 from __future__ import annotations
@@ -112,6 +113,32 @@ def test_each_migration_commits_with_its_row_exactly_once(server: dict[str, str]
     rows = postgres.parse_applied(runner(env, "applied").stdout)
     assert [r.id for r in rows].count("4") == 1, f"applied exactly once: {rows}"
     assert json.loads(second.stdout)["status"] in ("applied", "skipped"), second.stdout
+
+    # a lock it cannot get within lock_timeout fails it, instead of queueing every query behind it
+    write(env, "regular", "5_add_name.sql", "ALTER TABLE users ADD COLUMN name text;\n")
+    holder = subprocess.Popen(exec_argv(env, "psql", "-X", "-q", "-c", "BEGIN", "-c",
+                                        "LOCK TABLE users IN ACCESS SHARE MODE", "-c",
+                                        "SELECT pg_sleep(8)", "-c", "COMMIT"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation " \
+               "WHERE c.relname = 'users' AND l.mode = 'AccessShareLock' AND l.granted"
+        deadline = time.monotonic() + 10
+        while psql(env, held) != "1":
+            assert time.monotonic() < deadline, "the other session holds its lock on users"
+            time.sleep(0.2)
+        began = time.monotonic()
+        blocked = runner(env, "apply", "--version", "v4", "--lock-timeout", "1s", "5")
+        took = time.monotonic() - began
+    finally:
+        holder.wait(timeout=30)
+    ran = postgres.parse_run(blocked.stdout)
+    assert blocked.returncode == 1 and ran[-1].status is postgres.Status.FAILED and \
+        "lock timeout" in ran[-1].error and "5_add_name.sql:1:" in ran[-1].error, \
+        f"fails on its lock, naming file and line: {ran}"
+    assert took < 6, f"within its lock_timeout, not the other session's 8 s: {took:.1f}s"
+    assert "5" not in [r.id for r in postgres.parse_applied(runner(env, "applied").stdout)], \
+        "nothing of it committed"
 
 
 def test_a_migration_that_cannot_run_in_a_transaction_says_so(server: dict[str, str]) -> None:

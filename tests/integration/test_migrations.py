@@ -27,10 +27,9 @@ from typing import Any
 import pytest
 
 from fleet.adapters import docker
-from fleet.adapters.vault import Vault
 from fleet.model.rehearsal import Rehearsal
 from fleet.services.topology import vault_root_token
-from tests.conftest import ROOT, FleetCopy, Run, eventually
+from tests.conftest import ROOT, FleetCopy, Run, eventually, forget_vault
 
 pytestmark = pytest.mark.lab
 REGULAR, POST = "db/migrate", "db/post_migrate"
@@ -50,12 +49,6 @@ def trim(copy: FleetCopy) -> None:
     shutil.copytree(ROOT / "db", copy.root / "db")
 
 
-def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
-                           role, key, "--env", env], input=value, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **copy.env}, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
 
 def sql(pet: str, query: str) -> str:
     """A query in the pet as the postgres OS user (peer), in the application's database."""
@@ -64,6 +57,12 @@ def sql(pet: str, query: str) -> str:
                            "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-d", "gitlab", "-c", query],
                           capture_output=True, text=True, timeout=60)
     return done.stdout.strip() if done.returncode == 0 else f"error: {done.stderr.strip()}"
+
+
+def serving(name: str) -> list[str]:
+    """The copy's web nodes, not those draining away from an earlier rollout by themselves."""
+    return [n for n in docker.lab_containers()
+            if n.startswith(f"{name}-web-") and not n.endswith(".draining")]
 
 
 def dump(pet: str) -> str:
@@ -96,7 +95,6 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
     trim(fc)
     pet = f"{name}-postgres-01"
     password = f"pw-{uuid.uuid4().hex[:16]}"
-    admin = Vault(lab.vault_addr, vault_root_token(lab).reveal())
     timings: dict[str, float] = {}
 
     def rows() -> str:
@@ -114,7 +112,7 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
                                       ("postgres", "db_password", "production", password),
                                       ("web", "secret_key_base", "canary", "skb-can"),
                                       ("web", "secret_key_base", "production", "skb-prod")):
-            assert put(fc, role, key, env, value).code == 0, f"put {role} {key} {env}"
+            assert fc.put_secret(role, key, env, value).code == 0, f"put {role} {key} {env}"
         baked = fc.run("bake", "gitaly", "postgres", "redis", "web", "--version", "v1")
         assert baked.code == 0, f"the bake: {baked.stderr[-800:]}"
         shown = fc.run("images", "show", "web:v1")
@@ -176,9 +174,9 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
             f"each migration's locks, time and the size of what it touched: {ran}"
         assert "+    name text" in verdict["schema_diff"] and "-    created_at" in \
             verdict["schema_diff"], f"the schema's difference: {verdict['schema_diff']}"
-        after = dump(pet)
-        assert after == production_data, "production's data is unchanged by the rehearsal: " + \
-            "\n".join(difflib.unified_diff(production_data.splitlines(), after.splitlines(),
+        copied = dump(pet)
+        assert copied == production_data, "production's data is unchanged by the rehearsal: " + \
+            "\n".join(difflib.unified_diff(production_data.splitlines(), copied.splitlines(),
                                            lineterm="", n=1))[:1500]
         assert rows() == "20261202120000:regular:v1", "nothing ran on production's database"
         left = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], text=True,
@@ -245,14 +243,14 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
             in refused.stderr, f"canary refuses v3 after its failed rehearsal: {refused.stderr}"
         fc.edit("fleet.toml", 'pets_from = "production"\nrequire_rehearsal = true',
                 'pets_from = "production"')
-        before = [n for n in docker.lab_containers() if n.startswith(f"{name}-web-")]
+        before = serving(name)
         broken = fc.run("promote", "v3", "--to", "canary")
         assert broken.code == 1, f"refused: {broken.stderr}"
         line = [x for x in broken.stderr.splitlines() if x.startswith("fleet: error:")]
         assert len(line) == 1 and "20261202150000_broken" in line[0] \
             and "20261202150000_broken.sql:2:" in line[0] and "before any node changed" in line[0], \
             f"one line with the file and line: {line}"
-        after = [n for n in docker.lab_containers() if n.startswith(f"{name}-web-")]
+        after = serving(name)
         assert after == before, f"no node changed: {before} -> {after}"
         assert "20261202150000" not in rows() and \
             sql(pet, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'x'") \
@@ -304,8 +302,4 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         print(json.dumps({k: round(v, 1) for k, v in timings.items()}))
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
-        for policy in admin.policies(f"{name}-"):
-            admin.delete_policy(policy)
-        for approle in admin.approles(f"{name}-", "approle"):
-            admin.delete_approle(approle, "approle")
-        admin.disable_secrets_engine(name)
+        forget_vault(lab.vault_addr, vault_root_token(lab).reveal(), name)

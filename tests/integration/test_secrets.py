@@ -21,22 +21,13 @@ from fleet.model.secret import Secret
 from fleet.services.context import load
 from fleet.services.topology import management_token, vault_root_token
 from fleet.workflows import secrets as workflow
-from tests.conftest import ROOT, FleetCopy, Run, eventually, throwaway_vault
+from tests.conftest import ROOT, FleetCopy, eventually, throwaway_vault
 
 pytestmark = pytest.mark.lab
 VALUES = {("web", "canary", "db_password"): "pw-web-canary-7Hq2",
           ("web", "canary", "secret_key_base"): "skb-web-canary-Xk81",
           ("api", "canary", "db_password"): "pw-api-canary-Mm30"}
 
-
-def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
-    import os
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
-                           role, key, "--env", env], input=value, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **copy.env}, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture
@@ -80,13 +71,13 @@ def test_sync_check_put_and_least_privilege(lab: Any, copy: FleetCopy) -> None:
     assert check.code == 1 and "missing: web/canary: db_password" in check.stdout
     assert check.stderr.count("\n") == 2  # the count, then one error line
     for (role, env, key), value in VALUES.items():
-        stored = put(copy, role, key, env, value)
+        stored = copy.put_secret(role, key, env, value)
         assert stored.code == 0, stored.stderr
         assert value not in stored.stdout + stored.stderr
     check = copy.run("secrets", "check", "canary")
     assert check.code == 0, check.stdout + check.stderr
     assert not any(v in check.stdout + check.stderr for v in VALUES.values())
-    refused = put(copy, "web", "not_declared", "canary", "x")
+    refused = copy.put_secret("web", "not_declared", "canary", "x")
     assert refused.code == 1 and "does not declare" in refused.stderr
 
     vault = Vault(lab.vault_addr, lab.vault_token.reveal())
@@ -156,7 +147,7 @@ def node_file(node: str, path: str) -> tuple[str, str]:
 def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: FleetCopy) -> None:
     assert copy.run("secrets", "sync").code == 0
     for (role, env, key), value in VALUES.items():
-        assert put(copy, role, key, env, value).code == 0
+        assert copy.put_secret(role, key, env, value).code == 0
     baked = copy.run("bake", "web", "--version", "v1")
     assert baked.code == 0, baked.stderr
     promoted = copy.run("promote", "v1", "--to", "canary", "--role", "web")
@@ -189,7 +180,7 @@ def test_node_boots_with_its_secrets_rotates_and_nothing_leaks(lab: Any, copy: F
         assert lab.consul().get(f"{prefix}/catalog/web/v9") is None
 
         # rotation: a new value, new credentials; the node logs in again and re-renders
-        assert put(copy, "web", "db_password", "canary", "pw-web-canary-rotated-9Zt").code == 0
+        assert copy.put_secret("web", "db_password", "canary", "pw-web-canary-rotated-9Zt").code == 0
         rotated = copy.run("secrets", "rotate", "web", "--env", "canary", "--json")
         assert rotated.code == 0, rotated.stderr
         assert [n for n, _ in rotated.json()["nodes"]] == [node]

@@ -7,10 +7,8 @@ plan, status and check show the borrowing; nothing of canary's reaches productio
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -26,7 +24,7 @@ from fleet.model.secret import Secret
 from fleet.services import cattle
 from fleet.services.context import load
 from fleet.services.topology import vault_root_token
-from tests.conftest import ROOT, FleetCopy, Run, eventually
+from tests.conftest import ROOT, FleetCopy, eventually, forget_vault
 
 pytestmark = pytest.mark.lab
 PETS = {"gitaly": ("gitaly-01", 8075), "postgres": ("postgres-01", 5432),
@@ -45,12 +43,6 @@ def trim(copy: FleetCopy) -> None:
     for role in ("web", "postgres"):
         shutil.copy(ROOT / "secrets-policy" / f"{role}.hcl", copy.root / "secrets-policy")
 
-
-def put(copy: FleetCopy, role: str, key: str, env: str, value: str) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
-                           role, key, "--env", env], input=value, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **copy.env}, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 def on_node(node: str, *argv: str) -> str:
@@ -82,11 +74,11 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
                                       ("postgres", "db_password", "production", prod_pw),
                                       ("web", "secret_key_base", "canary", canary_skb),
                                       ("web", "secret_key_base", "production", "skb-prod")):
-            stored = put(fc, role, key, env, value)
+            stored = fc.put_secret(role, key, env, value)
             assert stored.code == 0, f"put {role} {key} --env {env}: {stored.stderr}"
 
         # canary's db_password is production's: never asked of canary, never put there
-        refused = put(fc, "web", "db_password", "canary", "pw-canary-own")
+        refused = fc.put_secret("web", "db_password", "canary", "pw-canary-own")
         assert refused.code == 1, "a borrowed secret cannot be put in the borrower"
         assert refused.stderr.strip().splitlines() == [
             "fleet: error: canary takes web's db_password from production, whose pets it uses "
@@ -180,7 +172,7 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
         # a new production password reaches canary's copy at once, and its node at rotate
         step = time.monotonic()
         new_pw = f"pw-prod-{uuid.uuid4().hex[:12]}"
-        assert put(fc, "postgres", "db_password", "production", new_pw).code == 0
+        assert fc.put_secret("postgres", "db_password", "production", new_pw).code == 0
         assert (admin.kv_get(name, "web/production") or {}).get("db_password") == new_pw, \
             "the database's password is written for the cattle that log in with it"
         assert admin.kv_get(name, "web/canary") == {"db_password": new_pw,
@@ -206,8 +198,4 @@ def test_canary_runs_against_production_pets(lab: Any, fleet_copy: FleetCopy) ->
         print(timings)
     finally:
         docker.remove_containers([n for n in docker.lab_containers() if n.startswith(f"{name}-")])
-        for policy in admin.policies(f"{name}-"):
-            admin.delete_policy(policy)
-        for approle in admin.approles(f"{name}-", model.APPROLE_MOUNT):
-            admin.delete_approle(approle, model.APPROLE_MOUNT)
-        admin.disable_secrets_engine(name)
+        forget_vault(lab.vault_addr, vault_root_token(lab).reveal(), name)

@@ -27,17 +27,10 @@ from fleet.services import baseimage, topology
 from fleet.services.context import load
 from fleet.workflows import secrets as workflow
 from fleet.workflows.lab.openbao_server import operator_up
-from tests.conftest import EXAMPLE, ROOT, FleetCopy, Run, eventually, throwaway_vault
+from tests.conftest import EXAMPLE, ROOT, FleetCopy, eventually, throwaway_vault
 
 pytestmark = pytest.mark.lab
 
-
-def put(copy: FleetCopy, role: str, key: str, env: str, value: str,
-        extra: dict[str, str] | None = None) -> Run:
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(copy.file), "secrets", "put",
-                           role, key, "--env", env], input=value, capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **copy.env, **(extra or {})}, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
 def mode(path: Path) -> int:
@@ -75,7 +68,7 @@ def test_commands_run_as_the_operator_and_every_secret_read_is_audited(
         synced = fc.run("secrets", "sync")
         assert synced.code == 0, synced.stderr
         for key, value in values.items():
-            stored = put(fc, "web", key, "canary", value)
+            stored = fc.put_secret("web", key, "canary", value)
             assert stored.code == 0, stored.stderr
         base = lab.fleet.bases["bookworm"]
         _, image = baseimage.current(base, ROOT / "packer" / "base", lab.state_dir / "cache")
@@ -176,7 +169,7 @@ def test_a_command_that_needs_more_than_the_operator_policy_fails_in_one_line(
             capture_output=True, text=True, cwd=ROOT, env={**os.environ, **fleet_copy.env, **env},
             stdin=subprocess.DEVNULL, timeout=60)
         assert again.returncode == 0, again.stderr
-        stored = put(fleet_copy, "web", "secret_key_base", "canary", "x-value", env)
+        stored = fleet_copy.put_secret("web", "secret_key_base", "canary", "x-value", env)
         assert stored.code == 0, stored.stderr
 
 
