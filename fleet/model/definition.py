@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import ConfigError
-from fleet.model import migrations, review
+from fleet.model import cutover, migrations, review
+from fleet.model.cutover import MoveSettings
 from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
 from fleet.model.locate import locate
 from fleet.model.migrations import Migrations
@@ -80,6 +81,7 @@ class Role:
     settings: Mapping[str, Any]
     scrub: str = ""   # pets: the script run against a copy of the data (fleet env refresh)
     migrations: Migrations | None = None   # cattle: the schema migrations its image carries
+    move: MoveSettings | None = None   # pets: [move], how fleet move copies and cuts over
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
             found.append((f"{path}.scrub", "only a pet role has data to scrub"))
     found += review.problems(data, seen_env)
     found += migrations.problems(data)
+    found += cutover.problems(data)
     if not found:
         found += _cycles(roles)
     return found
@@ -352,4 +355,5 @@ def _role(name: str, r: Mapping[str, Any]) -> Role:
         settings=dict(r.get("settings", {})),
         scrub=r.get("scrub", ""),
         migrations=migrations.declared(r),
+        move=cutover.declared(r),
     )

@@ -109,6 +109,19 @@ MIGRATIONS = Table(
     doc="cattle: the schema migrations the role's image carries; regular ones (default "
         "db/migrate) run before a rollout, post-deployment ones (default db/post_migrate) after",
 )
+MOVE = Table(
+    fields={
+        "method": Str(choices=("rsync", "pg_basebackup"),
+                      doc="how `fleet move` copies the data: rsync over SSH (default), or "
+                          "pg_basebackup for a PostgreSQL pet"),
+        "cutover": Array(Int(minimum=1, maximum=100), min_items=1,
+                         doc="the target's share of traffic (percent) after each cut-over "
+                             "step, increasing, ending at 100 (default [10, 50, 100])"),
+        "soak": Duration(doc="how long each cut-over step is held, gated on the target's "
+                             "health (default 30s)"),
+    },
+    doc="pets: how `fleet move` moves an instance to another (copy, then weighted cut-over)",
+)
 ROLE = Table(
     fields={
         "class": Str(choices=tuple(c.value for c in RoleClass)),
@@ -133,6 +146,7 @@ ROLE = Table(
         "scrub": Str(doc="pets: a script (relative to fleet.toml) run against a copy of the "
                          "data before anything connects to it, e.g. to mask personal data"),
         "migrations": MIGRATIONS,
+        "move": MOVE,
     },
     required=("class", "base", "provisioner"),
 )
