@@ -133,7 +133,9 @@ def test_prune_keeps_the_channel_its_rollback_and_the_newest(lab: Any, fleet_cop
             "the pruned record stays in the catalog, marked, as history"
         assert "older than the 1 newest of web" in shown["pruned_reason"], shown
         events = [e for e in fc.run("history", "--json").json() if e["event"] == "prune"]
-        assert [e["images"] for e in events] == [["web:v3", f"{repository}:000000000000"]]
+        ours = [[i for i in e["images"] if i.startswith(("web:", repository))] for e in events]
+        assert ours == [["web:v3", f"{repository}:000000000000"]], events  # the lab may hold
+        # stale base images of other bases too (a base rebuilt on this machine): pruned alike
 
         again = prune(fc)
         assert {o for o, _ in outcomes(again).values()} == {"kept"}, "a rerun must be a no-op"

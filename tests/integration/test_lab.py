@@ -34,7 +34,7 @@ def test_up_is_idempotent_and_renews_the_operators_vault_token(lab: Any) -> None
     states = {name: p["state"] for name, p in parts(report).items()}
     assert states == {"dockerd": "up", "network fleet-lab": "up", "neighbour table": "up",
                       "consul": "up", "openbao": "up", "reboot watcher": "up",
-                      "base image bookworm": "up"}
+                      "base image bookworm": "up", "base image bookworm-postgres": "up"}
     after = topology.vault_operator(topology.paths(lab))
     assert after is not None and after[0].reveal() == held[0].reveal(), "renewed, not re-minted"
     renewed = Vault(lab.vault_addr, held[0].reveal()).lookup_self()

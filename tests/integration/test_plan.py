@@ -85,8 +85,14 @@ def test_plan_apply_converge_drift_stale_and_destroy(fleet_copy: FleetCopy, lab:
         done = [(d["env"], d["target"], d["action"]) for d in json.loads(applied.stdout)["done"]]
         assert [a for _, _, a in done[:len(bakes)]] == ["bake"] * len(bakes)
         done = [d for d in done if d[2] != "sync secrets"]
-        envs = [e for e, _, _ in done if e]
-        assert envs == sorted(envs, key=["canary", "staging", "production"].index)
+        chain = ["canary", "staging", "production"].index
+        placed = {t for _, t, _ in creates}
+        machines = [i for i, (e, t, _) in enumerate(done) if e and t in placed]
+        cattle = [i for i, (e, t, _) in enumerate(done) if e and t not in placed]
+        assert max(machines) < min(cattle), f"every environment's pets before any cattle: {done}"
+        for group in (machines, cattle):
+            envs = [done[i][0] for i in group]
+            assert envs == sorted(envs, key=chain), f"environments in chain order: {envs}"
         staging = [t for e, t, _ in done if e == "staging"]
         assert staging == ["gitaly-stg-01", "postgres-stg-01", "redis-stg-01"]
         running = docker_ps()
