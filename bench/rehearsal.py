@@ -85,12 +85,7 @@ def source(gb: float) -> int:
     run(["docker", "run", "--detach", "--name", SOURCE, "--network", "none", "--entrypoint", "sh",
          "--shm-size", pgcluster.SHM,
          f"--volume={SOURCE}:/var/lib/postgresql", IMAGE, "-c", START])
-    deadline = time.monotonic() + 120
-    while process.run(pgcluster.psql_argv(SOURCE, "postgres", "SELECT 1"), check=False,
-                      timeout=30).returncode != 0:
-        if time.monotonic() > deadline:
-            raise SystemExit("the source cluster did not start")
-        time.sleep(0.5)
+    pgcluster.wait_ready(SOURCE, "postgres")
     pgcluster.query(SOURCE, "postgres", f"CREATE DATABASE {DB}")
     events = int(gb * 5_200_000)
     sql = GENERATE.format(users=max(events // 50, 1000), projects=max(events // 200, 100),

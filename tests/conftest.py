@@ -95,6 +95,19 @@ class FleetCopy:
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def pg_dump(pet: str) -> str:
+    """pg_dump of a postgres pet's application database (its schema and every row), through
+    the pet, with a fixed \\restrict key so two dumps of the same data are the same text."""
+    import subprocess
+
+    done = subprocess.run(["docker", "exec", pet, "runuser", "-u", "postgres", "--",
+                           "/usr/lib/postgresql/15/bin/pg_dump", "--restrict-key=fleet", "-h",
+                           "/run/postgresql", "gitlab"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def forget_vault(vault_addr: str, root_token: str, name: str) -> None:
     """A fleet copy's policies, AppRoles and kv mount (named after it) out of the lab's Vault."""
     from fleet.adapters.vault import Vault

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.adapters import pgcluster, postgres
+from fleet.adapters.consul import Consul
 from fleet.adapters.postgres import Database, Ran, Status
 from fleet.errors import FleetError
 from fleet.model.image import ImageRecord
@@ -76,10 +77,11 @@ class Copy:
         shutil.rmtree(self.archive.parent, ignore_errors=True)
 
 
-def _roles(ctx: Context, version: str, role: str | None) -> list[tuple[str, ImageRecord]]:
+def _roles(ctx: Context, consul: Consul, version: str,
+           role: str | None) -> list[tuple[str, ImageRecord]]:
     """The roles to rehearse: the one named, or every one whose image at version carries
     migrations."""
-    images = Catalog(ctx.consul(), ctx.fleet.kv_prefix)
+    images = Catalog(consul, ctx.fleet.kv_prefix)
     if role is not None:
         r = ctx.fleet.role(role)
         if r.migrations is None:
@@ -97,8 +99,8 @@ def _roles(ctx: Context, version: str, role: str | None) -> list[tuple[str, Imag
 def rehearse(ctx: Context, version: str, env: str, role: str | None, say: Say) -> list[Rehearsal]:
     """Rehearse each role's pending migrations at version on env's data; the verdicts."""
     ctx.fleet.environment(env)  # an unknown environment, named
-    roles = _roles(ctx, version, role)
     consul = ctx.consul()
+    roles = _roles(ctx, consul, version, role)
     verdicts = []
     with env_lock(consul, ctx.fleet.kv_prefix, LOCK, wait=True, timeout=1800, say=say):
         for name, image in roles:
@@ -161,14 +163,13 @@ def _migrate(copy: Copy, target: database.Target, image: ImageRecord,
     for m in todo:
         sizes = pgcluster.sizes(copy.container, target.db.name)
         pgcluster.start_sampler(copy.container, target.db.name)
-        began = time.time()
         try:
             ran = postgres.apply(image.artifact, copy.network, db, image.version, [m.id],
                                  lock_timeout=LOCK_TIMEOUT)
         finally:
             samples = pgcluster.stop_sampler(copy.container)
         after = pgcluster.sizes(copy.container, target.db.name)
-        run = _run(m, ran, samples, began, sizes, after)
+        run = _run(m, ran, samples, sizes, after)
         say(f"  {m.label}: " + (f"{run.seconds:.2f}s, locks {', '.join(run.locks) or 'none'}"
                                 if run.ok else f"failed: {run.error}"))
         runs.append(run)
@@ -180,15 +181,14 @@ def _migrate(copy: Copy, target: database.Target, image: ImageRecord,
     return runs, diff
 
 
-def _run(m: Migration, ran: tuple[Ran, ...], samples: list[pgcluster.LockSample], began: float,
+def _run(m: Migration, ran: tuple[Ran, ...], samples: list[pgcluster.LockSample],
          before: dict[str, int], after: dict[str, int]) -> MigrationRun:
     """One migration's report from the runner's line, the lock samples and the table sizes."""
     mine = next((r for r in ran if r.id == m.id), None)
     if mine is None:
         return MigrationRun(m.id, m.name, m.kind, 0.0, error="fleet-migrate did not run it")
-    window = [s for s in samples if s.at >= began - 1]
-    waits = sum(1 for s in window if not s.granted) * SAMPLE_INTERVAL
-    touched = ({lock.split(" ", 1)[-1] for lock in mine.locks} | {s.relation for s in window}
+    waits = sum(1 for s in samples if not s.granted) * SAMPLE_INTERVAL  # this migration's own
+    touched = ({lock.split(" ", 1)[-1] for lock in mine.locks} | {s.relation for s in samples}
                | {t for t in set(before) | set(after) if before.get(t) != after.get(t)})
     error = mine.error or ("" if mine.status is not Status.FAILED else "failed")
     return MigrationRun(m.id, m.name, m.kind, round(mine.seconds, 3), mine.locks, round(waits, 3),

@@ -29,7 +29,7 @@ import pytest
 from fleet.adapters import docker
 from fleet.model.rehearsal import Rehearsal
 from fleet.services.topology import vault_root_token
-from tests.conftest import ROOT, FleetCopy, Run, eventually, forget_vault
+from tests.conftest import ROOT, FleetCopy, Run, eventually, forget_vault, pg_dump
 
 pytestmark = pytest.mark.lab
 REGULAR, POST = "db/migrate", "db/post_migrate"
@@ -63,16 +63,6 @@ def serving(name: str) -> list[str]:
     """The copy's web nodes, not those draining away from an earlier rollout by themselves."""
     return [n for n in docker.lab_containers()
             if n.startswith(f"{name}-web-") and not n.endswith(".draining")]
-
-
-def dump(pet: str) -> str:
-    """pg_dump of the application's database: its schema and every row."""
-    done = subprocess.run(["docker", "exec", pet, "runuser", "-u", "postgres", "--",
-                           "/usr/lib/postgresql/15/bin/pg_dump", "--restrict-key=fleet", "-h",
-                           "/run/postgresql", "gitlab"], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def migration(copy: FleetCopy, where: str, name: str, text: str) -> None:
@@ -159,7 +149,7 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
             f"canary admits v2 only after a rehearsal: {unrehearsed.stderr}"
         sql(pet, "INSERT INTO users (email) SELECT 'user' || g || '@example.com' "
                  "FROM generate_series(1, 2000) g")
-        production_data = dump(pet)
+        production_data = pg_dump(pet)
         rehearsed = fc.run("db", "rehearse", "v2", "--env", "canary", "--json")
         assert rehearsed.code == 0, f"the rehearsal passes: {rehearsed.stderr[-800:]}"
         verdict = rehearsed.json()[0]
@@ -174,7 +164,7 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
             f"each migration's locks, time and the size of what it touched: {ran}"
         assert "+    name text" in verdict["schema_diff"] and "-    created_at" in \
             verdict["schema_diff"], f"the schema's difference: {verdict['schema_diff']}"
-        copied = dump(pet)
+        copied = pg_dump(pet)
         assert copied == production_data, "production's data is unchanged by the rehearsal: " + \
             "\n".join(difflib.unified_diff(production_data.splitlines(), copied.splitlines(),
                                            lineterm="", n=1))[:1500]

@@ -8,6 +8,7 @@ Everything runs through the real command line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from fleet.adapters import docker
 from fleet.model.nodes import node_name
 from fleet.services.state import FleetState
-from tests.conftest import FleetCopy, eventually
+from tests.conftest import FleetCopy, eventually, pg_dump
 
 pytestmark = pytest.mark.lab
 
@@ -63,8 +64,7 @@ def checksum(container: str) -> str:
     bits, statistics, the bgwriter's WAL records), so their bytes say nothing of a writer."""
     files = sh(container, f"tar --sort=name --numeric-owner --exclude=./15 -C {DATA} -cf - . "
                           "| sha256sum").split()[0]
-    rows = sh(container, "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_dump "
-                         "--restrict-key=fleet -h /run/postgresql gitlab | sha256sum").split()[0]
+    rows = hashlib.sha256(pg_dump(container).encode()).hexdigest()
     return f"{files}:{rows}"
 
 
