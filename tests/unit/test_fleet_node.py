@@ -73,3 +73,14 @@ def test_login_hands_the_agent_its_token_0600_and_prints_no_value(
     assert node.stored_token() == token
     out = capsys.readouterr()
     assert token not in out.out + out.err and "stored its consul token" in out.out
+
+
+def test_drain_without_a_token_asks_nothing_of_the_agent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node stopped before its token came has nothing registered: drain is quiet, and
+    fleet-init goes on to its leave."""
+    node = load()
+    monkeypatch.setattr(node, "CONSUL_CONFIG", str(tmp_path / "consul" / "acl.json"))
+    monkeypatch.setattr(node.urllib.request, "urlopen",
+                        lambda *a, **k: pytest.fail("drain called the agent without a token"))
+    assert node.main(["drain"]) == 0
