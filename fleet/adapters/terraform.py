@@ -98,15 +98,17 @@ class Workspace:
         return {name: value["value"] for name, value in outputs.items()}
 
     def plan(self, variables: Mapping[str, Any], out: Path, *, replace: Sequence[str] = (),
-             lock_timeout: str = "10s") -> Plan:
+             targets: Sequence[str] = (), lock_timeout: str = "10s") -> Plan:
         """Plan the module with these variables (refreshing first) into the file `out`, and
-        return that saved plan as `terraform show -json` describes it."""
+        return that saved plan as `terraform show -json` describes it; `targets` limits it to
+        those resources (and what they depend on), as `-target` does."""
         self.init()
         out.parent.mkdir(parents=True, exist_ok=True)
         var_file = out.with_suffix(".tfvars.json")
         var_file.write_text(json.dumps(variables, indent=1, sort_keys=True))
         self.run("plan", "-input=false", "-no-color", f"-lock-timeout={lock_timeout}",
-                 f"-out={out}", f"-var-file={var_file}", *(f"-replace={a}" for a in replace))
+                 f"-out={out}", f"-var-file={var_file}", *(f"-replace={a}" for a in replace),
+                 *(f"-target={a}" for a in targets))
         return self.show(out)
 
     def state(self) -> dict[str, Any]:

@@ -41,7 +41,8 @@ def tags(fleet: str, role: Role, env: str, version: str) -> list[str]:
             f"class:{role.cls.value}"]
 
 
-def services_json(fleet: str, role: Role, env: str, version: str, weight: int) -> str:
+def services_json(fleet: str, role: Role, env: str, version: str, weight: int,
+                  warning: int = 1, extra_tags: tuple[str, ...] = ()) -> str:
     """The agent's service definitions: tags, a health check per service, and Weights."""
     services = []
     for service in role.services:
@@ -54,9 +55,9 @@ def services_json(fleet: str, role: Role, env: str, version: str, weight: int) -
         services.append({
             "name": service.name,
             "port": service.port,
-            "tags": tags(fleet, role, env, version),
+            "tags": [*tags(fleet, role, env, version), *extra_tags],
             "meta": {"fleet": fleet, "role": role.name, "env": env, "version": version},
-            "weights": {"passing": weight, "warning": 1},
+            "weights": {"passing": weight, "warning": warning},
             "checks": [check],
         })
     return json.dumps({"services": services}, sort_keys=True)

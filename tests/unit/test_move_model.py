@@ -325,3 +325,28 @@ def test_an_unreadable_record_is_one_clear_error() -> None:
         assert "consul kv get" in caught.value.line(), "the fix says where to look"
     with pytest.raises(MoveError, match=r"bad cut-over \[10, 50\]: it must end at 100"):
         Move.from_json(json.dumps({**good, "cutover": [10, 50]}))
+
+
+def test_terraform_keeps_a_target_from_its_creation_and_drops_a_finished_source() -> None:
+    """fleet/model/moved.py: what every plan and apply of the environment holds while moves
+    are on record, whatever fleet.toml says meanwhile."""
+    from fleet.model.moved import held_back, placement
+
+    def placed(move: Move) -> tuple[set[str], set[str]]:
+        found = placement([move], "production")
+        return set(found.targets), set(found.decommissioned)
+
+    assert placed(new_move()) == (set(), set()), "a plan creates nothing"
+    for step in (Step.CREATE_TARGET, Step.COPY, Step.CUT_OVER):
+        assert placed(walk(step)) == ({"gitaly-02"}, set()), f"the target is kept at {step}"
+    failed = mv.fail(walk(Step.COPY), "network", BY, AT)
+    assert placed(failed) == ({"gitaly-02"}, set()), "a failed copy keeps its target"
+    assert placed(mv.fail(new_move(), "down", BY, AT)) == (set(), set())
+    aborting = mv.abort(walk(Step.VERIFY), BY, AT)
+    assert placed(aborting) == (set(), set()), "an abort's own apply destroys the target"
+    finishing = walk(Step.FINISHING)
+    assert placed(finishing) == ({"gitaly-02"}, {"gitaly-01"})
+    finished = finishing.go(Step.FINISHED, BY, AT)
+    assert placed(finished) == ({"gitaly-02"}, {"gitaly-01"})
+    assert held_back(walk(Step.CUT_OVER)) and not held_back(finishing), "declared from finishing"
+    assert placement([finished], "staging").targets == {}, "other environments are untouched"
