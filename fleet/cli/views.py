@@ -203,6 +203,7 @@ EVENTS = {
     "migration-failed": "{kind} migration {migration} of {version} on {database}'s database: {error}",
     "migrations-waiting": "post-deployment {migrations} of {version} wait for {waiting_for}",
     "rollback-refused": "step {step} failed ({reason}) and rolling back would cross: {detail}",
+    "move": "{pet} to {target}: {step} {outcome}",
 }
 HEAD = {"at", "env", "event", "who", "rollout", "roles"}  # said around the sentence
 
@@ -346,7 +347,8 @@ SCAN = View(_scan)
 # ---- plan, apply, converge, run -------------------------------------------------------------
 
 PLAN_COLOURS = {"bake": "cyan", "create": "green", "promote": "green", "grow": "green",
-                "update": "yellow", "roll": "yellow", "shrink": "yellow", "repair": "yellow",
+                "update": "yellow", "converge": "yellow", "move": "yellow", "roll": "yellow",
+                "shrink": "yellow", "repair": "yellow",
                 "replace": "red", "destroy": "red", "revoked": "red", "missing secret": "red"}
 
 

@@ -78,6 +78,10 @@ class ImageRecord:
     # the schema migrations it carries (model.migrations.to_record); () for a role without
     # them, and for a record baked before images carried any
     migrations: tuple[dict[str, str], ...] = ()
+    # the provisioner's own inputs it was baked with (bakeinputs.provision_digest): what a
+    # pet running it has had until its first converge; "" for a record baked before
+    provision_digest: str = ""
+    platform_digest: str = ""   # its base, Packer, template and target (bakeinputs)
 
     @property
     def ref(self) -> str:

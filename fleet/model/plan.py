@@ -39,6 +39,8 @@ class Action(StrEnum):
     BAKE = "bake"              # the role's inputs digest has no image in the catalog
     CREATE = "create"
     UPDATE = "update"          # in place (a pet's settings): Terraform records, converge applies
+    CONVERGE = "converge"      # a pet's provisioner changed since it last ran there: in place
+    MOVE = "move"              # a pet runs an older image than its role's: offered, never done
     REPLACE = "replace"
     DESTROY = "destroy"
     PROMOTE = "promote"        # a cattle role that never ran: its current image to the first env
@@ -171,6 +173,19 @@ class Desired:
     channels: Mapping[tuple[str, str], str]    # (env, role) -> version
     envs: tuple[str, ...]                      # the environments asked for
     options: Options = field(default_factory=Options)
+    provision: Mapping[str, str] = field(default_factory=dict)  # role -> provision digest now
+    images: Mapping[str, PetRun] = field(default_factory=dict)  # role -> its current image
+
+
+@dataclass(frozen=True)
+class PetRun:
+    """What a running pet has (or a role's current image offers): the image version, the
+    provisioner (a pet's last converge's provision digest, else its image's) and what the
+    image is made on (its platform digest: base, Packer, template); "" when unknown."""
+
+    version: str
+    provisioned: str = ""
+    platform: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,8 @@ class Actual:
                                                                # lender's secrets differ
     gone: Mapping[str, str] = field(default_factory=dict)      # node Consul lists -> why it is
                                                                # gone all the same (nodes.gone)
+    pets: Mapping[str, PetRun] = field(default_factory=dict)   # running pet instance -> what
+                                                               # it has (Terraform state, KV)
 
 
 def diff(desired: Desired, actual: Actual) -> Plan:
@@ -216,6 +233,7 @@ def diff(desired: Desired, actual: Actual) -> Plan:
             else:
                 items += [_machine(role, env, by_instance[i], desired.options)
                           for i in role.instances[env] if i in by_instance]
+                items += _in_place(desired, actual, env, role, set(by_instance))
         owned = {i for r in fleet.roles.values() for i in r.instances.get(env, ())}
         items += [_machine(None, env, m, desired.options)
                   for m in actual.machines.get(env, ()) if m.instance not in owned]
@@ -278,6 +296,34 @@ def _cattle(desired: Desired, actual: Actual, env: str, role: Role) -> list[Item
                 else:
                     continue
                 found.append(item(Action.REPAIR, f"{node} {why}: replaced", node, drift=True))
+    return found
+
+
+def _in_place(desired: Desired, actual: Actual, env: str, role: Role,
+              changing: set[str]) -> list[Item]:
+    """A running pet whose Terraform plan is empty: converge it when its role's provisioner
+    changed since it last ran there (settings changes are Terraform's update, which converges
+    too); offer a move when its role's image is made on another platform than the one it runs
+    (a newer image that differs only in its provisioner is what a converge gives it; a pet is
+    never replaced for that unasked: its container holds a live service)."""
+    if role.cls is not RoleClass.PET:
+        return []
+    found = []
+    now, image = desired.provision.get(role.name, ""), desired.images.get(role.name)
+    for instance in role.instances[env]:
+        run = actual.pets.get(instance)
+        if run is None or instance in changing:
+            continue
+        if now and run.provisioned and run.provisioned != now:
+            found.append(Item(env, role.name, "pet", instance, Action.CONVERGE,
+                              f"its provisioner changed since it last ran there "
+                              f"({run.provisioned[:12]} -> {now[:12]}): converged in place"))
+        if image and run.platform and image.platform and run.platform != image.platform:
+            found.append(Item(env, role.name, "pet", instance, Action.MOVE,
+                              f"runs {role.name}:{run.version}; {role.name}:{image.version} "
+                              "is made on another base, Packer or template, which no converge "
+                              "brings", blocked=f"--allow-replace {instance} runs it in a new "
+                                                "container on the same data volume"))
     return found
 
 

@@ -104,11 +104,34 @@ def role_document(role: Role) -> bytes:
 
 def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str) -> str:
     inputs = {name: path.read_bytes() for name, path in files(ctx, role).items()}
-    inputs["template"] = template_for(ctx, target, role).read_bytes()
-    inputs["base"] = base_id.encode()
+    inputs.update(_platform(ctx, target, role, base_id, packer_version))
     inputs["role"] = role_document(role)
-    inputs["packer"] = packer_version.encode()
-    inputs["target"] = target.kind.encode()
+    return inputs_digest(inputs)
+
+
+def _platform(ctx: Context, target: Target, role: Role, base_id: str,
+              packer_version: str) -> dict[str, bytes]:
+    return {"template": template_for(ctx, target, role).read_bytes(), "base": base_id.encode(),
+            "packer": packer_version.encode(), "target": target.kind.encode()}
+
+
+def platform_digest(ctx: Context, target: Target, role: Role, base_id: str,
+                    packer_version: str) -> str:
+    """What an image is made on, which no converge changes: its base image, Packer, the
+    template and the target. A pet whose image differs from its role's newest in this needs a
+    new container (`fleet plan` offers a move); one that differs in its provisioner only is
+    converged in place (provision_digest)."""
+    return inputs_digest(_platform(ctx, target, role, base_id, packer_version))
+
+
+def provision_digest(ctx: Context, role: Role) -> str:
+    """What `fleet converge` runs on a pet or snowflake in place: the role's scripts, the lib
+    files they use and their environment (settings included). Narrower than the image's
+    digest (no base, template or Packer): it says whether a running instance has had the
+    provisioner as it is now. Recorded on the image at bake and per instance at converge."""
+    inputs = {name: path.read_bytes() for name, path in files(ctx, role).items()
+              if name.startswith(("lib/", "script/"))}
+    inputs["env"] = "\n".join(script_environment(role)).encode()
     return inputs_digest(inputs)
 
 

@@ -35,6 +35,7 @@ class StateKV(KV, Protocol):
 
     def keys(self, prefix: str) -> list[str]: ...
     def get_many(self, keys: list[str]) -> list[Entry]: ...
+    def delete(self, key: str) -> None: ...
 
 
 def _every(event: Event) -> bool:
@@ -97,6 +98,23 @@ class FleetState:
     def save_rollout(self, rollout: Rollout) -> None:
         _, index = self._read(f"rollouts/{rollout.env}")
         self._write(f"rollouts/{rollout.env}", rollout.to_json(), index)
+
+    # ---- what each pet or snowflake was last converged with ----
+    def converged(self) -> dict[str, str]:
+        """Instance -> the provision digest (services.bakeinputs.provision_digest) its last
+        converge ran, for every instance converged since it was created."""
+        keys = self.kv.keys(f"{self.prefix}/converged/")
+        return {e.key.rsplit("/", 1)[-1]: str(json.loads(e.value)["digest"])
+                for e in self.kv.get_many(keys) if e.value}
+
+    def set_converged(self, instance: str, digest: str, by: str) -> None:
+        _, index = self._read(f"converged/{instance}")
+        self._write(f"converged/{instance}", json.dumps({"digest": digest, "at": now(),
+                                                          "by": by}), index)
+
+    def forget_converged(self, instance: str) -> None:
+        """A new container runs its image's provisioner, not the last converge's."""
+        self.kv.delete(f"{self.prefix}/converged/{instance}")
 
     # ---- history ----
     def record(self, event: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ failure with what was done so far.
 - Pets and snowflakes: for each environment, Terraform plans again with the images now baked
   (and snowflakes that are not named kept as they are); if that plan does other work than the
   plan shown, apply stops: reality moved. Otherwise it applies that saved plan, then converges
-  (over SSH) the instances whose settings changed in place. An environment's pets and
+  (over SSH) the instances whose settings or provisioner changed, in place (a pet whose role
+  has a newer image is only offered a move: see fleet/model/plan.py). An environment's pets and
   snowflakes are one Terraform state. Every environment's are applied before any cattle: the
   cattle depend on them in the example, and a pets_from borrower's (the canary's) on its
   lender's, whose database their migrations change; a pet that depends on cattle would need
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fleet.adapters import docker
 from fleet.errors import FleetError
 from fleet.model.image import current
 from fleet.model.nodes import node_name
 from fleet.model.plan import Action, Item, Options, Plan, PlanError
+from fleet.services.bakeinputs import provision_digest
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.lock import env_lock
@@ -115,11 +117,18 @@ def apply(ctx: Context, envs: Iterable[str], options: Options, *, saved: Plan | 
     # (the canary's) run against its lender's database, and their migrations need it up
     for env in fresh.envs:
         machines = [i for i in work if i.env == env and i.action in MACHINE_ACTIONS]
+        in_place = [i for i in work if i.env == env and i.action in (Action.UPDATE, Action.CONVERGE)]
         if machines:
             done += _machines(ctx, env, fresh, machines, reading, say)
+            in_place += _behind(ctx, env, machines)
+        if in_place:
+            _converge(ctx, env, in_place, say)
+            done += [Done(env, i.role, i.target, i.action, "converged") for i in in_place
+                     if i.action is Action.CONVERGE]
     for env in fresh.envs:
-        done += _cattle(ctx, env, [i for i in work if i.env == env and i.action is not Action.SYNC
-                                   and i.action not in MACHINE_ACTIONS], reading, approve, say)
+        done += _cattle(ctx, env, [i for i in work if i.env == env and i.action not in
+                                   (Action.SYNC, Action.CONVERGE, *MACHINE_ACTIONS)],
+                        reading, approve, say)
     return ApplyReport(fresh, tuple(done), round(time.monotonic() - started, 1))
 
 
@@ -139,7 +148,7 @@ def _machines(ctx: Context, env: str, fresh: Plan, items: list[Item], reading: R
               for r in ctx.fleet.roles.values()}
     keep = [i.target for i in fresh.items if i.env == env and i.cls == "snowflake" and i.blocked]
     running = set(docker.lab_containers())
-    changes = plan_machines(ctx, env, images, (), fresh.options, running, keep)
+    changes, _ = plan_machines(ctx, env, images, (), fresh.options, running, keep)
     want = sorted((i.target, MACHINE_ACTIONS[i.action]) for i in items)
     got = sorted((c.instance, c.change) for c in changes)
     if want != got:
@@ -148,20 +157,46 @@ def _machines(ctx: Context, env: str, fresh: Plan, items: list[Item], reading: R
                         "run fleet plan and fleet apply again")
     say(f"{env}: applying {len(got)} change(s) to pets and snowflakes with Terraform")
     workspace(ctx, env).apply_saved(planfile(ctx, env))
-    done = [Done(env, i.role, i.target, i.action, i.detail) for i in items]
-    updated: dict[str, list[str]] = {}
+    state = FleetState(ctx.consul(), ctx.fleet.kv_prefix)
+    for i in items:  # a new container has its image's provisioner, not the last converge's
+        if i.action in (Action.CREATE, Action.REPLACE):
+            state.forget_converged(i.target)
+    return [Done(env, i.role, i.target, i.action, i.detail) for i in items]
+
+
+def _behind(ctx: Context, env: str, items: list[Item]) -> list[Item]:
+    """The pets just created or replaced whose image was baked with another provisioner than
+    the role's now (a pet replaced on the image it kept, after converges changed it): apply
+    converges them too, so that the next plan finds nothing."""
+    made = [i for i in items if i.cls == "pet" and i.action in (Action.CREATE, Action.REPLACE)]
+    if not made:
+        return []
+    after = workspace(ctx, env).state()
+    catalog = Catalog(ctx.consul(), ctx.fleet.kv_prefix)
+    behind = []
+    for i in made:
+        version = after[f'terraform_data.pet["{i.target}"]']["input"]["version"]
+        record = next((r for r in catalog.records(i.role) if r.version == version), None)
+        now = provision_digest(ctx, ctx.fleet.role(i.role))
+        if record is not None and record.provision_digest and record.provision_digest != now:
+            behind.append(replace(i, action=Action.CONVERGE))
+    return behind
+
+
+def _converge(ctx: Context, env: str, items: list[Item], say: Say) -> None:
+    """The provisioner in place on the instances whose settings (Terraform recorded them) or
+    provisioner changed, one converge per role."""
+    by_role: dict[str, list[str]] = {}
     for i in items:
-        if i.action is Action.UPDATE:
-            updated.setdefault(i.role, []).append(i.target)
-    for role, names in updated.items():
+        by_role.setdefault(i.role, []).append(i.target)
+    for role, names in by_role.items():
         report = remote.converge(ctx, role, [env], instances=names, say=say)
         if report.failed:
             first = report.failed[0]
             raise FleetError(f"converge of {role} failed on {first.host}: "
                              f"{first.error or first.stderr.strip() or first.exit_code}",
-                             "Terraform recorded the settings; fix the host and run "
-                             f"fleet converge {role} --env {env}")
-    return done
+                             "fix the host and run fleet apply again (or fleet converge "
+                             f"{role} --env {env})")
 
 
 def _cattle(ctx: Context, env: str, items: list[Item], reading: Reading,

@@ -15,7 +15,12 @@ What is read, in as few requests as the benchmark wants (none per node):
   parallel; the consul backend locks each state while its plan runs).
 
 A pet or snowflake keeps the image it was created with: a new image of its role reaches it
-only when `--allow-replace PET` or `--snowflake NAME` names it; settings change in place.
+only when `--allow-replace PET` or `--snowflake NAME` names it. The plan offers a pet a `move`
+when its role's newest image is made on another base, Packer or template than the one it
+runs (platform_digest). Settings change in place, and so does a changed provisioner
+(`converge`: its scripts, the lib files and their environment, as provision_digest digests
+them, differ from what its last converge ran there, or from what its image was baked with
+when it was never converged; KV <prefix>/converged/INSTANCE).
 
 A cattle node that is gone is drift (a `repair`, which apply carries out by replacing it):
 one the state holds that Consul does not list, and one Consul still lists that is dead all
@@ -36,18 +41,32 @@ from typing import Any
 from fleet.adapters import docker, terraform
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
+from fleet.model.cutover import NO_NEW_WORK
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
+from fleet.model.moved import held_back
 from fleet.model.nodes import gone, services_json
-from fleet.model.plan import Actual, Desired, MachineChange, Options, Plan, PlanError, data_path, refusals
+from fleet.model.plan import (
+    Actual,
+    Desired,
+    MachineChange,
+    Options,
+    PetRun,
+    Plan,
+    PlanError,
+    data_path,
+    refusals,
+)
 from fleet.model.plan import diff as plan_diff
 from fleet.model.promotion import Channel
 from fleet.model.spec import did_you_mean
 from fleet.services import cattle, database, topology
-from fleet.services.bakeinputs import bakeable, base_image, wanted_digests
+from fleet.services.bakeinputs import bakeable, base_image, provision_digest, wanted_digests
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
+from fleet.services.moves import Moves
+from fleet.services.state import FleetState
 
 TO_BAKE = "to-be-baked"   # a new instance's image while its role still has to be baked
 BASE = "base"             # the version of an instance the lab runs on the base image
@@ -142,14 +161,21 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
     """The machines module's variables for one environment.
 
     An instance in the state keeps its image unless named by options; one in `keep` keeps
-    everything it has (a snowflake apply may not change)."""
+    everything it has (a snowflake apply may not change). Pet moves add their targets and
+    take out the sources they decommissioned (fleet/model/moved.py). A target registers held
+    back (Passing 1, Warning 0, NO_NEW_WORK) until its move finishes: it takes no traffic
+    but what the cut-over gives it, and gets that back after a reboot mid-move; finishing
+    registers it as declared, in a new container on its volume."""
     fleet = ctx.fleet
     net = topology.network(ctx)
     _, public = topology.key_pair(ctx)
     pets: dict[str, Any] = {}
     snowflakes: dict[str, Any] = {}
     named = set(options.allow_replace) | set(options.snowflakes)
-    for instance, role in instances(ctx, env).items():
+    moved = Moves(ctx.consul(), fleet.kv_prefix).placement(env)
+    held = {i: r for i, r in instances(ctx, env).items() if i not in moved.decommissioned}
+    held.update({t: fleet.role(m.role) for t, m in moved.targets.items()})
+    for instance, role in held.items():
         before = prior.get(address(role, instance))
         if before is not None and instance in keep:
             value = {k: before["input"][k] for k in
@@ -159,6 +185,9 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
             continue
         if before is not None and instance not in named:
             image, version = before["input"]["image"], before["input"]["version"]
+        elif instance in moved.targets:  # the version the move named
+            version = moved.targets[instance].version
+            image = Catalog(ctx.consul(), fleet.kv_prefix).require(role.name, version).record.artifact
         elif not bakeable(role):
             image, version = base_image(ctx, role.base), BASE
         elif role.name in to_bake or images.get(role.name) is None:
@@ -167,9 +196,11 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
             record = images[role.name]
             assert record is not None
             image, version = record.artifact, record.version
+        hold = instance in moved.targets and held_back(moved.targets[instance])
         value = {"container": topology.container(ctx, instance), "image": image, "role": role.name,
                  "env": env, "version": version,
-                 "services": services_json(fleet.name, role, env, version, weight=1),
+                 "services": services_json(fleet.name, role, env, version, *(
+                     (1, 0, (NO_NEW_WORK,)) if hold else (1,))),
                  "settings": json.dumps(dict(role.settings), sort_keys=True)}
         if role.cls is RoleClass.PET:
             pets[instance] = {**value, "volume": f"{topology.container(ctx, instance)}-data",
@@ -183,9 +214,11 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
 
 def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | None],
                   to_bake: Iterable[str], options: Options, running: set[str],
-                  keep: Iterable[str] = ()) -> tuple[MachineChange, ...]:
-    """Terraform's plan for the environment's pets and snowflakes, saved for apply; an
-    instance whose container is gone (removed by hand) is planned to be replaced: drift."""
+                  keep: Iterable[str] = ()) -> tuple[tuple[MachineChange, ...],
+                                                   dict[str, tuple[str, str]]]:
+    """Terraform's plan for the environment's pets and snowflakes, saved for apply, and the
+    (role, version) each pet in the state runs; an instance whose container is gone (removed
+    by hand) is planned to be replaced: drift."""
     ws = workspace(ctx, env)
     ws.init()
     prior = ws.state()
@@ -209,7 +242,9 @@ def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | Non
             continue
         changes.append(MachineChange(str(change.key), change.change.value, change.reason,
                                      drift=change.address in gone))
-    return tuple(changes)
+    runs = {a.split('"')[1]: (str(v["input"]["role"]), str(v["input"]["version"]))
+            for a, v in prior.items() if a.startswith("terraform_data.pet[")}
+    return tuple(changes), runs
 
 
 def _data(ctx: Context, role: str) -> str:
@@ -261,11 +296,13 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     fleet = ctx.fleet
     prefix = fleet.kv_prefix
 
-    def kv() -> tuple[dict[tuple[str, str], str], dict[str, dict[str, dict[str, int]]], set[str]]:
+    def kv() -> tuple[dict[tuple[str, str], str], dict[str, dict[str, dict[str, int]]], set[str],
+                      dict[str, str]]:
         consul = ctx.consul()
         states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
                   if "/.lock" not in e.key and e.value}
-        return _channels(consul, prefix), _groups(consul, prefix), states
+        converged = FleetState(consul, prefix).converged()
+        return _channels(consul, prefix), _groups(consul, prefix), states, converged
 
     # independent reads side by side: the health of every node, KV, the catalog, the digests
     with ThreadPoolExecutor(max_workers=5) as pool:
@@ -275,7 +312,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         reading_digests = pool.submit(wanted_digests, ctx)
         reading_secrets = pool.submit(secrets_state, ctx, chosen)
         records, (nodes, members) = reading_records.result(), reading_nodes.result()
-        (channels, groups, states), digests = reading_kv.result(), reading_digests.result()
+        (channels, groups, states, converged), digests = reading_kv.result(), reading_digests.result()
         missing, unsynced, stale = reading_secrets.result()
     images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
     have: dict[str, set[str]] = {}
@@ -285,16 +322,22 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     to_bake = {r for r, d in digests.items() if d not in have.get(r, set())}
     machine_envs = [e for e in chosen if instances(ctx, e) or e in states]
     machines: dict[str, tuple[MachineChange, ...]] = {}
+    runs: dict[str, tuple[str, str]] = {}
     # one `docker ps` serves both: pets' and snowflakes' drift, and members' containers
     containers = set(docker.lab_containers()) if machine_envs or members else None
     if machine_envs:
         running = containers or set()
         topology.key_pair(ctx)  # made once, before the environments are planned side by side
         with ThreadPoolExecutor(max_workers=len(machine_envs)) as pool:
-            machines = dict(zip(machine_envs, pool.map(
-                lambda e: plan_machines(ctx, e, images, to_bake, options, running),
-                machine_envs), strict=True))
-    desired = Desired(fleet, digests, channels, chosen, options)
+            planned = list(pool.map(
+                lambda e: plan_machines(ctx, e, images, to_bake, options, running), machine_envs))
+        machines = dict(zip(machine_envs, (changes for changes, _ in planned), strict=True))
+        runs = {i: v for _, versions in planned for i, v in versions.items()}
+    desired = Desired(fleet, digests, channels, chosen, options,
+                      provision={r.name: provision_digest(ctx, r) for r in fleet.roles.values()
+                                 if r.cls is RoleClass.PET and bakeable(r)},
+                      images={r: PetRun(i.version, i.provision_digest, i.platform_digest)
+                              for r, i in images.items() if i is not None})
     actual = Actual(
         digests={r: frozenset(d) for r, d in have.items()},
         revoked=frozenset((r.role, r.version) for r in records if r.revoked),
@@ -306,9 +349,23 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         unsynced=unsynced,
         stale=stale,
         gone=gone({n for names in nodes.values() for n in names}, members, containers),
+        pets=_pets(runs, converged, records),
     )
     said = schemas(ctx, chosen, images)
     return Reading(replace(plan_diff(desired, actual), migrations=said), channels)
+
+
+def _pets(runs: Mapping[str, tuple[str, str]], converged: Mapping[str, str],
+          records: Iterable[ImageRecord]) -> dict[str, PetRun]:
+    """What each running pet has: its version, and the provisioner its last converge ran, or
+    the one its image was baked with (unknown for an image recorded before records said)."""
+    baked = {(r.role, r.version): r for r in records}
+    found = {}
+    for instance, (role, version) in runs.items():
+        record = baked.get((role, version))
+        found[instance] = PetRun(version, converged.get(instance) or (
+            record.provision_digest if record else ""), record.platform_digest if record else "")
+    return found
 
 
 def schemas(ctx: Context, envs: Iterable[str],

@@ -27,8 +27,9 @@ from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.services import topology
 from fleet.services.access import lab_hosts
-from fleet.services.bakeinputs import script_environment
-from fleet.services.context import Context
+from fleet.services.bakeinputs import provision_digest, script_environment
+from fleet.services.context import Context, who
+from fleet.services.state import FleetState
 from fleet.services.topology import container
 
 Say = Callable[[str], None]
@@ -125,4 +126,18 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]
     done = ssh.run_group(ready, command, uploads=uploads, limit=limit)
     results = {r.host: r for r in [*down, *prepared, *done]}
+    _record(ctx, role, [r.host for r in done if r.ok])
     return RemoteReport(role.name, "converge", tuple(results[n] for n in names))
+
+
+def _record(ctx: Context, role: Role, hosts: Iterable[str]) -> None:
+    """What each converged instance now has, for `fleet plan` (its converge action)."""
+    digest = provision_digest(ctx, role)
+    by_container = {container(ctx, i): i for env in role.instances.values() for i in env}
+    state = FleetState(ctx.consul(), ctx.fleet.kv_prefix)
+    try:
+        for host in hosts:
+            state.set_converged(by_container[host], digest, who())
+    except FleetError as exc:
+        raise FleetError(f"{role.name} converged, but Consul did not record it: {exc.what}",
+                         f"rerun fleet converge {role.name} (it is idempotent)") from exc

@@ -123,6 +123,26 @@ def test_plan_apply_converge_drift_stale_and_destroy(fleet_copy: FleetCopy, lab:
         nothing(fc)
         timings["setting -> converge -> apply"] = time.monotonic() - step
 
+        # a pet's provisioner changed: the plan converges it in place (and bakes its image);
+        # apply does both, and once converged the new image offers nothing more
+        step = time.monotonic()
+        fc.edit("packer/scripts/gitaly.sh", "write_settings", "write_settings\n"
+                "echo provisioned-twice > /etc/fleet/provisioned")
+        run, changed = plan(fc)
+        assert run.code == 2
+        assert sorted(work(changed, "converge")) == [("production", "gitaly-01", "converge"),
+                                                     ("staging", "gitaly-stg-01", "converge")], \
+            f"converge for the gitaly pets only: {work(changed, 'converge')}"
+        assert not work(changed, "update", "replace", "move"), changed["items"]
+        applied = fc.run("apply", "--yes", "--json")
+        assert applied.code == 0, applied.stderr
+        done = {(d["target"], d["action"]) for d in json.loads(applied.stdout)["done"]}
+        assert {("gitaly-01", "converge"), ("gitaly-stg-01", "converge")} <= done, done
+        assert sh(pet, "cat /etc/fleet/provisioned").strip() == "provisioned-twice", \
+            "apply ran the changed provisioner on the running pet"
+        nothing(fc)
+        timings["provisioner -> converge"] = time.monotonic() - step
+
         # one host down: reported beside the others, exit 1
         step = time.monotonic()
         subprocess.run(["docker", "stop", "-t", "1", f"{name}-gitaly-01"], check=True,
@@ -148,6 +168,19 @@ def test_plan_apply_converge_drift_stale_and_destroy(fleet_copy: FleetCopy, lab:
         assert sh(pet, "cat /var/opt/gitaly/marker").strip() == "repos"  # the volume stayed
         nothing(fc)
         timings["drift + stale plan"] = time.monotonic() - step
+
+        # the role's newest image is made on another platform (here: another template): no
+        # converge brings that, so the plan offers each pet a move, and apply leaves it be
+        step = time.monotonic()
+        fc.edit("packer/lab-shell.pkr.hcl", "# A role image for the lab", "# A role image (2)")
+        assert fc.run("bake", "gitaly").code == 0
+        run, offered = plan(fc)
+        moves = {i["target"]: i for i in offered["items"] if i["action"] == "move"}
+        assert sorted(moves) == ["gitaly-01", "gitaly-stg-01"], offered["items"]
+        assert all(i["blocked"] for i in moves.values()), "a move is offered, never done unasked"
+        assert "another base, Packer or template" in moves["gitaly-01"]["detail"]
+        assert not work(offered, "converge", "replace"), "the provisioner is the same"
+        timings["newer platform -> move offered"] = time.monotonic() - step
 
         # a plan that would destroy a pet is refused, saying what data lives there
         fc.edit("fleet.toml", 'staging = ["postgres-stg-01"]', "staging = []")

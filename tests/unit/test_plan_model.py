@@ -12,6 +12,7 @@ from fleet.model.plan import (
     Desired,
     MachineChange,
     Options,
+    PetRun,
     Plan,
     PlanError,
     data_path,
@@ -177,6 +178,34 @@ def test_a_saved_plan_that_no_longer_matches_is_stale() -> None:
     after = diff(desired({"web": "d1"}), actual(digests={"web": frozenset({"d1"})}))
     assert stale(before, after) == "no longer: web bake"
     assert "now also" in stale(after, before)
+
+
+def test_a_pet_is_converged_when_its_provisioner_changed_and_offered_a_move_to_a_newer_image(
+        ) -> None:
+    """converge: the provisioner now differs from what the pet last had (apply carries it out);
+    move: the role's image is made on another platform than the pet's (offered, blocked: a
+    live pet is never replaced unasked), not when a newer image differs only in what a
+    converge gives; nothing when unknown, nor for an instance Terraform changes."""
+    want = Desired(FLEET, {}, {}, ("production",), provision={"gitaly": "p2", "redis": "r2"},
+                   images={"gitaly": PetRun("v2", "p2", "base2"), "redis": PetRun("v2", "r2", "b1"),
+                           "postgres": PetRun("v2", "", "b2")})
+    plan = diff(want, actual(pets={"gitaly-01": PetRun("v1", "p1", "base1"),
+                                   "redis-01": PetRun("v1", "r2", "b1"),  # converged to v2's
+                                   "postgres-01": PetRun("v1", "", "")}))
+    found = {(i.target, i.action): i for i in plan.items}
+    converge = found.get(("gitaly-01", Action.CONVERGE))
+    assert converge is not None and not converge.blocked and converge.change, plan.items
+    assert "p1 -> p2" in converge.detail, converge.detail
+    move = found.get(("gitaly-01", Action.MOVE))
+    assert move is not None and move.blocked and "--allow-replace gitaly-01" in move.blocked
+    assert "gitaly:v1" in move.detail and "gitaly:v2" in move.detail, move.detail
+    assert "another base" in move.detail, move.detail
+    assert not refusals(plan), "an offered move does not refuse the plan"
+    pets = {t for t, _ in found if t.endswith("-01")}
+    assert pets == {"gitaly-01"}, "redis has v2's provisioner on v2's platform; postgres's are unknown"
+    replaced = diff(want, actual(pets={"gitaly-01": PetRun("v1", "p1", "base1")},
+                                 machines={"production": (MachineChange("gitaly-01", "replace"),)}))
+    assert [i.action for i in replaced.items if i.target == "gitaly-01"] == [Action.REPLACE]
 
 
 def test_a_pets_data_path_comes_from_its_data() -> None:

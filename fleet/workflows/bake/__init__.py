@@ -295,7 +295,9 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
             builder="docker", base_ref=base_ref, base_id=base_id,
             git_commit=b.revision.commit, git_dirty=b.revision.dirty,
             packer_version=b.packer_version, baked_at=_now(), baked_by=who(),
-            migrations=tuple(carried))
+            migrations=tuple(carried), provision_digest=bakeinputs.provision_digest(ctx, role),
+            platform_digest=bakeinputs.platform_digest(ctx, b.target, role, base_id,
+                                                       b.packer_version))
         written = b.catalog.replace_pruned(record) if rebuild else b.catalog.create(record)
         if not written:
             docker.remove_image(artifact)
