@@ -24,6 +24,7 @@ from fleet.cli import (
     env,
     images,
     lab,
+    move,
     plan,
     promote,
     release,
@@ -66,6 +67,7 @@ env.register(cli)
 review.register(cli)
 snapshot.register(cli)
 db.register(cli)
+move.register(cli)
 
 
 def _internal_error() -> Path:

@@ -322,8 +322,9 @@ def _in_place(desired: Desired, actual: Actual, env: str, role: Role,
             found.append(Item(env, role.name, "pet", instance, Action.MOVE,
                               f"runs {role.name}:{run.version}; {role.name}:{image.version} "
                               "is made on another base, Packer or template, which no converge "
-                              "brings", blocked=f"--allow-replace {instance} runs it in a new "
-                                                "container on the same data volume"))
+                              "brings", blocked=f"fleet move {instance} --to NEW moves its data "
+                                                "to a new instance of it (or --allow-replace "
+                                                f"{instance}: a new container on its volume)"))
     return found
 
 

@@ -11,6 +11,11 @@ if command -v pg_lsclusters >/dev/null 2>&1; then
   pg_lsclusters -h | while read -r version cluster _; do pg_dropcluster "$version" "$cluster"; done
   rm -rf /var/lib/postgresql/* /etc/postgresql/*
 fi
+# Keys a node accepts besides the lab's (mounted read-only as root's authorized_keys): a
+# second file on the node's tmpfs, gone at reboot, where `fleet move` puts a key of its own
+# that may only read a pet's data (rrsync -ro) while the target copies it.
+printf 'AuthorizedKeysFile .ssh/authorized_keys /run/fleet/authorized_keys\n' \
+  > /etc/ssh/sshd_config.d/fleet.conf
 # /opt/fleet: where a bake puts the role's migrations (packer/lab-shell.pkr.hcl uploads into it).
 mkdir -p /etc/consul.d /etc/fleet/services.d /var/lib/consul /root/.ssh /opt/fleet
 # Every node's agent enforces ACLs as the lab's server does (default deny); its own token comes

@@ -27,6 +27,7 @@ COMPOSERS = {
     "review": {"bake", "environments"},  # a review app: the checkout baked, then deployed
     "refresh": {"snapshots"},  # an environment's pet data: snapshots taken, then restored
     "rebuild": {"plan", "promote"},  # every node again: Terraform's -replace, cattle batches
+    "move": {"plan"},  # a pet's target made and its source decommissioned as apply would
 }
 # layer -> the layers of fleet it may import
 LAYERS = {

@@ -197,7 +197,7 @@ def test_a_pet_is_converged_when_its_provisioner_changed_and_offered_a_move_to_a
     assert converge is not None and not converge.blocked and converge.change, plan.items
     assert "p1 -> p2" in converge.detail, converge.detail
     move = found.get(("gitaly-01", Action.MOVE))
-    assert move is not None and move.blocked and "--allow-replace gitaly-01" in move.blocked
+    assert move is not None and move.blocked and "fleet move gitaly-01 --to" in move.blocked
     assert "gitaly:v1" in move.detail and "gitaly:v2" in move.detail, move.detail
     assert "another base" in move.detail, move.detail
     assert not refusals(plan), "an offered move does not refuse the plan"
