@@ -17,7 +17,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fleet.adapters import terraform
+from fleet.adapters.consul import Consul
 from fleet.adapters.vault import Vault
+from fleet.errors import FleetError
 from fleet.model.nodes import Node, upstreams, with_watches
 from fleet.model.secret import Secret
 from fleet.services import topology
@@ -194,3 +196,33 @@ def mark_joined(ctx: Context, services: list[str], env: str, role: str) -> list[
     for node, address in marked:
         client.mark_member(node, address)
     return [node for node, _ in marked]
+
+
+LEAVE_WAIT = 10.0  # seconds a stopped node's leave has to reach Consul's catalog
+GONE_WAIT = 20.0   # seconds, in all, until Consul has no trace of the node
+
+
+def out_of_consul(consul: Consul, node: str) -> None:
+    """Wait for a stopped node's own leave to take it out of Consul's catalog; force it out
+    after LEAVE_WAIT. Gone means gone twice in a row a second apart: the leader can register a
+    member again from a reconcile it began before the leave. A Consul that times out under
+    load is asked again until GONE_WAIT."""
+    start = time.monotonic()
+    forced, absent, last = False, 0, ""
+    while absent < 2:
+        elapsed = time.monotonic() - start
+        if elapsed > GONE_WAIT:
+            raise FleetError(f"{node} is still in Consul's catalog {GONE_WAIT:.0f}s after its "
+                             f"container went{last}",
+                             f"run `consul force-leave {node}`: Consul drops it once found gone")
+        try:
+            if not consul.node_checks(node):
+                absent += 1
+            else:
+                absent = 0
+                if elapsed > LEAVE_WAIT and not forced:
+                    forced = True  # once: a refusal is said at the end, not hammered
+                    consul.forget(node)
+        except FleetError as exc:
+            absent, last = 0, f" ({exc.line()})"
+        time.sleep(1.0 if absent else 0.5)

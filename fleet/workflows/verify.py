@@ -255,36 +255,6 @@ def _reason(message: str) -> str:
     return first.removeprefix("AssertionError: ")[:300]
 
 
-LEAVE_WAIT = 10.0  # seconds a destroyed verify node's leave has to reach Consul's catalog
-GONE_WAIT = 20.0   # seconds, in all, until Consul has no trace of the node
-
-
-def _out_of_consul(consul: Consul, node: str) -> None:
-    """Wait for the node's own leave to take it out of Consul's catalog; force it out after
-    LEAVE_WAIT. Gone means gone twice in a row a second apart: the leader can register a
-    member again from a reconcile it began before the leave. A Consul that times out under
-    load is asked again until GONE_WAIT."""
-    start = time.monotonic()
-    forced, absent, last = False, 0, ""
-    while absent < 2:
-        elapsed = time.monotonic() - start
-        if elapsed > GONE_WAIT:
-            raise FleetError(f"{node} is still in Consul's catalog {GONE_WAIT:.0f}s after its "
-                             f"container went{last}",
-                             f"run `consul force-leave {node}`: Consul drops it once found gone")
-        try:
-            if not consul.node_checks(node):
-                absent += 1
-            else:
-                absent = 0
-                if elapsed > LEAVE_WAIT and not forced:
-                    forced = True  # once: a refusal is said at the end, not hammered
-                    consul.forget(node)
-        except FleetError as exc:
-            absent, last = 0, f" ({exc.line()})"
-        time.sleep(1.0 if absent else 0.5)
-
-
 def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str, work: Path,
               logs: Path, say: Say) -> None:
     """vagrant destroy; then docker for whatever it left; then Consul, if the node's own
@@ -300,7 +270,7 @@ def _teardown(project: vagrant.Project, consul: Consul, machine: str, node: str,
         raise FleetError(f"container {node} is still there after the verify",
                          f"remove it: docker rm -f {node}")
     try:
-        _out_of_consul(consul, node)
+        cattle.out_of_consul(consul, node)
     except FleetError as exc:  # what the verify found still counts
         say(f"{exc.line()}; it goes once Consul finds it gone")
     shutil.rmtree(work, ignore_errors=True)

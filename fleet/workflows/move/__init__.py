@@ -173,9 +173,14 @@ def _do(ctx: Context, move: Move, step: Step, say: Say) -> str:
         return ""
     if step is Step.FINISHING:
         world.forget_volume(ctx, move, move.source)           # kept: out of Terraform's hands
-        world.terraform(ctx, move, [move.target], planfile)   # registered as declared
+        writable = f"{world.DATA} read-only off"
+        if world.held_back(ctx, move):                        # not yet replaced (a rerun)
+            if world.running(ctx, move.target):   # writable first (the flag is on its volume):
+                world.on(ctx, move.target, writable, "making the target writable")  # it takes
+            world.stop(ctx, move.target)          # writes once back; the source serves meanwhile
+            world.terraform(ctx, move, [move.target], planfile)   # registered as declared
         world.wait_passing(ctx, move, move.target)
-        world.on(ctx, move.target, f"{world.DATA} read-only off", "making the target writable")
+        world.on(ctx, move.target, writable, "making the target writable")
         world.terraform(ctx, move, [move.source], planfile)   # decommissioned
         return f"{move.target} takes writes; {move.source} decommissioned, its volume kept"
     raise MoveError(f"the move of {move.source} has no work at {step}")

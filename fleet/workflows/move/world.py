@@ -14,8 +14,8 @@
   packer/base/finish.sh) only for `rrsync -ro` of its data path, and the target trusts only
   the source's own host key. The key is taken away when the copy ends, whatever its outcome.
   rsync -a --delete sends only what differs, so a copy cut short is finished by the next;
-  -c compares contents, not sizes and times, so a copy after a failed verify mends what the
-  verify found (on a first copy the target is empty and nothing is compared).
+  after a failed verify it compares contents (-c), not sizes and times, and so mends what the
+  verify found (-c on every copy would read all the data twice more).
 - **Terraform** creates the target and decommissions the source as `fleet apply` would, but
   aimed (-target) at those instances only, with the moves' placement (fleet/model/moved.py)
   in its variables, so other pending changes of the environment are not applied on the way.
@@ -27,15 +27,23 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fleet.adapters import docker, ssh
 from fleet.errors import FleetError
-from fleet.model.cutover import READONLY, Weights, differences, summary, weights_for
+from fleet.model.cutover import (
+    NO_NEW_WORK,
+    READONLY,
+    Weights,
+    differences,
+    summary,
+    weights_for,
+)
 from fleet.model.image import current
-from fleet.model.move import Move, MoveError
+from fleet.model.move import Move, MoveError, Outcome, Step
 from fleet.model.plan import Options, data_path
-from fleet.services import topology
+from fleet.services import cattle, topology
 from fleet.services.access import DockerExec, lab_hosts
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
@@ -45,7 +53,7 @@ Say = Callable[[str], None]
 DATA = "/usr/local/sbin/fleet-data"
 WEIGH = "/usr/local/sbin/fleet-node weigh"
 KEYS = "/run/fleet/authorized_keys"
-MOVE_DIR = "/run/fleet/move"
+MOVE_KEY = "/run/fleet/move.key"   # on the target's tmpfs while it copies
 PASS_TIMEOUT = 120.0   # seconds a new or replaced target has to pass in Consul
 DRAIN_TIMEOUT = 60     # seconds writes in flight have to finish once the source is read-only
 RATE = 100e6           # bytes per second the plan's estimate assumes for the copy
@@ -75,8 +83,7 @@ def survey(ctx: Context, move: Move, *, fresh: bool) -> int:
     """What the plan step checks: the source runs and can be made read-only, and a target
     that runs already holds nothing a copy with --delete would wipe; the bytes to copy."""
     source = container(ctx, move.source)
-    state = docker.status(source)
-    if state is None or state[0] != "running":
+    if not running(ctx, move.source):
         raise MoveError(f"{move.source} is not running: a move copies a pet that runs",
                         f"start it (docker start {source}, or fleet apply), then move it")
     path = data_path(ctx.fleet.role(move.role))
@@ -120,6 +127,29 @@ def forget_volume(ctx: Context, move: Move, instance: str) -> None:
     address = f'terraform_data.pet_data["{instance}"]'
     if address in ws.state():
         ws.forget([address])
+
+
+def held_back(ctx: Context, move: Move) -> bool:
+    """Whether the target's container still runs with its held-back registration (finishing
+    replaces it with one registered as declared)."""
+    found = workspace(ctx, move.env).state().get(f'terraform_data.pet["{move.target}"]')
+    return found is None or NO_NEW_WORK in found["input"]["services"]
+
+
+def running(ctx: Context, instance: str) -> bool:
+    state = docker.status(container(ctx, instance))
+    return state is not None and state[0] == "running"
+
+
+def stop(ctx: Context, instance: str) -> None:
+    """Stop the instance's container (it takes its services out and leaves the cluster) and
+    wait until Consul has no trace of it: a container made again under the same node name
+    while the leader still reaps the old one loses its registration to that reap, and passes
+    only at its agent's next anti-entropy sync, minutes later."""
+    name = container(ctx, instance)
+    if docker.status(name) is not None:
+        docker.stop(name)
+    cattle.out_of_consul(ctx.consul(), name)
 
 
 def wait_passing(ctx: Context, move: Move, instance: str, timeout: float = PASS_TIMEOUT) -> None:
@@ -166,6 +196,12 @@ def read_only(ctx: Context, move: Move, say: Say) -> None:
        timeout=DRAIN_TIMEOUT + 30)
 
 
+def mended(move: Move) -> bool:
+    """Whether this copy mends one that failed its verify: it compares contents (-c), not
+    sizes and times, which a byte changed in place keeps."""
+    return any(e.step is Step.VERIFY and e.outcome is Outcome.FAILED for e in move.history)
+
+
 def copy(ctx: Context, move: Move, say: Say) -> None:
     """rsync over SSH from source to target (see the module's doc)."""
     path = data_path(ctx.fleet.role(move.role))
@@ -186,23 +222,22 @@ def copy(ctx: Context, move: Move, say: Say) -> None:
     on(ctx, move.source, f"umask 077; printf '%s\\n' {shlex.quote(grant)} > {KEYS}",
        "letting the target read the source's data")
     known = f"{address} {host_key[0]} {host_key[1]}"
-    try:
-        on(ctx, move.target, f"mkdir -p -m 0700 {MOVE_DIR}", "handing the target the move's key")
-        on(ctx, move.target, f"chmod 0600 {MOVE_DIR}/key && printf '%s\\n' "
-                             f"{shlex.quote(known)} > {MOVE_DIR}/known_hosts",
-           "handing the target the move's key", uploads=((key, f"{MOVE_DIR}/key"),))
-        transport = (f"ssh -i {MOVE_DIR}/key -o UserKnownHostsFile={MOVE_DIR}/known_hosts "
-                     "-o StrictHostKeyChecking=yes -o BatchMode=yes")
-        say(f"copying {path} from {move.source} to {move.target} (rsync over SSH)")
-        on(ctx, move.target, f"rsync -a -c --delete -H --numeric-ids -e {shlex.quote(transport)} "
-                             f"root@{address}:./ {shlex.quote(path)}/", "the copy", timeout=7200)
+    transport = (f"ssh -i {MOVE_KEY} -o UserKnownHostsFile={MOVE_KEY}.known_hosts "
+                 "-o StrictHostKeyChecking=yes -o BatchMode=yes")
+    again = " -c" if mended(move) else ""
+    say(f"copying {path} from {move.source} to {move.target} (rsync over SSH)")
+    try:   # one session on the target: the key in (its tmpfs), the copy, the key out
+        on(ctx, move.target, f"trap 'rm -f {MOVE_KEY} {MOVE_KEY}.known_hosts' EXIT; "
+                             f"chmod 0600 {MOVE_KEY} && printf '%s\\n' {shlex.quote(known)} > "
+                             f"{MOVE_KEY}.known_hosts && rsync -a{again} --delete -H "
+                             f"--numeric-ids -e {shlex.quote(transport)} root@{address}:./ "
+                             f"{shlex.quote(path)}/", "the copy", timeout=7200,
+           uploads=((key, MOVE_KEY),))
     finally:
-        for instance, command in ((move.source, f"rm -f {KEYS}"),
-                                  (move.target, f"rm -rf {MOVE_DIR}")):
-            try:
-                on(ctx, instance, command, "taking the move's key away")
-            except FleetError as exc:
-                say(f"warning: {exc.what}")
+        try:
+            on(ctx, move.source, f"rm -f {KEYS}", "taking the move's key away")
+        except FleetError as exc:
+            say(f"warning: {exc.what}")
         key.unlink(missing_ok=True)
         key.with_suffix(".pub").unlink(missing_ok=True)
 
@@ -210,9 +245,10 @@ def copy(ctx: Context, move: Move, say: Say) -> None:
 def verify(ctx: Context, move: Move) -> int:
     """Both sides checksummed; the number of repositories and files that match, or one
     MoveError listing what differs."""
-    sides = [json.loads(on(ctx, i, f"{DATA} checksums", f"checksumming {i}"))
-             for i in (move.source, move.target)]
-    src, dst = sides
+    with ThreadPoolExecutor(max_workers=2) as pool:   # both sides at once; fsck on the copy
+        reading = [pool.submit(on, ctx, i, f"{DATA} checksums{flags}", f"checksumming {i}")
+                   for i, flags in ((move.source, " --no-fsck"), (move.target, ""))]
+        src, dst = (json.loads(r.result()) for r in reading)
     found = differences(src["repositories"], dst["repositories"], src["files"], dst["files"],
                         dst.get("fsck", {}))
     if found:
