@@ -1,7 +1,9 @@
 #!/bin/sh
-# gitaly: git storage; repositories live on the instance's volume.
+# gitaly: git storage. Bare repositories under /var/opt/gitaly/repositories, on the instance's
+# volume (mounted at /var/opt/gitaly), served by git daemon on port 8075 with a read-only
+# switch that survives a reboot; see packer/scripts/lib/fleet-gitaly.
 set -eu
 . /tmp/fleet/common.sh
-mkdir -p /var/opt/gitaly && chmod 0700 /var/opt/gitaly
-install_services
+install_services   # every declared service's stand-in; then gitaly's own, the real one:
+install_gitaly
 write_settings

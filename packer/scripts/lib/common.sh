@@ -29,6 +29,31 @@ install_postgres() {
   chmod 0755 /etc/fleet/services.d/postgres /etc/fleet/services.d/postgres-password
 }
 
+# The gitaly pet's git storage in place of its stand-in (see fleet-gitaly for what it does):
+# the user `git` owns the repositories and runs git daemon; every push on this node, whichever
+# way it comes, passes fleet-gitaly's pre-receive hook (the read-only switch); refs and objects
+# are fsynced before a push is acknowledged, and what is pushed is checked (fsck) on the way in.
+install_gitaly() {
+  if ! command -v git >/dev/null 2>&1; then
+    echo "install_gitaly: this image has no git (its base predates git in [bases.bookworm]):" \
+      "bake gitaly again and give the pet the new image" >&2
+    exit 1
+  fi
+  id -u git >/dev/null 2>&1 \
+    || useradd --system --user-group --home-dir /nonexistent --no-create-home \
+         --shell /usr/sbin/nologin git
+  install -m 0755 /tmp/fleet/fleet-gitaly /usr/local/sbin/fleet-gitaly
+  mkdir -p /usr/local/lib/fleet-gitaly/hooks
+  ln -sf /usr/local/sbin/fleet-gitaly /usr/local/lib/fleet-gitaly/hooks/pre-receive
+  git config --system core.hooksPath /usr/local/lib/fleet-gitaly/hooks
+  git config --system core.fsync committed
+  git config --system receive.fsckObjects true
+  mkdir -p /var/opt/gitaly
+  chown git:git /var/opt/gitaly && chmod 0700 /var/opt/gitaly
+  printf '#!/bin/sh\nexec /usr/local/sbin/fleet-gitaly serve\n' > /etc/fleet/services.d/gitaly
+  chmod 0755 /etc/fleet/services.d/gitaly
+}
+
 # A role whose software uses the postgres pet's database: where it finds it, read by
 # fleet-service (and by anything else of the image that connects, migrations included).
 # The address is the passing postgres instance of the environment whose pets this node uses,
