@@ -143,9 +143,19 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     def leftovers() -> list[str]:
         return [n for n in docker.lab_containers() if n.startswith(f"{name}-")]
 
+    # stopped, not killed: each leaves Consul. A node killed (docker rm -f) stays an alive
+    # member until gossip finds it dead, and the next test's container that gets its address
+    # meanwhile is pinged under the old name, which held a new pet out of service for ~40 s
+    docker.stop_and_remove_all(leftovers())
     for node in leftovers():  # some may be draining away by themselves meanwhile
         docker.remove_container(node)
     assert eventually(leftovers, []) == []
+    # and gone from Consul's member list: failed or left members linger for 72 h, and gossip
+    # keeps trying their addresses, which the next tests' containers get
+    consul = lab.consul()
+    for node in [n for n in consul.members() if n.startswith(f"{name}-")]:
+        with contextlib.suppress(Exception):
+            consul.forget(node)
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")

@@ -175,11 +175,15 @@ def _do(ctx: Context, move: Move, step: Step, say: Say) -> str:
         world.forget_volume(ctx, move, move.source)           # kept: out of Terraform's hands
         writable = f"{world.DATA} read-only off"
         if world.held_back(ctx, move):                        # not yet replaced (a rerun)
-            if world.running(ctx, move.target):   # writable first (the flag is on its volume):
-                world.on(ctx, move.target, writable, "making the target writable")  # it takes
-            world.stop(ctx, move.target)          # writes once back; the source serves meanwhile
+            # writable first (the flag is on its volume): it takes writes once it is back;
+            # the source serves reads meanwhile
+            if world.running(ctx, move.target):
+                world.on(ctx, move.target, writable, "making the target writable")
+            say(f"{move.target}: made again, registered as declared (the source serves)")
+            world.stop(ctx, move.target)
             world.terraform(ctx, move, [move.target], planfile)   # registered as declared
         world.wait_passing(ctx, move, move.target)
+        say(f"{move.target} passes; decommissioning {move.source}")
         world.on(ctx, move.target, writable, "making the target writable")
         world.terraform(ctx, move, [move.source], planfile)   # decommissioned
         return f"{move.target} takes writes; {move.source} decommissioned, its volume kept"
@@ -195,8 +199,10 @@ def finish(ctx: Context, source: str, say: Say) -> MoveReport:
     with env_lock(ctx.consul(), ctx.fleet.kv_prefix, move.env, wait=False, say=say):
         move, index = moves.get(source)
         assert move is not None
-        moves.write(finishing(move, who(), now()), index, move)
-        return MoveReport(_drive(ctx, moves, source, say))
+        begun = finishing(move, who(), now())
+        if begun is not move:
+            moves.write(begun, index, move)
+        return MoveReport(_drive(ctx, moves, source, say, rerun=begun is move))
 
 
 def abort(ctx: Context, source: str, say: Say) -> MoveReport:

@@ -43,6 +43,7 @@ install_gitaly() {
     || useradd --system --user-group --home-dir /nonexistent --no-create-home \
          --shell /usr/sbin/nologin git
   install -m 0755 /tmp/fleet/fleet-gitaly /usr/local/sbin/fleet-gitaly
+  ln -sf fleet-gitaly /usr/local/sbin/fleet-data   # what `fleet move` calls on a pet
   mkdir -p /usr/local/lib/fleet-gitaly/hooks
   ln -sf /usr/local/sbin/fleet-gitaly /usr/local/lib/fleet-gitaly/hooks/pre-receive
   git config --system core.hooksPath /usr/local/lib/fleet-gitaly/hooks
