@@ -22,7 +22,8 @@ Choices where the issue is silent:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fleet.adapters import docker
@@ -190,15 +191,22 @@ def _do(ctx: Context, move: Move, step: Step, say: Say) -> str:
     raise MoveError(f"the move of {move.source} has no work at {step}")
 
 
-def finish(ctx: Context, source: str, say: Say) -> MoveReport:
-    """--finish: the target writable, the source decommissioned (its volume kept)."""
-    moves = Moves(ctx.consul(), ctx.fleet.kv_prefix)
-    move, index = moves.get(source)
+@contextmanager
+def _locked(ctx: Context, moves: Moves, source: str, say: Say) -> Iterator[tuple[Move, int]]:
+    """The move of source on record, read again once its environment's lock is held."""
+    move, _ = moves.get(source)
     if move is None:
         raise MoveError(f"no move of {source} is on record", "fleet move --status lists them")
     with env_lock(ctx.consul(), ctx.fleet.kv_prefix, move.env, wait=False, say=say):
         move, index = moves.get(source)
         assert move is not None
+        yield move, index
+
+
+def finish(ctx: Context, source: str, say: Say) -> MoveReport:
+    """--finish: the target writable, the source decommissioned (its volume kept)."""
+    moves = Moves(ctx.consul(), ctx.fleet.kv_prefix)
+    with _locked(ctx, moves, source, say) as (move, index):
         begun = finishing(move, who(), now())
         if begun is not move:
             moves.write(begun, index, move)
@@ -208,12 +216,7 @@ def finish(ctx: Context, source: str, say: Say) -> MoveReport:
 def abort(ctx: Context, source: str, say: Say) -> MoveReport:
     """--abort: traffic and writes back on the source, the target destroyed unless declared."""
     moves = Moves(ctx.consul(), ctx.fleet.kv_prefix)
-    move, _ = moves.get(source)
-    if move is None:
-        raise MoveError(f"no move of {source} is on record", "fleet move --status lists them")
-    with env_lock(ctx.consul(), ctx.fleet.kv_prefix, move.env, wait=False, say=say):
-        move, index = moves.get(source)
-        assert move is not None
+    with _locked(ctx, moves, source, say) as (move, index):
         stopped = aborting(move, who(), now())
         index = moves.write(stopped, index, move) if stopped is not move else index
         undo = abort_plan(stopped)
