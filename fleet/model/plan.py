@@ -52,9 +52,10 @@ class Action(StrEnum):
     SECRET = "missing secret"  # a secret the role reads at boot is not in Vault
     SYNC = "sync secrets"      # the role's Vault policy and AppRole are not there yet
     WAIT = "awaits promotion"  # no channel in this environment yet: `fleet promote` decides
+    MOVED = "moved"            # a pet fleet.toml names was moved to another instance
 
 
-INFORMATION = frozenset({Action.WAIT})
+INFORMATION = frozenset({Action.WAIT, Action.MOVED})
 
 
 class PlanError(FleetError):
@@ -203,6 +204,8 @@ class Actual:
                                                                # gone all the same (nodes.gone)
     pets: Mapping[str, PetRun] = field(default_factory=dict)   # running pet instance -> what
                                                                # it has (Terraform state, KV)
+    moved: Mapping[str, str] = field(default_factory=dict)     # source -> target of a
+                                                               # finished move (fleet move)
 
 
 def diff(desired: Desired, actual: Actual) -> Plan:
@@ -234,6 +237,10 @@ def diff(desired: Desired, actual: Actual) -> Plan:
                 items += [_machine(role, env, by_instance[i], desired.options)
                           for i in role.instances[env] if i in by_instance]
                 items += _in_place(desired, actual, env, role, set(by_instance))
+                items += [Item(env, name, "pet", i, Action.MOVED,
+                               f"moved to {actual.moved[i]}: name {actual.moved[i]} in its "
+                               "place in fleet.toml") for i in role.instances[env]
+                          if i in actual.moved]
         owned = {i for r in fleet.roles.values() for i in r.instances.get(env, ())}
         items += [_machine(None, env, m, desired.options)
                   for m in actual.machines.get(env, ()) if m.instance not in owned]

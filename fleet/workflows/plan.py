@@ -45,6 +45,7 @@ from fleet.model.cutover import NO_NEW_WORK
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.image import ImageRecord, current
+from fleet.model.move import Step
 from fleet.model.moved import held_back
 from fleet.model.nodes import gone, services_json
 from fleet.model.plan import (
@@ -297,12 +298,13 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     prefix = fleet.kv_prefix
 
     def kv() -> tuple[dict[tuple[str, str], str], dict[str, dict[str, dict[str, int]]], set[str],
-                      dict[str, str]]:
+                      dict[str, str], dict[str, str]]:
         consul = ctx.consul()
         states = {e.key.rsplit("/", 1)[-1] for e in consul.list(f"{prefix}/terraform/machines/")
                   if "/.lock" not in e.key and e.value}
         converged = FleetState(consul, prefix).converged()
-        return _channels(consul, prefix), _groups(consul, prefix), states, converged
+        moved = {m.source: m.target for m in Moves(consul, prefix).all() if m.step is Step.FINISHED}
+        return _channels(consul, prefix), _groups(consul, prefix), states, converged, moved
 
     # independent reads side by side: the health of every node, KV, the catalog, the digests
     with ThreadPoolExecutor(max_workers=5) as pool:
@@ -312,7 +314,8 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         reading_digests = pool.submit(wanted_digests, ctx)
         reading_secrets = pool.submit(secrets_state, ctx, chosen)
         records, (nodes, members) = reading_records.result(), reading_nodes.result()
-        (channels, groups, states, converged), digests = reading_kv.result(), reading_digests.result()
+        (channels, groups, states, converged, moved), digests = (reading_kv.result(),
+                                                                 reading_digests.result())
         missing, unsynced, stale = reading_secrets.result()
     images = {r: current(x for x in records if x.role == r) for r in fleet.roles}
     have: dict[str, set[str]] = {}
@@ -350,6 +353,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         stale=stale,
         gone=gone({n for names in nodes.values() for n in names}, members, containers),
         pets=_pets(runs, converged, records),
+        moved=moved,
     )
     said = schemas(ctx, chosen, images)
     return Reading(replace(plan_diff(desired, actual), migrations=said), channels)

@@ -1,6 +1,6 @@
 """fleet move, in the lab, on the example's gitaly pet holding real repositories: a copy of the
 example fleet cut down to gitaly (tests/integration/test_gitaly_storage.py) moves staging's
-gitaly-stg-01 to a new instance, gitaly-stg-02, twice.
+gitaly-stg-01 to a new instance twice: to gitaly-stg-02, aborted, then to gitaly-stg-03.
 
 The first move meets every fault: killed with -9 as it starts creating the target and as it
 starts copying (each rerun carries it on), a byte corrupted on the target before verify (the
@@ -61,7 +61,7 @@ def when_at(lab: Any, fc: FleetCopy, proc: subprocess.Popen[str], step: str,
     while record(lab, fc).get("step") != step:
         assert proc.poll() is None, f"the move ended before {step}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"the move never reached {step}"
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def kill_at(lab: Any, fc: FleetCopy, proc: subprocess.Popen[str], step: str) -> None:
@@ -186,16 +186,18 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     accepted = git("push", "-q", "origin", "HEAD", cwd=tmp_path / "w")
     assert accepted.returncode == 0, f"the source takes writes again: {accepted.stderr}"
     timings["move 1: kills, corrupt byte, failing target, abort"] = time.monotonic() - step
+    target = f"{name}-gitaly-stg-03"
 
     # move 2, with clones running throughout: not one fails; killed with -9 as it makes the
-    # source read-only, as it cuts over and as it finishes, each rerun carrying it on
+    # source read-only, verifies, cuts over and finishes, each rerun carrying it on
     step = time.monotonic()
     before = sums(source)
     clones = Clones(fc)
     clones.start()
     try:
-        kill_at(lab, fc, start(fc, "move", "gitaly-stg-01", "--to", "gitaly-stg-02"),
+        kill_at(lab, fc, start(fc, "move", "gitaly-stg-01", "--to", "gitaly-stg-03"),
                 "read-only")
+        kill_at(lab, fc, start(fc, "move", "gitaly-stg-01"), "verify")
         kill_at(lab, fc, start(fc, "move", "gitaly-stg-01"), "cut-over")
         moved = fc.run("move", "gitaly-stg-01")
         assert moved.code == 0, moved.stderr[-1500:]
@@ -228,8 +230,10 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     planned = fc.run("plan", "staging", "--json")
     assert planned.code == 0, planned.stderr
     touched = [i for i in json.loads(planned.stdout)["items"]
-               if i["target"] in ("gitaly-stg-01", "gitaly-stg-02")]
+               if i["target"] in ("gitaly-stg-01", "gitaly-stg-03")]
     assert not [i for i in touched if i["action"] in ("create", "destroy", "replace")], touched
+    said = [i["detail"] for i in touched if i["action"] == "moved"]
+    assert said and "gitaly-stg-03" in said[0], f"the plan says where the pet went: {touched}"
     status = fc.run("move", "--status", "--json")
     assert [m["step"] for m in json.loads(status.stdout)] == ["finished"]
     history = fc.run("history", "--json")
@@ -237,7 +241,8 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
              if e["event"] == "move"]
     for seen in (("plan", "resumed"), ("create-target", "resumed"), ("copy", "resumed"),
                  ("verify", "failed"), ("cut-over", "failed"), ("aborting", "done"),
-                 ("read-only", "resumed"), ("cut-over", "resumed"), ("cut-over", "done"),
+                 ("read-only", "resumed"), ("verify", "resumed"), ("cut-over", "resumed"),
+                 ("cut-over", "done"),
                  ("finishing", "resumed"), ("finishing", "done")):
         assert seen in steps, f"{seen} in the history: {steps}"
     purged = fc.run("move", "gitaly-stg-01", "--purge")

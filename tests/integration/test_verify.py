@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -60,7 +61,9 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
                   "common/test_secrets.py::test_credentials_live_on_a_tmpfs",
                   "web/test_web.py::test_serves_this_role_and_version"):
         assert check in human.stdout, check
-    assert "passed 27/27 checks" in human.stderr
+    # every check passed, however many: one per package of the base among them
+    checks = re.search(r"passed (\d+)/(\d+) checks", human.stderr)
+    assert checks and checks[1] == checks[2] and int(checks[1]) >= 20, human.stderr
 
     run = copy.run("verify", "web", "--version", "v1", "--json")
     assert run.code == 0, run.stderr
@@ -93,7 +96,7 @@ def test_verify_web_passes_and_leaves_nothing_running(fleet_copy: FleetCopy) -> 
         assert promoted.code == 0, promoted.stderr
         (event,) = [e for e in copy.run("history", "canary", "--json").json()
                     if e["event"] == "promote"]
-        assert event["verified"]["web"].startswith("passed 27/27 checks")
+        assert event["verified"]["web"].startswith(f"passed {checks[1]}/{checks[1]} checks")
     finally:
         cattle.apply(ctx, "canary", [])
 

@@ -203,6 +203,9 @@ def test_a_pet_is_converged_when_its_provisioner_changed_and_offered_a_move_to_a
     assert not refusals(plan), "an offered move does not refuse the plan"
     pets = {t for t, _ in found if t.endswith("-01")}
     assert pets == {"gitaly-01"}, "redis has v2's provisioner on v2's platform; postgres's are unknown"
+    moved = diff(want, actual(moved={"gitaly-01": "gitaly-02"}))
+    [said] = [i for i in moved.items if i.target == "gitaly-01"]
+    assert said.action is Action.MOVED and not said.change and "gitaly-02" in said.detail
     replaced = diff(want, actual(pets={"gitaly-01": PetRun("v1", "p1", "base1")},
                                  machines={"production": (MachineChange("gitaly-01", "replace"),)}))
     assert [i.action for i in replaced.items if i.target == "gitaly-01"] == [Action.REPLACE]

@@ -89,6 +89,8 @@ def run(ctx: Context, source: str, target: str, *, version: str = "", dry_run: b
     existing, index = moves.get(source)
     if start_or_resume(existing, source, target):
         assert existing is not None
+        if dry_run:   # what is in flight, untouched
+            return MoveReport(existing)
         with env_lock(ctx.consul(), ctx.fleet.kv_prefix, existing.env, wait=False, say=say):
             return MoveReport(_drive(ctx, moves, source, say, rerun=True))
     move = _new(ctx, source, target, version)
@@ -158,6 +160,8 @@ def _do(ctx: Context, move: Move, step: Step, say: Say) -> str:
         size = world.survey(ctx, move, fresh=True)
         return f"{size} bytes, ~{world.estimate(size)}s"
     if step is Step.CREATE_TARGET:
+        if not world.running(ctx, move.target):   # no trace of an old node of its name first
+            world.stop(ctx, move.target)
         world.terraform(ctx, move, [move.target], planfile)
         world.wait_passing(ctx, move, move.target)
         return f"{move.target} runs {move.role}:{move.version}, held back from traffic"
@@ -235,6 +239,7 @@ def abort(ctx: Context, source: str, say: Say) -> MoveReport:
             world.forget_volume(ctx, stopped, stopped.target)
             world.terraform(ctx, stopped, [stopped.target],
                             ctx.state_dir / "plans" / f"move-{source}.tfplan")
+            world.stop(ctx, stopped.target)   # out of Consul: a next move may take its name
             volume = f"{world.container(ctx, stopped.target)}-data"
             if docker.volume_exists(volume):
                 docker.remove_volumes([volume])

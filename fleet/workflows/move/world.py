@@ -28,6 +28,7 @@ import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 from fleet.adapters import docker, ssh
@@ -266,7 +267,9 @@ def soak(ctx: Context, move: Move, share: int, say: Say) -> None:
     deadline = time.monotonic() + move.soak_seconds
     while True:
         if not passing(ctx, move, move.target):
-            shares(ctx, move, 0)
+            weigh(ctx, move.source, weights_for(100), readonly=True)
+            with suppress(FleetError):   # a failing target may not answer SSH either
+                weigh(ctx, move.target, weights_for(0), readonly=True)
             raise FleetError(f"{move.target} failed its health check at {share}% of the "
                              f"cut-over: all traffic is back on {move.source}",
                              f"see docker logs {container(ctx, move.target)}; then run fleet "
