@@ -5,8 +5,6 @@ it stops, naming that."""
 
 from __future__ import annotations
 
-import json
-
 from fleet.model.move import Entry, Move, key
 from fleet.model.moved import Placement, placement
 from fleet.services.state import FleetState, StateConflict, StateKV
@@ -54,6 +52,3 @@ def event(move: Move, entry: Entry) -> dict[str, object]:
             "target": move.target, "step": entry.step.value, "outcome": entry.outcome.value,
             "who": entry.by, "detail": entry.detail}
 
-
-def dumps(moves: list[Move]) -> str:
-    return json.dumps([json.loads(m.to_json()) for m in moves], indent=1, sort_keys=True)

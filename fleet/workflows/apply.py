@@ -175,10 +175,9 @@ def _behind(ctx: Context, env: str, items: list[Item]) -> list[Item]:
     catalog = Catalog(ctx.consul(), ctx.fleet.kv_prefix)
     behind = []
     for i in made:
-        version = after[f'terraform_data.pet["{i.target}"]']["input"]["version"]
-        record = next((r for r in catalog.records(i.role) if r.version == version), None)
-        now = provision_digest(ctx, ctx.fleet.role(i.role))
-        if record is not None and record.provision_digest and record.provision_digest != now:
+        stored = catalog.get(i.role, after[f'terraform_data.pet["{i.target}"]']["input"]["version"])
+        baked = stored.record.provision_digest if stored is not None else ""
+        if baked and baked != provision_digest(ctx, ctx.fleet.role(i.role)):
             behind.append(replace(i, action=Action.CONVERGE))
     return behind
 

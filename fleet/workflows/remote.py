@@ -133,11 +133,10 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
 def _record(ctx: Context, role: Role, hosts: Iterable[str]) -> None:
     """What each converged instance now has, for `fleet plan` (its converge action)."""
     digest = provision_digest(ctx, role)
-    by_container = {container(ctx, i): i for env in role.instances.values() for i in env}
     state = FleetState(ctx.consul(), ctx.fleet.kv_prefix)
     try:
-        for host in hosts:
-            state.set_converged(by_container[host], digest, who())
+        for host in hosts:   # a host is its container, named fleet + instance
+            state.set_converged(host.removeprefix(f"{ctx.fleet.name}-"), digest, who())
     except FleetError as exc:
         raise FleetError(f"{role.name} converged, but Consul did not record it: {exc.what}",
                          f"rerun fleet converge {role.name} (it is idempotent)") from exc

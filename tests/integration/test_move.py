@@ -169,8 +169,10 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     # the rerun copies again and verifies; then the target fails mid cut-over
     proc = start(fc, "move", "gitaly-stg-01")
     when_at(lab, fc, proc, "cut-over")
+    # its service down for good, inside the test's own target: the tool gone, and its git
+    # daemon (the one process of that command name there) stopped by its pid
     broken = on_pet(target, "sh", "-c", "mv /usr/local/sbin/fleet-gitaly /root/ && "
-                                        "pkill -f '^git daemon' || true")
+                                        "kill $(ps -o pid= -C git-daemon)")
     assert broken.returncode == 0, broken.stderr
     code, _, err = finished(proc)
     assert code == 1 and "failed its health check" in err and "back on" in err, err

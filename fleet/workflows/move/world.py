@@ -114,8 +114,8 @@ def terraform(ctx: Context, move: Move, instances: list[str], planfile: Path) ->
     ws = workspace(ctx, move.env)
     ws.init()
     prior = ws.state()
-    catalog = Catalog(ctx.consul(), ctx.fleet.kv_prefix)
-    images = {r: current(catalog.records(r)) for r in ctx.fleet.roles}
+    records = Catalog(ctx.consul(), ctx.fleet.kv_prefix).records()   # one read for all roles
+    images = {r: current(x for x in records if x.role == r) for r in ctx.fleet.roles}
     variables = machine_vars(ctx, move.env, prior, images, (), Options())
     ws.plan(variables, planfile, targets=[f'terraform_data.pet["{i}"]' for i in instances])
     ws.apply_saved(planfile)
@@ -154,16 +154,13 @@ def stop(ctx: Context, instance: str) -> None:
 
 
 def wait_passing(ctx: Context, move: Move, instance: str, timeout: float = PASS_TIMEOUT) -> None:
-    service = ctx.fleet.role(move.role).services[0].name
-    name = container(ctx, instance)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(i.node == name and i.passing for i in
-               ctx.consul().instances(service, f"fleet:{ctx.fleet.name}")):
+        if passing(ctx, move, instance):
             return
         time.sleep(1)
     raise FleetError(f"{instance} does not pass its checks in Consul after {timeout:.0f}s",
-                     f"see docker logs {name}, then run the move again")
+                     f"see docker logs {container(ctx, instance)}, then run the move again")
 
 
 def passing(ctx: Context, move: Move, instance: str) -> bool:
