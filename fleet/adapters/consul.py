@@ -23,6 +23,7 @@ class Entry:
     key: str
     value: bytes
     modify_index: int
+    session: str = ""   # the session holding the key as a lock ('' when none does)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,9 @@ class Consul:
     def list(self, prefix: str) -> list[Entry]:
         """Every entry under prefix, in one request."""
         _, items = self._call(f"list {prefix}", self._client.kv.get, prefix, recurse=True)
-        return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"])) for i in items or []]
+        # Session is in an entry only while a session holds it as a lock
+        return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"]), i.get("Session", ""))
+                for i in items or []]
 
     def keys(self, prefix: str) -> builtins.list[str]:
         """Every key under prefix, without values, in one request."""
@@ -266,6 +269,25 @@ class Consul:
 
     def release(self, key: str, session: str) -> bool:
         return bool(self._call(f"unlock {key}", self._client.kv.put, key, None, release=session))
+
+    def kv_index(self, prefix: str, index: int = 0, wait: str = "") -> int:
+        """The index of prefix's subtree (it moves with every write or delete under it). With
+        index and wait: a blocking query, answered once it moves past index or wait ends
+        (the client's timeout must exceed wait)."""
+        found, _ = self._call(f"watch {prefix}", self._client.kv.get, prefix, keys=True,
+                              index=index or None, wait=wait or None)
+        return int(found or 0)
+
+    def checks_index(self, tag: str, index: int = 0,
+                     wait: str = "") -> tuple[int, frozenset[tuple[str, str, str]]]:
+        """The checks' index and (node, check, status) of every check of a service tagged
+        tag and every member's serfHealth; with index and wait, a blocking query as kv_index."""
+        found, items = self._call(f"watch checks tagged {tag}", self._client.health.state,
+                                  "any", index=index or None, wait=wait or None,
+                                  filter_expr=f'"{tag}" in ServiceTags or CheckID == '
+                                              f'"{MEMBER_CHECK}"')
+        return int(found or 0), frozenset((str(i["Node"]), str(i["CheckID"]), str(i["Status"]))
+                                          for i in items)
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self._client.kv.delete, key)

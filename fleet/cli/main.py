@@ -27,6 +27,7 @@ from fleet.cli import (
     move,
     plan,
     promote,
+    reconcile,
     release,
     remote,
     review,
@@ -68,6 +69,7 @@ review.register(cli)
 snapshot.register(cli)
 db.register(cli)
 move.register(cli)
+reconcile.register(cli)
 
 
 def _internal_error() -> Path:

@@ -12,6 +12,7 @@ from fleet.errors import ConfigError
 from fleet.model import cutover, migrations, review
 from fleet.model.cutover import MoveSettings
 from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
+from fleet.model.heal import heal_problem
 from fleet.model.locate import locate
 from fleet.model.migrations import Migrations
 from fleet.model.review import Review
@@ -82,6 +83,7 @@ class Role:
     scrub: str = ""   # pets: the script run against a copy of the data (fleet env refresh)
     migrations: Migrations | None = None   # cattle: the schema migrations its image carries
     move: MoveSettings | None = None   # pets: [move], how fleet move copies and cuts over
+    heal: str = "report"   # what fleet reconcile does about its drift (fleet/model/heal.py)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
             if svc["check"]["type"] == "http" and "path" not in svc["check"]:
                 found.append((f"{path}.services.{sname}.check.path",
                               "an http check needs a path"))
+        if "heal" in role and (why := heal_problem(RoleClass(role["class"]), role["heal"])):
+            found.append((f"{path}.heal", why))
         if "scrub" in role and role["class"] != RoleClass.PET:
             found.append((f"{path}.scrub", "only a pet role has data to scrub"))
     found += review.problems(data, seen_env)
@@ -356,4 +360,5 @@ def _role(name: str, r: Mapping[str, Any]) -> Role:
         scrub=r.get("scrub", ""),
         migrations=migrations.declared(r),
         move=cutover.declared(r),
+        heal=r.get("heal", "report"),
     )

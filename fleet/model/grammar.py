@@ -147,6 +147,9 @@ ROLE = Table(
                          "data before anything connects to it, e.g. to mask personal data"),
         "migrations": MIGRATIONS,
         "move": MOVE,
+        "heal": Str(doc='what `fleet reconcile` does about drift: "report" (default); cattle '
+                        '"replace" (a node that is gone); pets and snowflakes "converge" '
+                        "(in place, never replaced)"),
     },
     required=("class", "base", "provisioner"),
 )

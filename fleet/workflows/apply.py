@@ -224,7 +224,7 @@ def _cattle(ctx: Context, env: str, items: list[Item], reading: Reading,
                  for i in batch]
     repairs = [i for i in items if i.action is Action.REPAIR]
     if repairs:
-        done += _repair(ctx, env, repairs, say)
+        done += repair(ctx, env, repairs, say)
     return done
 
 
@@ -238,7 +238,7 @@ def _rolling(ctx: Context, env: str, role: str) -> str:
     return rollout.version
 
 
-def _repair(ctx: Context, env: str, items: list[Item], say: Say) -> list[Done]:
+def repair(ctx: Context, env: str, items: list[Item], say: Say) -> list[Done]:
     """Nodes Terraform holds but that are gone: replaced by applying the desired groups again
     (the environment's rollout lock held), then waited for until they pass.
 

@@ -28,6 +28,8 @@ COMPOSERS = {
     "refresh": {"snapshots"},  # an environment's pet data: snapshots taken, then restored
     "rebuild": {"plan", "promote"},  # every node again: Terraform's -replace, cattle batches
     "move": {"plan"},  # a pet's target made and its source decommissioned as apply would
+    # one pass: the plan read, cattle repaired as apply does, pets converged, envs expired
+    "reconcile": {"plan", "apply", "remote", "environments"},
 }
 # layer -> the layers of fleet it may import
 LAYERS = {

@@ -1,0 +1,122 @@
+"""fleet reconcile's pure policy (fleet/model/reconcile.py) and the `heal` key's validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.errors import FleetError
+from fleet.model.definition import problems
+from fleet.model.grammar import RoleClass
+from fleet.model.heal import heal_problem
+from fleet.model.plan import Action, Item, Plan
+from fleet.model.reconcile import (
+    EXPIRE,
+    Situation,
+    Verdict,
+    decide,
+    drift,
+    duration,
+    policy,
+    remember,
+)
+
+REPAIRS = tuple(Item("production", "web", "cattle", f"web-{i}", Action.REPAIR, "gone", True)
+                for i in range(4))
+PLAN = Plan("f", ("staging", "production"), (
+    *REPAIRS,
+    Item("production", "gitaly", "pet", "gitaly-01", Action.REPLACE,
+         "its container is gone: created again", True),
+    Item("production", "redis", "pet", "redis-01", Action.CONVERGE, "its provisioner changed"),
+    Item("staging", "redis", "pet", "redis-stg-01", Action.CONVERGE, "its provisioner changed"),
+    Item("staging", "web", "cattle", "web", Action.REVOKED, "1 node runs revoked web:v1",
+         blocked="promote another version or roll back"),
+    Item("staging", "web", "cattle", "web", Action.WAIT, "awaits"),
+))
+HEALS = {"web": "replace", "redis": "converge", "gitaly": "report"}
+
+
+def verdicts(found: tuple, target: str) -> list[Verdict]:
+    return [f.verdict for f in found if f.target == target]
+
+
+def test_heals_what_the_roles_opt_into_and_reports_the_rest() -> None:
+    found = decide(PLAN, policy(HEALS, 0, 10), Situation(now=100))
+    assert verdicts(found, "web-0") == [Verdict.HEAL], "cattle with heal=replace are replaced"
+    assert verdicts(found, "redis-01") == [Verdict.HEAL], "a converge pet is converged"
+    gitaly = [f for f in found if f.target == "gitaly-01"]
+    assert [f.verdict for f in gitaly] == [Verdict.REPORT], "a pet is never replaced"
+    assert "never replaced" in gitaly[0].why, gitaly[0].why
+    assert verdicts(found, "web") == [Verdict.REPORT], "revoked images are reported; WAIT is none"
+    assert not [f for f in found if f.action == Action.WAIT.value], "information is not drift"
+
+
+def test_report_only_by_default() -> None:
+    found = decide(PLAN, policy({}, 0, 10), Situation(now=100))
+    assert {f.verdict for f in found} == {Verdict.REPORT}, found
+    assert 'heal = "replace"' in next(f.why for f in found if f.target == "web-0")
+
+
+def test_grace_rate_limit_and_locks() -> None:
+    rules = policy(HEALS, 30, 3)
+    young = decide(PLAN, rules, Situation(now=100, first_seen={"production/web-0/repair": 90}))
+    assert verdicts(young, "web-0") == [Verdict.GRACE], "10 s old, grace 30 s"
+    old = decide(PLAN, rules, Situation(now=100, first_seen={
+        f"production/web-{i}/repair": 0 for i in range(4)} | {"production/redis-01/converge": 0}))
+    web = [f.verdict for f in old if f.target.startswith("web-")]
+    assert web == [Verdict.HEAL] * 3 + [Verdict.LIMITED], f"3 heals per env per interval: {web}"
+    assert verdicts(old, "redis-01") == [Verdict.LIMITED], "the env's limit counts every heal"
+    spent = decide(PLAN, policy(HEALS, 0, 3), Situation(now=100, healed={"production": 3}))
+    assert verdicts(spent, "web-0") == [Verdict.LIMITED], "heals earlier this interval count"
+    locked = decide(PLAN, policy(HEALS, 0, 3), Situation(
+        now=100, busy={"production": "its lock is held by x"}))
+    assert {f.verdict for f in locked if (f.env == "production" and f.cls != "pet")
+            or f.target == "redis-01"} == {Verdict.LOCKED}, "a rolling env is left alone"
+    assert verdicts(locked, "redis-stg-01") == [Verdict.HEAL], "other envs are not"
+
+
+def test_files_changed_by_hand_and_expired_environments() -> None:
+    files = {("production", "redis", "redis-01"): "changed: /etc/fleet/settings.env",
+             ("production", "gitaly", "gitaly-01"): "changed: /etc/x",
+             ("staging", "redis", "redis-stg-01"): ""}
+    found = decide(PLAN, policy(HEALS, 0, 10), Situation(now=1, files=files,
+                                                         expired=("review-a",)))
+    assert len([f for f in found if f.target == "redis-01"]) == 1, "one converge per pet"
+    assert verdicts(found, "gitaly-01") == [Verdict.REPORT, Verdict.REPORT]
+    expire = [f for f in found if f.action == EXPIRE]
+    assert [(f.target, f.verdict) for f in expire] == [("review-a", Verdict.HEAL)]
+
+
+def test_memory_and_drift_counts() -> None:
+    found = decide(PLAN, policy(HEALS, 0, 10), Situation(now=100))
+    seen = remember({"production/web-0/repair": 5, "gone/x/repair": 1}, found, 100)
+    assert seen["production/web-0/repair"] == 5 and "gone/x/repair" not in seen
+    assert seen["production/web-1/repair"] == 100
+    assert drift(found)[("production", "cattle")] == 4
+
+
+def test_heal_values_per_class() -> None:
+    assert heal_problem(RoleClass.CATTLE, "replace") == ""
+    assert "cannot heal" in heal_problem(RoleClass.PET, "replace")
+    assert "cannot heal" in heal_problem(RoleClass.CATTLE, "converge")
+    assert 'unknown heal "always"' in heal_problem(RoleClass.SNOWFLAKE, "always")
+
+
+def test_validation_names_the_heal_line() -> None:
+    import tomllib
+    from pathlib import Path
+
+    data = tomllib.loads(Path("fleet.toml").read_text())
+    data["roles"]["redis"]["heal"] = "replace"
+    found = problems(data)
+    assert any(p[0] == "roles.redis.heal" and "never replaced" in p[1] for p in found), found
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1m30s", 90), ("0.5s", 0.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert duration(text, "--interval") == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "30", "-1s", ""])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(FleetError, match="not a duration"):
+        duration(text, "--interval")
