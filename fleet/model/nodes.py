@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from fleet.model.definition import Fleet, Role
 from fleet.model.grammar import RoleClass
 
-# Where a node renders the addresses of the services its role depends on (see watches()).
+# Where a node renders the addresses of the services its role depends on (see watches());
+# beside it, weights.json: each instance's share of new work (packer/base/fleet-node).
 UPSTREAMS_FILE = "/etc/fleet/upstreams.json"
 
 

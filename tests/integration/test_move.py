@@ -9,11 +9,14 @@ verifies), pushes refused while the source is read-only, the target failing its 
 in the middle of the cut-over (traffic back on the source by itself, exit 1), then --abort
 (the source takes writes again, the target and its volume are gone).
 
-The second goes through while clones run in a loop, each from a gitaly instance chosen as the
-git role would (Consul's passing instances, by weight, never one tagged weight:0 while another
-serves): not one fails, and the cut-over's shares show in where they were served. --finish
-makes the target writable and decommissions the source, keeping its volume until --purge;
-every ref matches; `fleet plan` keeps the new instance; the history tells both moves.
+The second goes through while clones run in a loop, each from a gitaly instance chosen by
+weight (Consul's passing instances, never one tagged weight:0 while another serves): not one
+fails, and the cut-over's shares show in where they were served. Meanwhile staging's git front
+end (the git role, promoted beside the pet) is asked where new repositories go, again and
+again: by the weights its Consul watch renders, never to the target while it is held back, to
+both during the cut-over, only to the target once the move is finished. --finish makes the
+target writable and decommissions the source, keeping its volume until --purge; every ref
+matches; `fleet plan` keeps the new instance; the history tells both moves.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +43,7 @@ from tests.integration.test_gitaly_storage import commit, git, keep_gitaly, on_p
 pytestmark = pytest.mark.lab
 
 MOVE = '\n[roles.gitaly.move]\ncutover = [50, 100]\nsoak = "3s"\n'
+BEFORE_CUTOVER = ("plan", "create-target", "read-only", "copy", "verify")
 REPO = "group/project-001.git"
 
 
@@ -110,10 +115,50 @@ class Clones(threading.Thread):
             self.served[node] = self.served.get(node, 0) + 1
 
 
+def with_git_front_end(fc: FleetCopy) -> None:
+    """The copy's gitaly role joined by the git role (staging's front end)."""
+    example = (ROOT / "fleet.toml").read_text()
+    fc.file.write_text(fc.file.read_text() + "\n" +
+                       example[example.index("[roles.git]"):example.index("[roles.sidekiq]")])
+
+
+def place(front: str, key: str) -> dict[str, str]:
+    """Ask the git front end (its TCP service) where a new repository goes."""
+    with socket.create_connection((front, 2222), timeout=5) as conn:
+        reader = conn.makefile("rb")
+        reader.readline()   # its greeting
+        conn.sendall(f"place {key}\n".encode())
+        return dict(json.loads(reader.readline()))
+
+
+class Placements(threading.Thread):
+    """New repositories placed by the git front end in a loop, each with the move's step read
+    just before and just after: (steps, storage or error)."""
+
+    def __init__(self, lab: Any, fc: FleetCopy, front: str) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.fc, self.front, self.stop = lab, fc, front, threading.Event()
+        self.seen: list[tuple[str, str, str]] = []
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            before = record(self.lab, self.fc).get("step", "")
+            try:
+                said = place(self.front, f"group/new-{n:05}.git")
+                where = said.get("storage") or said.get("error", "")
+            except OSError as exc:
+                where = f"error {exc}"
+            self.seen.append((before, record(self.lab, self.fc).get("step", ""), where))
+            time.sleep(0.05)
+
+
 def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCopy,
                                                   tmp_path: Path) -> None:
     fc, name = fleet_copy, fleet_copy.name
     keep_gitaly(fc)
+    with_git_front_end(fc)
     fc.file.write_text(fc.file.read_text() + MOVE)
     source, target = f"{name}-gitaly-stg-01", f"{name}-gitaly-stg-02"
     timings: dict[str, float] = {}
@@ -122,7 +167,17 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     assert applied.code == 0, applied.stderr[-800:]
     seeded = on_pet(source, "fleet-gitaly", "seed", "6", "--commits", "3")
     assert seeded.returncode == 0, seeded.stderr
-    timings["bake + apply + seed"] = time.monotonic() - started
+    baked = fc.run("bake", "git", "--version", "v1")
+    assert baked.code == 0, f"the git front end baked: {baked.stderr[-800:]}"
+    promoted = fc.run("promote", "v1", "--to", "staging", "--role", "git", "--force",
+                      "--reason", "the move test's front end")
+    assert promoted.code == 0, f"the git front end on staging: {promoted.stderr[-800:]}"
+    [front] = [c for c in containers() if c.startswith(f"{name}-git-")]
+    front = address_of(front)
+    assert eventually(lambda: place(front, "group/first.git").get("storage", ""),
+                      f"{address_of(source)}:8075") == f"{address_of(source)}:8075", \
+        "the front end places new repositories on the one storage"
+    timings["bake + apply + seed + git front end"] = time.monotonic() - started
 
     # --dry-run: the plan, nothing recorded; bad input: one line each
     dry = fc.run("move", "gitaly-stg-01", "--to", "gitaly-stg-02", "--dry-run")
@@ -194,8 +249,10 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     # source read-only, verifies, cuts over and finishes, each rerun carrying it on
     step = time.monotonic()
     before = sums(source)
-    clones = Clones(fc)
+    at = {address_of(source) + ":8075": "source"}   # the source's, gone with it at --finish
+    clones, placements = Clones(fc), Placements(lab, fc, front)
     clones.start()
+    placements.start()
     try:
         kill_at(lab, fc, start(fc, "move", "gitaly-stg-01", "--to", "gitaly-stg-03"),
                 "read-only")
@@ -214,9 +271,23 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
         time.sleep(2)
     finally:
         clones.stop.set()
+        placements.stop.set()
         clones.join(timeout=60)
+        placements.join(timeout=60)
     assert clones.failures == [], clones.failures[:5]
     assert clones.served.get(target, 0) > 0 and sum(clones.served.values()) >= 20, clones.served
+    at[address_of(target) + ":8075"] = "target"
+    held_back = [at.get(w, w) for b, a, w in placements.seen if b in BEFORE_CUTOVER
+                 and a in BEFORE_CUTOVER and b != "plan"]
+    assert held_back and set(held_back) == {"source"}, \
+        f"new work never on a held-back target: {held_back}"
+    during = {at.get(w, w) for b, a, w in placements.seen if "cut-over" in (b, a)}
+    assert "target" in during, f"new work reaches the target during the cut-over: {during}"
+    def placed() -> set[str]:
+        return {at.get(w, w) for w in (place(front, f"group/after-{i}.git").get("storage", "")
+                                       for i in range(50))}
+    assert eventually(placed, {"target"}) == {"target"}, \
+        f"once moved, every new repository goes to the target: {placed()}"
     timings["move 2 + finish"] = time.monotonic() - step
     after = sums(target)
     assert after["repositories"] == before["repositories"], "every ref moved"

@@ -23,10 +23,13 @@ def load() -> Any:
     return module
 
 
-def entry(address: str, port: int, fleet: str, env: str) -> dict[str, Any]:
+def entry(address: str, port: int, fleet: str, env: str, passing: int = 1,
+          tags: tuple[str, ...] = ()) -> dict[str, Any]:
     """One element of /v1/health/service/NAME, as consul watch -type=service passes it."""
     return {"Node": {"Node": f"n-{address}", "Address": address},
             "Service": {"Service": "gitaly", "Address": "", "Port": port,
+                        "Tags": [f"fleet:{fleet}", *tags],
+                        "Weights": {"Passing": passing, "Warning": 1},
                         "Meta": {"fleet": fleet, "env": env}},
             "Checks": []}
 
@@ -48,9 +51,16 @@ def test_renders_this_fleet_and_environment_merged_and_atomically(
                            entry("10.0.0.4", 8075, "other", "canary"),
                            entry("10.0.0.1", 8075, "gitlab", "canary")])
     assert seen == {"gitaly": ["10.0.0.1:8075", "10.0.0.2:8075"], "redis": []}
+    weights = json.loads((out.parent / "weights.json").read_text())
+    assert weights == {"gitaly": {"10.0.0.1:8075": 1, "10.0.0.2:8075": 1}, "redis": {}}
+    # a move's cut-over: the source held at weight:0 (Passing 1), the target at 100
+    fire("gitaly", [entry("10.0.0.1", 8075, "gitlab", "canary", 1, ("weight:0", "readonly")),
+                    entry("10.0.0.5", 8075, "gitlab", "canary", 100)])
+    weights = json.loads((out.parent / "weights.json").read_text())
+    assert weights["gitaly"] == {"10.0.0.1:8075": 0, "10.0.0.5:8075": 100}, weights
     assert fire("gitaly", []) == {"gitaly": [], "redis": []}
     assert oct(out.stat().st_mode & 0o777) == "0o644"
-    assert sorted(p.name for p in out.parent.iterdir()) == ["upstreams.json"]  # no temp left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["upstreams.json", "weights.json"]
 
 
 def test_usage_is_exit_2() -> None:
@@ -84,3 +94,27 @@ def test_drain_without_a_token_asks_nothing_of_the_agent(
     monkeypatch.setattr(node.urllib.request, "urlopen",
                         lambda *a, **k: pytest.fail("drain called the agent without a token"))
     assert node.main(["drain"]) == 0
+
+
+def test_weigh_replaces_a_held_back_declaration_and_declared_keeps_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A move's target is declared held back (weight:0): the cut-over's weights must take that
+    tag away, or no front end would send it new work; --declared puts it back."""
+    node = load()
+    services = tmp_path / "services.json"
+    services.write_text(json.dumps({"services": [{
+        "name": "gitaly", "port": 8075, "tags": ["fleet:gitlab", "weight:0"],
+        "weights": {"passing": 1, "warning": 0}}]}))
+    monkeypatch.setattr(node, "SERVICES", str(services))
+    monkeypatch.setattr(node, "stored_token", lambda: "token")
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(node, "agent_call", lambda method, path, token, body=None:
+                        sent.append(body) or "")
+    assert node.main(["weigh", "50", "1", "readonly"]) == 0
+    assert sent[-1]["tags"] == ["fleet:gitlab", "readonly"], sent[-1]
+    assert sent[-1]["weights"] == {"passing": 50, "warning": 1}
+    assert node.main(["weigh", "1", "0", "readonly", "weight:0"]) == 0
+    assert sent[-1]["tags"] == ["fleet:gitlab", "readonly", "weight:0"], sent[-1]
+    assert node.main(["weigh", "--declared"]) == 0
+    assert sent[-1]["tags"] == ["fleet:gitlab", "weight:0"], sent[-1]
+    assert sent[-1]["weights"] == {"passing": 1, "warning": 0}

@@ -232,8 +232,9 @@ def abort(ctx: Context, source: str, say: Say) -> MoveReport:
             except FleetError as exc:
                 say(f"{source}: the target's weights stay as they were ({exc.what})")
             world.weigh(ctx, source, None, readonly=False)
-        if undo.source_writable:
-            world.on(ctx, source, f"{world.DATA} read-only off", "making the source writable")
+        if undo.source_writable:   # and the copy's grant gone, if a killed copy left it
+            world.on(ctx, source, f"rm -f {world.KEYS} && {world.DATA} read-only off",
+                     "making the source writable")
             world.weigh(ctx, source, None, readonly=False)
         if undo.destroy_target:
             world.forget_volume(ctx, stopped, stopped.target)

@@ -11,8 +11,12 @@
   sets them again.
 - **The copy** is rsync over SSH, pulled by the target from the source: fleet makes a key for
   the move, the source accepts it from its tmpfs (/run/fleet/authorized_keys, see
-  packer/base/finish.sh) only for `rrsync -ro` of its data path, and the target trusts only
-  the source's own host key. The key is taken away when the copy ends, whatever its outcome.
+  packer/base/finish.sh) only for `rrsync -ro` of its data path and only for an hour
+  (expiry-time: a move killed mid-copy leaves no lasting grant), and the target trusts only
+  the source's own host key, which the same session reads. The key is taken away by the
+  verify that follows (in the session that checksums the source), by a copy that fails, and by
+  --abort. SSH's cipher for the copy is AES-GCM (aes128-gcm@openssh.com), which the CPU
+  does in hardware, not the default chacha20-poly1305: on the lab the copy is CPU-bound.
   rsync -a --delete sends only what differs, so a copy cut short is finished by the next;
   after a failed verify it compares contents (-c), not sizes and times, and so mends what the
   verify found (-c on every copy would read all the data twice more).
@@ -45,7 +49,7 @@ from fleet.model.image import current
 from fleet.model.move import Move, MoveError, Outcome, Step
 from fleet.model.plan import Options, data_path
 from fleet.services import cattle, topology
-from fleet.services.access import DockerExec, lab_hosts
+from fleet.services.access import lab_hosts
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.workflows.plan import machine_vars, workspace
@@ -55,6 +59,8 @@ DATA = "/usr/local/sbin/fleet-data"
 WEIGH = "/usr/local/sbin/fleet-node weigh"
 KEYS = "/run/fleet/authorized_keys"
 MOVE_KEY = "/run/fleet/move.key"   # on the target's tmpfs while it copies
+GRANT_TTL = 3600       # seconds the source accepts the move's key (the copy's log-in)
+CIPHER = "aes128-gcm@openssh.com"
 PASS_TIMEOUT = 120.0   # seconds a new or replaced target has to pass in Consul
 DRAIN_TIMEOUT = 60     # seconds writes in flight have to finish once the source is read-only
 RATE = 100e6           # bytes per second the plan's estimate assumes for the copy
@@ -215,13 +221,14 @@ def copy(ctx: Context, move: Move, say: Say) -> None:
     if address is None:
         raise FleetError(f"{move.source} has no address on the lab network",
                          f"start it (docker start {source}) and run the move again")
-    host_key = DockerExec(source).read("/etc/ssh/ssh_host_ed25519_key.pub").split()
-    grant = f'restrict,command="rrsync -ro {path}" {public}'
-    on(ctx, move.source, f"umask 077; printf '%s\\n' {shlex.quote(grant)} > {KEYS}",
-       "letting the target read the source's data")
+    until = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + GRANT_TTL))
+    grant = f'restrict,expiry-time="{until}",command="rrsync -ro {path}" {public}'
+    host_key = on(ctx, move.source, f"umask 077; printf '%s\\n' {shlex.quote(grant)} > {KEYS}"
+                                    " && cat /etc/ssh/ssh_host_ed25519_key.pub",
+                  "letting the target read the source's data").split()
     known = f"{address} {host_key[0]} {host_key[1]}"
     transport = (f"ssh -i {MOVE_KEY} -o UserKnownHostsFile={MOVE_KEY}.known_hosts "
-                 "-o StrictHostKeyChecking=yes -o BatchMode=yes")
+                 f"-o StrictHostKeyChecking=yes -o BatchMode=yes -c {CIPHER}")
     again = " -c" if mended(move) else ""
     say(f"copying {path} from {move.source} to {move.target} (rsync over SSH)")
     try:   # one session on the target: the key in (its tmpfs), the copy, the key out
@@ -231,21 +238,30 @@ def copy(ctx: Context, move: Move, say: Say) -> None:
                              f"--numeric-ids -e {shlex.quote(transport)} root@{address}:./ "
                              f"{shlex.quote(path)}/", "the copy", timeout=7200,
            uploads=((key, MOVE_KEY),))
+    except FleetError:
+        revoke(ctx, move, say)
+        raise
     finally:
-        try:
-            on(ctx, move.source, f"rm -f {KEYS}", "taking the move's key away")
-        except FleetError as exc:
-            say(f"warning: {exc.what}")
         key.unlink(missing_ok=True)
         key.with_suffix(".pub").unlink(missing_ok=True)
 
 
+def revoke(ctx: Context, move: Move, say: Say) -> None:
+    """The move's key taken away from the source (the copy's grant)."""
+    try:
+        on(ctx, move.source, f"rm -f {KEYS}", "taking the move's key away")
+    except FleetError as exc:
+        say(f"warning: {exc.what}")
+
+
 def verify(ctx: Context, move: Move) -> int:
     """Both sides checksummed; the number of repositories and files that match, or one
-    MoveError listing what differs."""
+    MoveError listing what differs. The source's session first takes the copy's grant away."""
     with ThreadPoolExecutor(max_workers=2) as pool:   # both sides at once; fsck on the copy
-        reading = [pool.submit(on, ctx, i, f"{DATA} checksums{flags}", f"checksumming {i}")
-                   for i, flags in ((move.source, " --no-fsck"), (move.target, ""))]
+        reading = [pool.submit(on, ctx, i, f"{command}{DATA} checksums{flags}",
+                               f"checksumming {i}")
+                   for i, command, flags in ((move.source, f"rm -f {KEYS} && ", " --no-fsck"),
+                                             (move.target, "", ""))]
         src, dst = (json.loads(r.result()) for r in reading)
     found = differences(src["repositories"], dst["repositories"], src["files"], dst["files"],
                         dst.get("fsck", {}))

@@ -71,3 +71,15 @@ FLEET_DB_UPSTREAMS_FILE=/etc/fleet/upstreams.json
 ENV
   chmod 0644 /etc/fleet/database.env
 }
+
+# A front end that places new repositories on the gitaly storages by their Consul weights
+# (see fleet-service's place): which service, and where the node's Consul watch renders each
+# passing instance's weight.
+places_repositories() {
+  mkdir -p /etc/fleet
+  cat > /etc/fleet/storage.env <<'ENV'
+FLEET_STORAGE_SERVICE=gitaly
+FLEET_STORAGE_WEIGHTS_FILE=/etc/fleet/weights.json
+ENV
+  chmod 0644 /etc/fleet/storage.env
+}

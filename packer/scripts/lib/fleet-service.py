@@ -3,6 +3,7 @@
 
 fleet-service http PORT NAME  serves GET /-/health (200) and GET / (the node's identity)
 fleet-service tcp PORT NAME   accepts TCP connections and answers one line
+fleet-service place KEY       prints the storage a new repository KEY goes to (see below)
 
 A role that uses the postgres pet's database (its image has /etc/fleet/database.env, written by
 common.sh's uses_database) also says, in its answer to GET /, the schema version it sees:
@@ -14,8 +15,19 @@ canary node, see fleet/model/nodes.py upstreams()); the password is the node's V
 rendered by fleet-node to /run/fleet/secrets/db_password; psql connects (PGPASSWORD in its
 environment only). GET /-/health never asks the database: a database down must not take every
 node out of service.
+
+A front end that places new work on storages (the git role: its image has
+/etc/fleet/storage.env, written by common.sh's places_repositories) sends each new repository
+to a storage by weight, as GitLab's repository storage weights do: the weights are the ones the
+node's Consul watch rendered into /etc/fleet/weights.json (each passing instance's
+Weights.Passing, 0 for one tagged weight:0: a move's held-back target, or its source once the
+target takes all). The choice is a hash of the repository's name over the weights' cumulative
+ranges, so it is the same on every front end at the same weights, and a storage of weight 0
+never gets one. Its TCP service answers `place KEY` (one line after its greeting) with
+{"repository": KEY, "storage": "ADDRESS:PORT"}, or "error" when no storage takes new work.
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -24,6 +36,7 @@ import subprocess
 import sys
 
 DATABASE_ENV = "/etc/fleet/database.env"
+STORAGE_ENV = "/etc/fleet/storage.env"
 PSQL = "/usr/lib/postgresql/15/bin/psql"
 # The highest id: ids are numbers or timestamps, so the longest, then the greatest.
 SCHEMA_VERSION = r"""SELECT to_regclass('schema_migrations') IS NOT NULL AS has_table \gset
@@ -36,13 +49,34 @@ SELECT 'v:';
 """
 
 
-def database_settings() -> dict[str, str] | None:
+def settings(path: str) -> dict[str, str] | None:
     try:
-        with open(DATABASE_ENV) as handle:
+        with open(path) as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError:
         return None
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+
+
+def place(key: str, storage: dict[str, str]) -> str | None:
+    """The storage (ADDRESS:PORT) a new repository named key goes to; None when none takes
+    new work."""
+    service = storage.get("FLEET_STORAGE_SERVICE", "gitaly")
+    try:
+        with open(storage["FLEET_STORAGE_WEIGHTS_FILE"]) as handle:
+            weights = json.load(handle).get(service) or {}
+    except (OSError, ValueError):
+        return None
+    serving = sorted((a, int(w)) for a, w in weights.items() if int(w) > 0)
+    total = sum(w for _, w in serving)
+    if not total:
+        return None
+    point = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % total
+    for address, weight in serving:
+        if point < weight:
+            return address
+        point -= weight
+    return None  # not reached: point < total
 
 
 def schema_version(db: dict[str, str]) -> dict[str, object]:
@@ -92,7 +126,7 @@ class Health(http.server.BaseHTTPRequestHandler):
             "version": os.environ.get("FLEET_VERSION", ""),
             "path": self.path,
         }
-        db = database_settings() if self.path == "/" else None
+        db = settings(DATABASE_ENV) if self.path == "/" else None
         if db is not None:
             answer.update(schema_version(db))
         body = json.dumps(answer).encode()
@@ -106,12 +140,35 @@ class Health(http.server.BaseHTTPRequestHandler):
         pass  # Consul checks every few seconds; their lines would drown the log
 
 
+def placed(key: str, storage: dict[str, str]) -> dict[str, str]:
+    address = place(key, storage)
+    if address is None:
+        service = storage.get("FLEET_STORAGE_SERVICE", "gitaly")
+        return {"repository": key, "error": f"no passing {service} instance takes new work"}
+    return {"repository": key, "storage": address}
+
+
 class Hello(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.wfile.write(f"{NAME} ready\n".encode())
+        storage = settings(STORAGE_ENV)
+        if storage is None:
+            return
+        self.connection.settimeout(10)   # a health check connects and goes: readline sees EOF
+        try:
+            verb, _, key = self.rfile.readline(4096).decode().strip().partition(" ")
+        except (OSError, UnicodeDecodeError):
+            return
+        if verb == "place" and key:
+            self.wfile.write((json.dumps(placed(key, storage)) + "\n").encode())
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["place"] and len(sys.argv) == 3:
+        answer = placed(sys.argv[2], settings(STORAGE_ENV) or {})
+        print(answer.get("storage") or answer["error"], file=sys.stdout if "storage" in answer
+              else sys.stderr)
+        sys.exit(0 if "storage" in answer else 1)
     KIND, PORT, NAME = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     socketserver.TCPServer.allow_reuse_address = True
     server_class = http.server.ThreadingHTTPServer if KIND == "http" else socketserver.ThreadingTCPServer
