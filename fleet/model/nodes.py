@@ -73,7 +73,7 @@ def group(fleet: str, role: Role, env: str, version: str, image: str, count: int
 
 
 FAILED = "its agent is a failed member of Consul (it died without leaving)"
-NO_CONTAINER = "its container is gone"
+NO_CONTAINER = "its container is gone or not running"
 
 
 def gone(listed: Iterable[str], members: Mapping[str, bool],
@@ -85,10 +85,11 @@ def gone(listed: Iterable[str], members: Mapping[str, bool],
     the lab's container names (None: not listed).
     - A failed member (serfHealth critical) is gone: its agent died without leaving, and
       Consul keeps it, with its services' last statuses, for 72 h.
-    - A member whose container is gone is gone: Consul notices a dead agent only after its
-      probes and suspicion time out (~30 s in the lab); a container draining away has been
-      renamed, so it no longer counts. A stopped container still counts until Consul calls
-      its agent failed.
+    - A member whose container is gone, or there but not running (killed or stopped: its
+      restart policy brings back only what the host restarts), is gone: Consul notices a dead
+      agent only after its probes and suspicion time out (~30-50 s in the lab); a container
+      draining away has been renamed, so it no longer counts. `containers` are the running
+      ones.
     - A node without serfHealth is taken at Consul's word: it was never a member (a node
       registered through the catalog API, as the plan benchmark's synthetic ones) or it has
       just left, and the leader drops what its last sync left at its next reconcile.

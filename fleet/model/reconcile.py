@@ -8,7 +8,7 @@ finding, and each finding gets one verdict:
   a pet or snowflake whose provisioner changed, or whose files were changed by hand since
   its last converge, where its role says `heal = "converge"` (converged in place); an
   ephemeral environment past its expiry (destroyed, as `fleet env gc` does).
-- `report`: everything else -- a pet's container gone or failing (a pet is never replaced
+- `report`: everything else -- a pet's container gone or stopped (a pet is never replaced
   or destroyed by the reconciler), a group below its count, nodes at another version or on
   a revoked image, images to bake, secrets missing: a person decides those.
 - `grace`: a heal whose drift is younger than the grace period (a node restarting, an
@@ -44,6 +44,7 @@ class Verdict(StrEnum):
 
 EXPIRE = "expire"       # a finding's action for an ephemeral environment past its expiry
 FILES = "converge"      # a pet's files changed by hand since its last converge
+DOWN = "down"           # a pet's or snowflake's container is there but not running
 ENVIRONMENT = "environment"
 
 
@@ -69,6 +70,7 @@ class Policy:
     heal: Mapping[str, Heal]       # role -> its heal
     grace: float = 0.0             # seconds a drift must last before it is healed
     max_heals: int = 3             # heals per environment per interval
+    classes: Mapping[str, str] = field(default_factory=dict)   # role -> its class
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,13 @@ class Situation:
     expired: tuple[str, ...] = ()                                  # ephemeral envs past expiry
     files: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     # (env, role, instance) -> which files differ from its last converge's (a probe)
+    down: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    # (env, role, instance) of a pet or snowflake -> why it is down (its container stopped)
 
 
-def policy(heals: Mapping[str, str], grace: float, max_heals: int) -> Policy:
-    return Policy({r: Heal(h) for r, h in heals.items()}, grace, max_heals)
+def policy(heals: Mapping[str, str], grace: float, max_heals: int,
+           classes: Mapping[str, str] | None = None) -> Policy:
+    return Policy({r: Heal(h) for r, h in heals.items()}, grace, max_heals, classes or {})
 
 
 def _wanted(item_cls: str, action: str, heal: Heal) -> bool:
@@ -133,6 +138,11 @@ def decide(plan: Plan, policy: Policy, situation: Situation) -> tuple[Finding, .
         drafts.append(Finding(env, role, cls, instance, FILES, changed,
                               Verdict.HEAL if heal is Heal.CONVERGE else Verdict.REPORT,
                               "" if heal is Heal.CONVERGE else _report_why(cls, FILES, heal)))
+    drafts += [Finding(env, role, policy.classes.get(role, RoleClass.PET.value), instance,
+                       DOWN, why, Verdict.REPORT,
+                       "never replaced by the reconciler: start it again (docker start), or "
+                       "fleet apply")
+               for (env, role, instance), why in sorted(situation.down.items())]
     drafts += [Finding(env, "", ENVIRONMENT, env, EXPIRE, "past its expiry", Verdict.HEAL)
                for env in situation.expired]
     healed = dict(situation.healed)

@@ -326,8 +326,11 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
     machine_envs = [e for e in chosen if instances(ctx, e) or e in states]
     machines: dict[str, tuple[MachineChange, ...]] = {}
     runs: dict[str, tuple[str, str]] = {}
-    # one `docker ps` serves both: pets' and snowflakes' drift, and members' containers
-    containers = set(docker.lab_containers()) if machine_envs or members else None
+    # one `docker ps` serves both: pets' and snowflakes' drift, and members' containers (a
+    # cattle node whose container is there but not running is gone: model.nodes.gone)
+    listed = docker.lab_nodes() if machine_envs or members else None
+    containers = {n.name for n in listed} if listed is not None else None
+    started = {n.name for n in listed if n.running} if listed is not None else None
     if machine_envs:
         running = containers or set()
         topology.key_pair(ctx)  # made once, before the environments are planned side by side
@@ -351,7 +354,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         missing_secrets=missing,
         unsynced=unsynced,
         stale=stale,
-        gone=gone({n for names in nodes.values() for n in names}, members, containers),
+        gone=gone({n for names in nodes.values() for n in names}, members, started),
         pets=_pets(runs, converged, records),
         moved=moved,
     )

@@ -86,6 +86,14 @@ def test_files_changed_by_hand_and_expired_environments() -> None:
     assert [(f.target, f.verdict) for f in expire] == [("review-a", Verdict.HEAL)]
 
 
+def test_a_pet_down_is_reported_never_healed() -> None:
+    found = decide(PLAN, policy(HEALS, 0, 10, {"gitaly": "pet"}), Situation(
+        now=1, down={("production", "gitaly", "gitaly-01"): "its container is not running"}))
+    down = [f for f in found if f.action == "down"]
+    assert [(f.target, f.cls, f.verdict) for f in down] == [
+        ("gitaly-01", "pet", Verdict.REPORT)], down
+
+
 def test_memory_and_drift_counts() -> None:
     found = decide(PLAN, policy(HEALS, 0, 10), Situation(now=100))
     seen = remember({"production/web-0/repair": 5, "gone/x/repair": 1}, found, 100)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fleet.adapters import docker
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
 from fleet.model import reconcile as policy
@@ -36,6 +37,7 @@ from fleet.model.reconcile import EXPIRE, Finding, Situation, Verdict
 from fleet.services.context import Context, who
 from fleet.services.lock import Holder, LockHeld
 from fleet.services.state import FleetState, StateConflict
+from fleet.services.topology import container
 from fleet.workflows import apply, environments, plan
 from fleet.workflows.reconcile import files
 
@@ -141,6 +143,19 @@ def _converging(ctx: Context, envs: tuple[str, ...]) -> list[files.Pet]:
     return found
 
 
+def _down(ctx: Context, envs: tuple[str, ...]) -> dict[files.Pet, str]:
+    """The pets and snowflakes whose container is there but not running (killed, stopped):
+    the plan sees a container that is gone, not one that is down."""
+    machines = [(env, role.name, i) for env in envs for role in ctx.fleet.roles.values()
+                if role.cls is not RoleClass.CATTLE for i in role.instances.get(env, ())
+                if role.cls is not RoleClass.PET or i in ctx.fleet.owned_pets(env)]
+    if not machines:
+        return {}
+    stopped = {n.name for n in docker.lab_nodes() if not n.running}
+    return {m: "its container is there but not running" for m in machines
+            if container(ctx, m[2]) in stopped}
+
+
 def reconcile(ctx: Context, settings: Settings, *, mode: str, say: Say,
               safe: Callable[[], bool] = lambda: True, active: str = "") -> PassReport:
     """One pass. mode "active" acts (while safe() says its lease holds); "dry-run" and
@@ -157,14 +172,15 @@ def reconcile(ctx: Context, settings: Settings, *, mode: str, say: Say,
         rolling = busy(consul, prefix)
         seen, heals = memory.load()
         probed = files.probe(ctx, _converging(ctx, envs))
+        down = _down(ctx, envs)
     except FleetError as exc:
         raise Unread(f"the pass could not read the fleet ({exc.what}): nothing was done",
                      exc.fix or "the next pass tries again") from exc
     recent = {e: [t for t in ts if t > now - settings.interval] for e, ts in heals.items()}
     situation = Situation(now, seen, {e: len(ts) for e, ts in recent.items()}, rolling,
-                          tuple(expired), probed)
+                          tuple(expired), probed, down)
     rules = policy.policy({r.name: r.heal for r in ctx.fleet.roles.values()}, settings.grace,
-                          settings.max_heals)
+                          settings.max_heals, {r.name: r.cls.value for r in ctx.fleet.roles.values()})
     findings = policy.decide(reading.plan, rules, situation)
     done: list[Done] = []
     if mode == "active":
@@ -246,7 +262,7 @@ def _heal(ctx: Context, env: str, todo: list[Finding], items: dict[tuple[str, st
 
 def _record(ctx: Context, d: Done) -> None:
     FleetState(ctx.consul(), ctx.fleet.kv_prefix).record(
-        {"event": "reconcile", "env": d.env, "who": identity(), "role": d.role,
+        {"event": "reconcile", "env": d.env, "who": identity(), "roles": [d.role] if d.role else [],
          "target": d.target, "action": d.action, "outcome": d.outcome, "detail": d.detail})
 
 

@@ -53,16 +53,20 @@ class Log:
 
 def _watch_kv(consul: Consul, key: str, wake: threading.Event, stop: threading.Event,
               wait: str) -> None:
-    index = 0
+    """Wake on a change under key: its entries, their indexes and lock sessions. (An empty
+    prefix answers with the whole KV store's index, which any write moves: the entries, not
+    the index, say whether what a pass reads changed.)"""
+    index, seen = 0, None
     while not stop.is_set():
         try:
             found = consul.kv_index(key, index, wait)
+            now = frozenset((e.key, e.modify_index, e.session) for e in consul.list(key))
         except FleetError:
             stop.wait(2)
             continue
-        if index and found != index:
+        if seen is not None and now != seen:
             wake.set()
-        index = found if found >= index else 0   # an index going back: start again
+        index, seen = (found if found >= index else 0), now   # an index going back: again
 
 
 def _watch_health(consul: Consul, tag: str, wake: threading.Event, stop: threading.Event,
@@ -121,8 +125,7 @@ def watch(load: Callable[[], Context], settings: Settings, *, metrics_port: int,
                 _one(load, settings, leadership, metrics, log, report)
             else:
                 metrics.outcome("standby")
-            gap = settings.interval * random.uniform(0.9, 1.1)
-            if wake.wait(gap) and not stop.is_set():
+            if _rest(settings.interval * random.uniform(0.9, 1.1), wake, stop):
                 stop.wait(random.uniform(0.2, 1.0))   # coalesce a burst of changes
                 rest = min_gap - (time.monotonic() - began)
                 if rest > 0:
@@ -132,6 +135,15 @@ def watch(load: Callable[[], Context], settings: Settings, *, metrics_port: int,
         leadership.resign()
         metrics.close()
         log("stop", f"{identity()} stopped", fleet=ctx.fleet.name)
+
+
+def _rest(seconds: float, wake: threading.Event, stop: threading.Event) -> bool:
+    """Wait SECONDS, or less when woken (True) or stopped."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        if wake.wait(min(0.5, max(deadline - time.monotonic(), 0))):
+            return not stop.is_set()
+    return False
 
 
 def _one(load: Callable[[], Context], settings: Settings, leadership: Leadership,
