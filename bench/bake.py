@@ -7,7 +7,12 @@
 2. the four cattle roles baked together (`fleet bake web api git sidekiq --parallel 2`) against
    the sum of their single bakes.
 
-Needs the lab up (`fleet lab up`). Usage: .venv/bin/python bench/bake.py [REPEATS]
+Issue 19's targets, printed last as figures for bench/all.py: the cached re-bake as a command
+within 150 ms of bare `python -c pass` (run side by side with it), and the roles baked
+together at least 1.6x faster than the sum of their single bakes.
+
+Needs the lab up (`fleet lab up`); run under the lab lock.
+Usage: .venv/bin/python bench/bake.py [REPEATS]
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from figures import as_installed, below, emit, side_by_side  # noqa: E402
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
 from fleet.services.context import Context, load, token_environ  # noqa: E402
@@ -43,9 +51,13 @@ def in_process(ctx: Context, roles: list[str], **options: object) -> None:
         sys.exit(f"bench: bake failed: {[r.detail for r in report.results if r.detail]}")
 
 
+def bake_argv(file: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "fleet", "-f", str(file), "bake", *args, "--json"]
+
+
 def command(file: Path, env: dict[str, str], *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(file), "bake", *args, "--json"],
-                          capture_output=True, text=True, cwd=ROOT, env=env)
+    proc = subprocess.run(bake_argv(file, *args), capture_output=True, text=True, cwd=ROOT,
+                          env=as_installed(env))
     if proc.returncode != 0:
         sys.exit(f"bench: fleet bake {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
 
@@ -79,6 +91,8 @@ def main() -> None:
                            for i in range(repeats)]
             cached_cmd = [timed(lambda: command(root / "fleet.toml", env, "web", "--version", "b0"))
                           for _ in range(repeats)]
+            over_bare = side_by_side(bake_argv(root / "fleet.toml", "web", "--version", "b0"),
+                                     max(repeats, 5), env, str(ROOT))
             roles = ["web", "api", "git", "sidekiq"]
             singles = [timed(lambda r=r: in_process(ctx, [r], version="s1", rebake=True))
                        for r in roles]
@@ -99,6 +113,13 @@ def main() -> None:
     print(f"single bakes of {', '.join(roles):<28} sum    {sum(singles):7.3f} s")
     print(f"{'the four baked together, --parallel 2':<44}        {together:7.3f} s "
           f"({together / sum(singles):.0%} of the sum)")
+    cmd_ms, bare_ms = over_bare
+    print(f"cached re-bake command {cmd_ms:.0f} ms, bare python {bare_ms:.0f} ms (side by side)")
+    emit([below("cached re-bake command, over bare Python", cmd_ms - bare_ms, "ms", 150,
+                "<= 150 ms", f"{cmd_ms:.0f} - {bare_ms:.0f} ms, median of {max(repeats, 5)} "
+                "side by side"),
+          below(f"bake {' '.join(roles)} --parallel 2 vs serial sum", sum(singles) / together,
+                "x", 1.6, ">= 1.6x", f"{sum(singles):.1f} s / {together:.1f} s", at_least=True)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""Read commands at scale: `fleet status` and `fleet history --limit 50` of a fleet of 10,000
+registered nodes, each against bare `python -c pass` run side by side with it (one run of
+each in turn, RUNS times; medians).
+
+The fleet (50 cattle roles x 3 environments, and 2,000 rollout-step events in its history)
+is set up in the lab's Consul by bench/synthetic.py and removed afterwards. The commands are
+the console script with the output a user gets (--json, so the terminal's width plays no
+part), interpreter start-up and imports included.
+
+Target (issue 19): each within 150 ms of bare Python.
+
+Needs the lab up; run under the lab lock. Usage:
+  flock /tmp/fleet-lab.lock .venv/bin/python bench/reads.py [NODES] [RUNS]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from figures import Figure, below, emit, side_by_side
+from synthetic import ROOT, Synthetic, synthetic_fleet
+
+EVENTS = 2_000
+COMMANDS = {"status": ["status", "--json"], "history --limit 50": ["history", "--limit", "50",
+                                                                    "--json"]}
+
+
+def measure(s: Synthetic, runs: int = 5) -> list[Figure]:
+    figures = []
+    for name, args in COMMANDS.items():
+        argv = [str(ROOT / ".venv/bin/fleet"), "-f", str(s.ctx.file), *args]
+        command, bare = side_by_side(argv, runs, s.environ)
+        print(f"fleet {name:<20} median {command:7.1f} ms   bare python {bare:6.1f} ms   "
+              f"over bare {command - bare:6.1f} ms")
+        figures.append(below(f"{name}, {s.nodes:,} nodes, over bare Python", command - bare,
+                             "ms", 150, "<= 150 ms", f"{command:.0f} - {bare:.0f} ms, median of "
+                             f"{runs} side by side"))
+    return figures
+
+
+def main() -> None:
+    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    with synthetic_fleet(nodes, 50, EVENTS) as s:
+        figures = measure(s, runs)
+    emit(figures)
+
+
+if __name__ == "__main__":
+    main()
