@@ -44,13 +44,6 @@ def measure(s: Synthetic) -> list[Figure]:
                   f"{one * 1000:.0f} ms / {plan * 1000:.0f} ms, best of 5 each")]
 
 
-def main() -> None:
-    nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    roles = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    with synthetic_fleet(nodes, roles) as s:
-        figures = measure(s)
-    emit(figures)
-
-
 if __name__ == "__main__":
-    main()
+    with synthetic_fleet(*(int(a) for a in sys.argv[1:3])) as fleet:  # 10,000 nodes, 50 roles
+        emit(measure(fleet))

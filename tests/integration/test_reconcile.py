@@ -3,10 +3,11 @@
 heal = "converge", in production), with three reconcilers watching it side by side:
 exactly one acts; three cattle killed with `docker kill` are back and passing within two
 intervals and the history names each heal; a pet killed is reported, not replaced; a pet's
-file changed by hand is converged back; a node killed while its environment's rollout lock is
-held is left alone until the lock is released; an expired ephemeral environment is destroyed
-by the loop; the active reconciler killed with -9 hands over within two intervals; the
-metrics endpoint counts the drift and the heals.
+file changed by hand is converged back; a promotion in progress is left alone (an old node
+killed mid-rollout: no heal while the rollout holds its lock, sampled through its steps, and a
+pass meanwhile says `locked`); an expired ephemeral environment is destroyed by the loop; the
+active reconciler killed with -9 hands over within two intervals; the metrics endpoint counts
+the drift and the heals.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 
 from fleet.adapters import docker
 from fleet.services.context import load
-from fleet.services.lock import env_lock
+from fleet.services.lock import Holder
 from tests.conftest import ROOT, FleetCopy
 
 pytestmark = pytest.mark.lab
@@ -203,22 +204,38 @@ def test_the_reconciler_keeps_the_fleet(lab: Any, fleet_copy: FleetCopy, tmp_pat
         assert until(converged, 2 * INTERVAL + 30), "redis-01's settings.env converged back"
         timings["file converged back"] = round(time.time() - since, 1)
 
-        # ---- a rollout holds canary's lock: a node killed meanwhile is left alone ----------------
+        # ---- a promotion in progress is left alone: an old node dies mid-rollout ---------------
+        baked = fleet_copy.run("bake", "git", "--version", "v2")
+        assert baked.code == 0, f"bake of git v2: {baked.stderr[-400:]}"
         consul = ctx.consul()
-        with env_lock(consul, ctx.fleet.kv_prefix, "canary", wait=False):
-            since, seen = time.time(), len(active.reports())
-            subprocess.run(["docker", "kill", git[0]], capture_output=True, check=True)
+        lock = f"{ctx.fleet.kv_prefix}/locks/canary"
+        promotion = subprocess.Popen(
+            [sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "promote", "v2", "--to",
+             "canary", "--wait"], cwd=ROOT, env={**os.environ, **fleet_copy.env},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-            def locked() -> list[dict[str, Any]]:
-                return [f for rep in active.reports()[seen:] for f in rep["findings"]
-                        if f["target"] == git[0] and f["verdict"] == "locked"]
-            assert until(locked, 2 * INTERVAL + 10), "the dead node is reported, locked"
-            until(lambda: len(locked()) >= 2, INTERVAL + 5)   # sampled over more passes
-            assert not [e for e in heals(fleet_copy, since) if e["env"] == "canary"], (
-                "no heal in canary while its rollout lock is held")
-        assert until(lambda: [e for e in heals(fleet_copy, since) if e["target"] == git[0]
-                              and e["outcome"] == "healed"], 2 * INTERVAL + 30), (
-            "healed once the lock is released")
+        def promoting() -> bool:
+            entry = consul.get(lock)
+            holder = Holder.read(entry.value) if entry is not None and entry.session else None
+            return holder is not None and holder.pid == promotion.pid
+        assert until(promoting, 60, 0.1), "the promotion holds canary's rollout lock"
+        began, seen = time.time(), len(active.reports())
+        subprocess.run(["docker", "kill", git[0]], capture_output=True, check=True)
+        held = 0
+        while promotion.poll() is None:   # sampled through the rollout's steps
+            held += promoting()
+            time.sleep(0.5)
+        ended = time.time()
+        _, said = promotion.communicate()
+        assert promotion.returncode == 0, f"the promotion failed: {said[-600:]}"
+        timings["promotion"] = round(ended - began, 1)
+        assert held >= 4, f"the rollout held its lock for {held} samples"
+        during = [e for e in heals(fleet_copy, began) if e["env"] == "canary"
+                  and _at(e["at"]) <= ended]
+        assert not during, f"the reconciler healed in canary during the rollout: {during}"
+        locked = [f for rep in active.reports()[seen:] for f in rep["findings"]
+                  if f["env"] == "canary" and f["verdict"] == "locked"]
+        assert locked, "a pass during the rollout saw canary's drift and left it: locked"
 
         # ---- an expired ephemeral environment: destroyed by the loop -----------------------------
         made = fleet_copy.run("env", "create", "review-old", "--ttl", "1s")

@@ -128,3 +128,36 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(FleetError, match="not a duration"):
         duration(text, "--interval")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--interval", "soon"), '--interval "soon" is not a duration'),
+    (("--interval", "0s"), "--interval 0s is shorter than 1s"),
+    (("--grace", "2 minutes"), "not a duration"),
+    (("--max-heals", "-1"), "--max-heals -1 is negative"),
+    (("--metrics-port", "70000"), "is not a port"),
+])
+def test_bad_options_are_one_line(args: tuple[str, ...], said: str,
+                                  capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before anything is read (no Consul needed): one line, exit 1."""
+    import sys
+
+    from fleet.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["fleet", "reconcile", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 1 and said in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_standby_takes_over_within_two_intervals() -> None:
+    """The session's TTL: Consul drops a dead holder's session at most 2 x TTL after its last
+    renewal, which must fit in two intervals (Consul's floor of 10 s aside)."""
+    from fleet.workflows.reconcile.leader import ttl_for
+
+    assert ttl_for(30) == 15 and 2 * ttl_for(30) <= 2 * 30
+    assert ttl_for(4) == 10, "Consul's floor"
+    assert all(2 * ttl_for(i) <= 2 * i for i in (10, 20, 60, 300, 3600))
