@@ -54,10 +54,13 @@ def test_renders_this_fleet_and_environment_merged_and_atomically(
     weights = json.loads((out.parent / "weights.json").read_text())
     assert weights == {"gitaly": {"10.0.0.1:8075": 1, "10.0.0.2:8075": 1}, "redis": {}}
     # a move's cut-over: the source held at weight:0 (Passing 1), the target at 100
-    fire("gitaly", [entry("10.0.0.1", 8075, "gitlab", "canary", 1, ("weight:0", "readonly")),
-                    entry("10.0.0.5", 8075, "gitlab", "canary", 100)])
+    cut = fire("gitaly", [entry("10.0.0.1", 8075, "gitlab", "canary", 1, ("weight:0", "ro")),
+                          entry("10.0.0.5", 8075, "gitlab", "canary", 100)])
     weights = json.loads((out.parent / "weights.json").read_text())
     assert weights["gitaly"] == {"10.0.0.1:8075": 0, "10.0.0.5:8075": 100}, weights
+    assert cut["gitaly"] == ["10.0.0.5:8075"], "users reach only the one that serves"
+    held = fire("gitaly", [entry("10.0.0.1", 8075, "gitlab", "canary", 1, ("weight:0",))])
+    assert held["gitaly"] == ["10.0.0.1:8075"], "weight 0 everywhere: all are reached"
     assert fire("gitaly", []) == {"gitaly": [], "redis": []}
     assert oct(out.stat().st_mode & 0o777) == "0o644"
     assert sorted(p.name for p in out.parent.iterdir()) == ["upstreams.json", "weights.json"]
