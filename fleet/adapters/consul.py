@@ -1,17 +1,21 @@
 """Consul through py-consul: KV with check-and-set, sessions, health and ACL policies and tokens.
-Its dicts stop here."""
+Its dicts stop here. Reads (KV, health, the leader) go over the standard library's HTTP
+(adapters/http.Http): a read command then never imports py-consul and requests, ~75 ms of
+its start; py-consul is made on the first write, session, watch or ACL call."""
 
 from __future__ import annotations
 
+import base64
 import builtins
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlencode, urlparse
 
-from fleet.adapters.http import answering
+from fleet.adapters.http import Http, answering
 from fleet.errors import Denied, FleetError
 from fleet.model.secret import Secret
 
@@ -91,33 +95,46 @@ class Consul:
     """A Consul HTTP API client scoped to one address and token."""
 
     def __init__(self, address: str, token: str | None = None, timeout: float = 5.0) -> None:
-        import consul  # lazy: keeps `fleet --help` fast
-
         url = urlparse(address)
         if not url.hostname or not url.port:
             raise FleetError(f"Consul address {address!r} has no host:port",
                              "set fleet.consul or CONSUL_HTTP_ADDR to http://HOST:PORT")
         self.address = address
-        self._exc = consul.ConsulException
-        self._denied = consul.ACLPermissionDenied
-        self._client: Any = consul.Consul(host=url.hostname, port=url.port, token=token,
-                                          scheme=url.scheme or "http",
-                                          connections_timeout=timeout)
+        self._url, self._token, self._timeout = url, token, timeout
+        self._http = Http(address, timeout, {"X-Consul-Token": token} if token else {})
+
+    @cached_property
+    def _client(self) -> Any:
+        import consul  # lazy: only writes, sessions, watches and ACLs need py-consul
+
+        return consul.Consul(host=self._url.hostname, port=self._url.port, token=self._token,
+                             scheme=self._url.scheme or "http", connections_timeout=self._timeout)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import consul  # already imported: fn is one of self._client's
         try:
             with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
                 return fn(*args, **kwargs)
-        except self._denied as exc:
-            raise Denied(f"Consul denied {what} ({exc}): the token lacks that permission",
-                         "set CONSUL_HTTP_TOKEN to a token whose policy allows it "
-                         "(the lab's operator token is used by default)") from exc
-        except self._exc as exc:
+        except consul.ACLPermissionDenied as exc:
+            raise _denied(what, exc) from exc
+        except consul.ConsulException as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
+
+    def _read(self, what: str, path: str, query: Mapping[str, str] | None = None,
+              body: Any = None) -> Any:
+        """A read over http.client (body: a read-only transaction's): its JSON, None on 404."""
+        url = quote(path, safe="/:") + (f"?{urlencode(query)}" if query else "")
+        with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
+            status, data = self._http.request("GET" if body is None else "PUT", url,
+                                              None if body is None else json.dumps(body).encode())
+        if status in (200, 404):
+            return json.loads(data) if status == 200 else None
+        said = f"{status} {data.decode(errors='replace').strip()}"
+        raise _denied(what, said) if status == 403 else FleetError(f"Consul refused {what}: {said}")
 
     def leader(self) -> str:
         """The raft leader's address, '' while there is none."""
-        return str(self._call("status/leader", self._client.status.leader) or "")
+        return str(self._read("status/leader", "/v1/status/leader") or "")
 
     def members(self) -> dict[str, int]:
         """Every LAN member the agent knows: node name -> serf status (1 alive, 2 leaving,
@@ -140,39 +157,28 @@ class Consul:
         return str(self_info["Config"]["Version"])
 
     def get(self, key: str) -> Entry | None:
-        _, item = self._call(f"read {key}", self._client.kv.get, key)
-        if item is None:
-            return None
-        return Entry(item["Key"], item["Value"] or b"", int(item["ModifyIndex"]))
+        items = self._read(f"read {key}", f"/v1/kv/{key}")
+        return _entry(items[0]) if items else None
 
     def list(self, prefix: str) -> list[Entry]:
         """Every entry under prefix, in one request."""
-        _, items = self._call(f"list {prefix}", self._client.kv.get, prefix, recurse=True)
-        # Session is in an entry only while a session holds it as a lock
-        return [Entry(i["Key"], i["Value"] or b"", int(i["ModifyIndex"]), i.get("Session", ""))
-                for i in items or []]
+        items = self._read(f"list {prefix}", f"/v1/kv/{prefix}", {"recurse": "true"})
+        return [_entry(i) for i in items or []]
 
     def keys(self, prefix: str) -> builtins.list[str]:
         """Every key under prefix, without values, in one request."""
-        _, keys = self._call(f"list keys of {prefix}", self._client.kv.get, prefix, keys=True)
+        keys = self._read(f"list keys of {prefix}", f"/v1/kv/{prefix}", {"keys": "true"})
         return [str(k) for k in keys or []]
 
     def get_many(self, keys: builtins.list[str]) -> builtins.list[Entry]:
         """These keys' entries, TXN_OPS a request (one transaction each). A key gone meanwhile
         is left out: each is read with get-tree, which (unlike get) fails no transaction."""
-        import base64
-        import json
-
-        from consul.callback import CB
-
         wanted, found = set(keys), []
         for start in range(0, len(keys), TXN_OPS):
             ops = [{"KV": {"Verb": "get-tree", "Key": k}} for k in keys[start:start + TXN_OPS]]
-            # py-consul's txn.put sends no token, and Consul then leaves out, silently, every
-            # entry the anonymous token may not read: the same request, with the token
-            answer = self._call(f"read {len(ops)} keys", self._client.http.put, CB.json(),
-                                "/v1/txn", data=json.dumps(ops),
-                                headers=self._client.prepare_headers())
+            # with the token: without one, Consul leaves out, silently, every entry the
+            # anonymous token may not read
+            answer = self._read(f"read {len(ops)} keys", "/v1/txn", body=ops)
             for result in answer["Results"] or []:
                 kv = result["KV"]
                 if kv["Key"] in wanted:  # get-tree also returns longer keys the key prefixes
@@ -183,9 +189,8 @@ class Consul:
     def instances(self, service: str, tag: str) -> builtins.list[Instance]:
         """Every instance of a service carrying tag, with its health, in one request. Only
         on nodes that are members of the cluster (see MEMBER_CHECK)."""
-        _, items = self._call(f"health of {service}", self._client.health.service, service,
-                              tag=tag)
-        items = [i for i in items if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
+        items = [i for i in self._health(service, tag)
+                 if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
         return [Instance(
             node=i["Node"]["Node"],
             address=i["Service"]["Address"] or i["Node"]["Address"],
@@ -199,10 +204,12 @@ class Consul:
         """(node, address, service meta) of the instances carrying tag whose node has no
         MEMBER_CHECK: registered by their agent, but not (yet, or no longer) a member to
         Consul's leader."""
-        _, items = self._call(f"health of {service}", self._client.health.service, service,
-                              tag=tag)
+        items = self._health(service, tag)
         return [(i["Node"]["Node"], i["Node"]["Address"], dict(i["Service"]["Meta"] or {}))
                 for i in items if not any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
+
+    def _health(self, service: str, tag: str) -> builtins.list[dict[str, Any]]:
+        return self._read(f"health of {service}", f"/v1/health/service/{service}", {"tag": tag}) or []
 
     def mark_member(self, node: str, address: str) -> None:
         """What Consul's leader does when a member joins: the node's MEMBER_CHECK, passing, in
@@ -242,7 +249,7 @@ class Consul:
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
         joined, or it has left: see MEMBER_CHECK)."""
-        _, items = self._call(f"health of node {node}", self._client.health.node, node)
+        items = self._read(f"health of node {node}", f"/v1/health/node/{node}") or []
         if not any(i["CheckID"] == MEMBER_CHECK for i in items):
             return []
         return [NodeCheck(i["CheckID"], i["Name"], i["ServiceName"], Health(i["Status"]),
@@ -305,8 +312,8 @@ class Consul:
         (a filter on /v1/health/state/any), and no object per node, which fleet plan would
         pay for. (serfHealth checks carry no service tags, so they are read for every member
         of the datacenter: one small check each.)"""
-        _, items = self._call(f"checks tagged {tag}", self._client.health.state, "any",
-                              filter_expr=f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"')
+        items = self._read(f"checks tagged {tag}", "/v1/health/state/any", {
+            "filter": f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"'}) or []
         found: dict[tuple[str, ...], set[str]] = {}
         members: dict[str, bool] = {}
         for item in items:
@@ -379,3 +386,15 @@ class Consul:
 
     def delete_token(self, accessor: str) -> None:
         self._call("delete an ACL token", self._client.acl.token.delete, accessor)
+
+
+def _denied(what: str, why: object) -> Denied:
+    return Denied(f"Consul denied {what} ({why}): the token lacks that permission",
+                  "set CONSUL_HTTP_TOKEN to a token whose policy allows it "
+                  "(the lab's operator token is used by default)")
+
+
+def _entry(item: Mapping[str, Any]) -> Entry:
+    """A KV entry from Consul's JSON (Session there only while a session holds the key)."""
+    return Entry(item["Key"], base64.b64decode(item["Value"] or ""), int(item["ModifyIndex"]),
+                 str(item.get("Session") or ""))
