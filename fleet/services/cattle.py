@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fleet.adapters import terraform
-from fleet.adapters.consul import Consul
+from fleet.adapters.consul import Consul, Instance
 from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
 from fleet.model.nodes import Node, upstreams, with_watches
@@ -143,13 +143,18 @@ def health(ctx: Context, role_services: list[str], env: str, role: str) -> Healt
     """A node passes only if every service of its role passes on it."""
     client = ctx.consul()
     tag = f"fleet:{ctx.fleet.name}"
+    return health_of([i for service in role_services for i in client.instances(service, tag)],
+                     env, role)
+
+
+def health_of(instances: Iterable[Instance], env: str, role: str) -> Health:
+    """health() of instances already read: those of the role's services in env."""
     per_node: dict[str, tuple[str, bool]] = {}
-    for service in role_services:
-        for inst in client.instances(service, tag):
-            if inst.meta.get("env") != env or inst.meta.get("role") != role:  # other tenants
-                continue
-            _, ok = per_node.get(inst.node, ("", True))
-            per_node[inst.node] = (inst.meta["version"], ok and inst.passing)
+    for inst in instances:
+        if inst.meta.get("env") != env or inst.meta.get("role") != role:  # other tenants
+            continue
+        _, ok = per_node.get(inst.node, ("", True))
+        per_node[inst.node] = (inst.meta["version"], ok and inst.passing)
     return Health({n: v for n, (v, ok) in per_node.items() if ok},
                   {n: v for n, (v, ok) in per_node.items() if not ok})
 

@@ -76,6 +76,16 @@ class FleetState:
         data, _ = self._read(f"channels/{env}/{role}")
         return Channel.from_json(json.dumps(data)) if data is not None else None
 
+    def channels(self) -> dict[tuple[str, str], Channel]:
+        """Every channel, (env, role) -> Channel, in one request."""
+        root = f"{self.prefix}/channels/"
+        found = {}
+        for entry in self.kv.list(root):
+            env, _, role = entry.key[len(root):].partition("/")
+            if role and entry.value:
+                found[(env, role)] = Channel.from_json(entry.value)
+        return found
+
     def set_channel(self, env: str, role: str, channel: Channel) -> None:
         _, index = self._read(f"channels/{env}/{role}")
         self._write(f"channels/{env}/{role}", channel.to_json(), index)
@@ -85,6 +95,13 @@ class FleetState:
         data, index = self._read(f"desired/{env}")
         return ({str(r): {str(v): int(n) for v, n in g.items()} for r, g in (data or {}).items()},
                 index)
+
+    def every_desired(self) -> dict[str, dict[str, Groups]]:
+        """desired() of every environment that has one, env -> groups, in one request."""
+        root = f"{self.prefix}/desired/"
+        return {e.key[len(root):]: {str(r): {str(v): int(n) for v, n in g.items()}
+                                    for r, g in json.loads(e.value).items()}
+                for e in self.kv.list(root) if e.value}
 
     def set_desired(self, env: str, groups: dict[str, Groups]) -> None:
         _, index = self._read(f"desired/{env}")

@@ -60,7 +60,6 @@ from fleet.model.plan import (
     refusals,
 )
 from fleet.model.plan import diff as plan_diff
-from fleet.model.promotion import Channel
 from fleet.model.spec import did_you_mean
 from fleet.services import cattle, database, topology
 from fleet.services.bakeinputs import bakeable, base_image, provision_digest, wanted_digests
@@ -110,20 +109,11 @@ def check_names(ctx: Context, options: Options) -> None:
 # ---- Consul --------------------------------------------------------------------------------
 
 def _channels(consul: Consul, prefix: str) -> dict[tuple[str, str], str]:
-    root = f"{prefix}/channels/"
-    found = {}
-    for entry in consul.list(root):
-        env, _, role = entry.key[len(root):].partition("/")
-        if role and entry.value:
-            found[(env, role)] = Channel.from_json(entry.value).version
-    return found
+    return {k: c.version for k, c in FleetState(consul, prefix).channels().items()}
 
 
 def _groups(consul: Consul, prefix: str) -> dict[str, dict[str, dict[str, int]]]:
-    root = f"{prefix}/desired/"
-    return {e.key[len(root):]: {str(r): {str(v): int(n) for v, n in g.items()}
-                                for r, g in json.loads(e.value).items()}
-            for e in consul.list(root) if e.value}
+    return FleetState(consul, prefix).every_desired()
 
 
 def _nodes(consul: Consul, fleet: str) -> tuple[dict[tuple[str, str], set[str]],

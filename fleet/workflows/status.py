@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fleet.adapters.consul import Instance
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.history import since as since_time
 from fleet.model.promotion import floor
-from fleet.services import cattle, database
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.state import FleetState
+
+if TYPE_CHECKING:
+    from fleet.services import database
 
 
 @dataclass(frozen=True)
@@ -41,31 +45,41 @@ class RoleStatus:
 
 
 def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
+    """Each cattle role in each environment (all by default). What is read does not grow with
+    the environments or roles asked about: each cattle service's instances once (one request
+    a service, READERS at a time), every channel and every desired group (one request each),
+    and the database of a role with migrations."""
+    from fleet.services import cattle  # lazy, as database in _schema: history needs neither
+
     fleet = ctx.fleet
     for env in envs:
         fleet.environment(env)
     consul = ctx.consul()
     state = FleetState(consul, fleet.kv_prefix)
     catalog = Catalog(consul, fleet.kv_prefix)
-    tag = f"fleet:{fleet.name}"
+    roles = [r for r in fleet.roles.values() if r.cls is RoleClass.CATTLE]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reading_channels = pool.submit(state.channels)
+        reading_desired = pool.submit(lambda: FleetState(ctx.consul(), fleet.kv_prefix)
+                                      .every_desired())
+        instances = _instances(ctx, sorted({s.name for r in roles for s in r.services}))
+        channels, every_desired = reading_channels.result(), reading_desired.result()
     last = fleet.env_names()[-1]
     out = []
     for env in envs or list(fleet.env_names()):
-        desired, _ = state.desired(env)
+        desired = every_desired.get(env, {})
         environment = fleet.environment(env)
         canary = environment.canary_weight > 0
-        for role in fleet.roles.values():
-            if role.cls is not RoleClass.CATTLE:
-                continue
-            instances = [i for s in role.services for i in consul.instances(s.name, tag)
-                         if i.meta.get("role") == role.name]
-            health = cattle.health(ctx, [s.name for s in role.services], env, role.name)
+        for role in roles:
+            mine = [i for s in role.services for i in instances[s.name]
+                    if i.meta.get("role") == role.name]
+            health = cattle.health_of(mine, env, role.name)
             share = None
             if canary and env != last:
-                mine = sum(i.weight for i in instances if i.passing and i.meta.get("env") == env)
-                rest = sum(i.weight for i in instances if i.passing and i.meta.get("env") == last)
-                share = round(100 * mine / (mine + rest), 1) if mine + rest else None
-            channel = state.channel(env, role.name)
+                here = sum(i.weight for i in mine if i.passing and i.meta.get("env") == env)
+                rest = sum(i.weight for i in mine if i.passing and i.meta.get("env") == last)
+                share = round(100 * here / (here + rest), 1) if here + rest else None
+            channel = channels.get((env, role.name))
             schema = _schema(ctx, catalog, role, env, channel.version if channel else "")
             out.append(RoleStatus(
                 env, role.name, channel.version if channel else "",
@@ -76,9 +90,31 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     return out
 
 
-def _schema(ctx: Context, catalog: Catalog, role: Role, env: str, version: str) -> database.Schema:
+READERS = 4  # services read at once, each reader with its own client
+
+
+def _instances(ctx: Context, services: list[str]) -> dict[str, list[Instance]]:
+    """service -> its instances tagged with the fleet (Consul.instances), for every service."""
+    tag = f"fleet:{ctx.fleet.name}"
+
+    def read(chunk: list[str]) -> dict[str, list[Instance]]:
+        client = ctx.consul()
+        return {service: client.instances(service, tag) for service in chunk}
+
+    chunks = [c for c in (services[i::READERS] for i in range(READERS)) if c]
+    found: dict[str, list[Instance]] = {}
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        for part in pool.map(read, chunks):
+            found.update(part)
+    return found
+
+
+def _schema(ctx: Context, catalog: Catalog, role: Role, env: str,
+            version: str) -> database.Schema:
     """The schema of role's database in env as its channel's image sees it (nothing to say
     for a role without migrations, or nothing promoted yet)."""
+    from fleet.services import database
+
     stored = catalog.get(role.name, version) if role.migrations and version else None
     if stored is None or not stored.record.migrations:
         return database.Schema((), "")
