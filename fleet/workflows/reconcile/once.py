@@ -195,7 +195,7 @@ def reconcile(ctx: Context, settings: Settings, *, mode: str, say: Say,
             for outcome in _heal(ctx, env, todo, items, say):
                 done.append(outcome)
                 _record(ctx, outcome)
-                if outcome.outcome == "healed":
+                if outcome.outcome != "skipped":   # a failed heal counts too: no retry storm
                     recent.setdefault(env, []).append(time.time())
         # the memory is a help, not a duty: the next pass writes it
         with contextlib.suppress(FleetError, StateConflict):
