@@ -296,6 +296,13 @@ class Consul:
         return int(found or 0), frozenset((str(i["Node"]), str(i["CheckID"]), str(i["Status"]))
                                           for i in items)
 
+    def failing(self, tag: str) -> builtins.list[tuple[str, tuple[str, ...]]]:
+        """(node, its service's tags) of every critical check of a service carrying tag, in
+        one request (usually an empty answer: no object per node)."""
+        items = self._read(f"critical checks tagged {tag}", "/v1/health/state/critical",
+                           {"filter": f'"{tag}" in ServiceTags'})
+        return [(str(i["Node"]), tuple(str(t) for t in i["ServiceTags"])) for i in items or []]
+
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self._client.kv.delete, key)
 

@@ -4,7 +4,10 @@ A pass reads the plan (the same computation as `fleet plan`), then every change 
 finding, and each finding gets one verdict:
 
 - `heal`: the reconciler carries it out. Only three kinds of work are ever healed:
-  a cattle node that is gone (the plan's `repair`), where its role says `heal = "replace"`;
+  a cattle node that is gone (the plan's `repair`), or alive but failing its service checks
+  for longer than the grace period (at least an interval; not when most of its role's nodes
+  fail: their cause is shared, a dependency down, and new nodes would fail alike), where its
+  role says `heal = "replace"`;
   a pet or snowflake whose provisioner changed, or whose files were changed by hand since
   its last converge, where its role says `heal = "converge"` (converged in place); an
   ephemeral environment past its expiry (destroyed, as `fleet env gc` does).
@@ -71,6 +74,9 @@ class Policy:
     grace: float = 0.0             # seconds a drift must last before it is healed
     max_heals: int = 3             # heals per environment per interval
     classes: Mapping[str, str] = field(default_factory=dict)   # role -> its class
+    # an alive node whose checks fail is given at least this long (a check flapping, a
+    # service restarting): the interval by default
+    failing_grace: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,16 @@ class Situation:
     # (env, role, instance) -> which files differ from its last converge's (a probe)
     down: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     # (env, role, instance) of a pet or snowflake -> why it is down (its container stopped)
+    failing: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
+    # (env, role, node) of a cattle node that is alive but whose service checks fail
+    sizes: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # (env, role) -> the role's count there: when most of its nodes fail, the cause is shared
 
 
 def policy(heals: Mapping[str, str], grace: float, max_heals: int,
-           classes: Mapping[str, str] | None = None) -> Policy:
-    return Policy({r: Heal(h) for r, h in heals.items()}, grace, max_heals, classes or {})
+           classes: Mapping[str, str] | None = None, failing_grace: float = 0.0) -> Policy:
+    return Policy({r: Heal(h) for r, h in heals.items()}, grace, max_heals, classes or {},
+                  failing_grace)
 
 
 def _wanted(item_cls: str, action: str, heal: Heal) -> bool:
@@ -117,7 +128,7 @@ def decide(plan: Plan, policy: Policy, situation: Situation) -> tuple[Finding, .
     """Every change in the plan (and each probe's and expiry's) with its verdict, in the
     plan's order; expired environments last."""
     drafts: list[Finding] = []
-    converging = set()
+    converging, failing = set(), set()
     for item in plan.items:
         if not item.change:
             continue  # information (awaits promotion, moved): nothing differs
@@ -138,6 +149,25 @@ def decide(plan: Plan, policy: Policy, situation: Situation) -> tuple[Finding, .
         drafts.append(Finding(env, role, cls, instance, FILES, changed,
                               Verdict.HEAL if heal is Heal.CONVERGE else Verdict.REPORT,
                               "" if heal is Heal.CONVERGE else _report_why(cls, FILES, heal)))
+    repairing = {(f.env, f.target) for f in drafts if f.action == Action.REPAIR.value}
+    per_role: dict[tuple[str, str], int] = {}
+    for env, role, _ in situation.failing:
+        per_role[(env, role)] = per_role.get((env, role), 0) + 1
+    for (env, role, node), why in sorted(situation.failing.items()):
+        if (env, node) in repairing:
+            continue  # gone already: the plan's repair says so
+        heal = policy.heal.get(role, Heal.REPORT)
+        size = situation.sizes.get((env, role), 0)
+        shared = per_role[(env, role)] * 2 > size  # most of the role: new nodes would fail too
+        wanted = heal is Heal.REPLACE and not shared
+        drafts.append(Finding(
+            env, role, RoleClass.CATTLE.value, node, Action.REPAIR.value,
+            f"{node} {why}: replaced", Verdict.HEAL if wanted else Verdict.REPORT,
+            "" if wanted else
+            f"{per_role[(env, role)]} of {size} {role} node(s) fail: a cause they share (a "
+            "dependency down?), which new nodes would not mend" if shared else
+            _report_why(RoleClass.CATTLE.value, Action.REPAIR.value, heal)))
+        failing.add((env, node))
     drafts += [Finding(env, role, policy.classes.get(role, RoleClass.PET.value), instance,
                        DOWN, why, Verdict.REPORT,
                        "never replaced by the reconciler: start it again (docker start), or "
@@ -152,9 +182,11 @@ def decide(plan: Plan, policy: Policy, situation: Situation) -> tuple[Finding, .
             since = situation.first_seen.get(f.key, situation.now)
             if f.env in situation.busy:
                 f = _with(f, Verdict.LOCKED, situation.busy[f.env])
-            elif f.action != EXPIRE and situation.now - since < policy.grace:
+            elif f.action != EXPIRE and situation.now - since < (
+                    grace := max(policy.grace, policy.failing_grace)
+                    if (f.env, f.target) in failing else policy.grace):
                 f = _with(f, Verdict.GRACE, f"drifted {situation.now - since:.0f}s ago, grace "
-                                            f"{policy.grace:.0f}s")
+                                            f"{grace:.0f}s")
             elif f.action != EXPIRE and healed.get(f.env, 0) >= policy.max_heals:
                 f = _with(f, Verdict.LIMITED, f"{policy.max_heals} heal(s) in {f.env} this "
                                               "interval already")

@@ -94,6 +94,27 @@ def test_a_pet_down_is_reported_never_healed() -> None:
         ("gitaly-01", "pet", Verdict.REPORT)], down
 
 
+def test_an_alive_node_failing_its_checks_is_replaced_after_an_interval() -> None:
+    failing = {("production", "web", "web-9"): "fails its service checks",
+               ("production", "web", "web-0"): "fails its service checks"}  # gone already
+    rules = policy(HEALS, 0, 10, failing_grace=30)
+    sizes = {("production", "web"): 10}
+    young = decide(PLAN, rules, Situation(now=100, failing=failing, sizes=sizes,
+                                          first_seen={"production/web-9/repair": 80}))
+    assert verdicts(young, "web-9") == [Verdict.GRACE], "failing 20 s, given an interval (30 s)"
+    assert verdicts(young, "web-0") == [Verdict.HEAL], "one finding: the plan's repair"
+    old = decide(PLAN, rules, Situation(now=100, failing=failing, sizes=sizes,
+                                        first_seen={"production/web-9/repair": 60}))
+    assert verdicts(old, "web-9") == [Verdict.HEAL]
+    report = decide(PLAN, policy({}, 0, 10, failing_grace=30),
+                    Situation(now=100, failing=failing, sizes=sizes))
+    assert verdicts(report, "web-9") == [Verdict.REPORT], "report-only by default"
+    shared = decide(PLAN, rules, Situation(now=100, failing=failing, sizes={
+        ("production", "web"): 3}, first_seen={"production/web-9/repair": 0}))
+    [web9] = [f for f in shared if f.target == "web-9"]
+    assert web9.verdict is Verdict.REPORT and "share" in web9.why, "2 of 3 fail: not the nodes"
+
+
 def test_memory_and_drift_counts() -> None:
     found = decide(PLAN, policy(HEALS, 0, 10), Situation(now=100))
     seen = remember({"production/web-0/repair": 5, "gone/x/repair": 1}, found, 100)

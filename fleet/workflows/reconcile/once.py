@@ -156,6 +156,18 @@ def _down(ctx: Context, envs: tuple[str, ...]) -> dict[files.Pet, str]:
             if container(ctx, m[2]) in stopped}
 
 
+def _failing(ctx: Context, consul: Consul, envs: tuple[str, ...]) -> dict[files.Pet, str]:
+    """The cattle nodes of envs whose service checks fail (one request for the fleet)."""
+    cattle = {r.name for r in ctx.fleet.roles.values() if r.cls is RoleClass.CATTLE}
+    found = {}
+    for node, tags in consul.failing(f"fleet:{ctx.fleet.name}"):
+        said = dict(t.split(":", 1) for t in tags if ":" in t)
+        if said.get("env") in envs and said.get("role") in cattle \
+                and not node.endswith(".draining"):
+            found[(said["env"], said["role"], node)] = "fails its service checks"
+    return found
+
+
 def reconcile(ctx: Context, settings: Settings, *, mode: str, say: Say,
               safe: Callable[[], bool] = lambda: True, active: str = "") -> PassReport:
     """One pass. mode "active" acts (while safe() says its lease holds); "dry-run" and
@@ -173,14 +185,18 @@ def reconcile(ctx: Context, settings: Settings, *, mode: str, say: Say,
         seen, heals = memory.load()
         probed = files.probe(ctx, _converging(ctx, envs))
         down = _down(ctx, envs)
+        failing = _failing(ctx, consul, envs)
     except FleetError as exc:
         raise Unread(f"the pass could not read the fleet ({exc.what}): nothing was done",
                      exc.fix or "the next pass tries again") from exc
     recent = {e: [t for t in ts if t > now - settings.interval] for e, ts in heals.items()}
     situation = Situation(now, seen, {e: len(ts) for e, ts in recent.items()}, rolling,
-                          tuple(expired), probed, down)
+                          tuple(expired), probed, down, failing,
+                          {(e, r.name): r.count.get(e, 0) for e in envs
+                           for r in ctx.fleet.roles.values() if r.cls is RoleClass.CATTLE})
     rules = policy.policy({r.name: r.heal for r in ctx.fleet.roles.values()}, settings.grace,
-                          settings.max_heals, {r.name: r.cls.value for r in ctx.fleet.roles.values()})
+                          settings.max_heals, {r.name: r.cls.value for r in ctx.fleet.roles.values()},
+                          failing_grace=settings.interval)
     findings = policy.decide(reading.plan, rules, situation)
     done: list[Done] = []
     if mode == "active":
@@ -222,8 +238,10 @@ def _moved(consul: Consul, prefix: str, env: str, index: int, expiring: bool) ->
 def _heal(ctx: Context, env: str, todo: list[Finding], items: dict[tuple[str, str, str], Item],
           say: Say) -> list[Done]:
     done: list[Done] = []
-    repairs = [items[(f.env, f.target, f.action)] for f in todo
-               if f.action == Action.REPAIR.value]
+    # a node failing its checks is no item of the plan: the same repair, asked for it
+    repairs = [items.get((f.env, f.target, f.action)) or Item(
+        f.env, f.role, RoleClass.CATTLE.value, f.target, Action.REPAIR, f.detail, True)
+        for f in todo if f.action == Action.REPAIR.value]
     if repairs:
         try:
             done += [Done(d.env, d.role, d.target, d.action.value, "healed", "replaced")
