@@ -278,27 +278,20 @@ class Consul:
         return bool(self._call(f"unlock {key}", self._client.kv.put, key, None, release=session))
 
     def kv_index(self, prefix: str, index: int = 0, wait: str = "") -> int:
-        """The index of prefix's subtree (it moves with every write or delete under it). With
-        index and wait: a blocking query, answered once it moves past index or wait ends
-        (the client's timeout must exceed wait)."""
-        found, _ = self._call(f"watch {prefix}", self._client.kv.get, prefix, keys=True,
-                              index=index or None, wait=wait or None)
-        return int(found or 0)
+        """Prefix's index; with index and wait a blocking query (the timeout must exceed it)."""
+        return int(self._call(f"watch {prefix}", self._client.kv.get, prefix, keys=True,
+                              index=index or None, wait=wait or None)[0] or 0)
 
     def checks_index(self, tag: str, index: int = 0,
                      wait: str = "") -> tuple[int, frozenset[tuple[str, str, str]]]:
-        """The checks' index and (node, check, status) of every check of a service tagged
-        tag and every member's serfHealth; with index and wait, a blocking query as kv_index."""
+        """(index, {(node, check, status)}) of tag's services' checks and serfHealths; kv_index's wait."""
         found, items = self._call(f"watch checks tagged {tag}", self._client.health.state,
                                   "any", index=index or None, wait=wait or None,
-                                  filter_expr=f'"{tag}" in ServiceTags or CheckID == '
-                                              f'"{MEMBER_CHECK}"')
-        return int(found or 0), frozenset((str(i["Node"]), str(i["CheckID"]), str(i["Status"]))
-                                          for i in items)
+                                  filter_expr=f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"')
+        return int(found or 0), frozenset((i["Node"], i["CheckID"], i["Status"]) for i in items)
 
     def failing(self, tag: str) -> builtins.list[tuple[str, tuple[str, ...]]]:
-        """(node, its service's tags) of every critical check of a service carrying tag, in
-        one request (usually an empty answer: no object per node)."""
+        """(node, service tags) of each critical check of a service tagged tag: one request."""
         items = self._read(f"critical checks tagged {tag}", "/v1/health/state/critical",
                            {"filter": f'"{tag}" in ServiceTags'})
         return [(str(i["Node"]), tuple(str(t) for t in i["ServiceTags"])) for i in items or []]
