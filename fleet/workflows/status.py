@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fleet.adapters.consul import Instance
+from fleet.adapters.consul import Consul, Instance
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.history import since as since_time
@@ -60,9 +60,9 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     roles = [r for r in fleet.roles.values() if r.cls is RoleClass.CATTLE]
     with ThreadPoolExecutor(max_workers=2) as pool:
         reading_channels = pool.submit(state.channels)
-        reading_desired = pool.submit(lambda: FleetState(ctx.consul(), fleet.kv_prefix)
-                                      .every_desired())
-        instances = _instances(ctx, sorted({s.name for r in roles for s in r.services}))
+        reading_desired = pool.submit(state.every_desired)
+        instances = _instances(consul, f"fleet:{fleet.name}",
+                               sorted({s.name for r in roles for s in r.services}))
         channels, every_desired = reading_channels.result(), reading_desired.result()
     last = fleet.env_names()[-1]
     out = []
@@ -90,16 +90,14 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     return out
 
 
-READERS = 4  # services read at once, each reader with its own client
+READERS = 4  # services read at once (the client keeps a connection per thread)
 
 
-def _instances(ctx: Context, services: list[str]) -> dict[str, list[Instance]]:
-    """service -> its instances tagged with the fleet (Consul.instances), for every service."""
-    tag = f"fleet:{ctx.fleet.name}"
+def _instances(consul: Consul, tag: str, services: list[str]) -> dict[str, list[Instance]]:
+    """service -> its instances carrying tag (Consul.instances), for every service."""
 
     def read(chunk: list[str]) -> dict[str, list[Instance]]:
-        client = ctx.consul()
-        return {service: client.instances(service, tag) for service in chunk}
+        return {service: consul.instances(service, tag) for service in chunk}
 
     chunks = [c for c in (services[i::READERS] for i in range(READERS)) if c]
     found: dict[str, list[Instance]] = {}
