@@ -172,8 +172,8 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     promoted = fc.run("promote", "v1", "--to", "staging", "--role", "git", "--force",
                       "--reason", "the move test's front end")
     assert promoted.code == 0, f"the git front end on staging: {promoted.stderr[-800:]}"
-    [front] = [c for c in containers() if c.startswith(f"{name}-git-")]
-    front = address_of(front)
+    [front_node] = [c for c in containers() if c.startswith(f"{name}-git-")]
+    front = address_of(front_node)
     assert eventually(lambda: place(front, "group/first.git").get("storage", ""),
                       f"{address_of(source)}:8075") == f"{address_of(source)}:8075", \
         "the front end places new repositories on the one storage"
@@ -256,6 +256,9 @@ def test_a_gitaly_pet_moves_without_losing_a_byte(lab: Any, fleet_copy: FleetCop
     try:
         kill_at(lab, fc, start(fc, "move", "gitaly-stg-01", "--to", "gitaly-stg-03"),
                 "read-only")
+        readers = on_pet(front_node, "cat", "/etc/fleet/upstreams.json").stdout
+        assert json.loads(readers)["gitaly"] == [f"{address_of(source)}:8075"], \
+            f"the held-back target reaches no reader: {readers}"
         kill_at(lab, fc, start(fc, "move", "gitaly-stg-01"), "verify")
         kill_at(lab, fc, start(fc, "move", "gitaly-stg-01"), "cut-over")
         moved = fc.run("move", "gitaly-stg-01")
