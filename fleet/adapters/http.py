@@ -34,11 +34,12 @@ def answering(service: str, address: str, what: str, env_var: str) -> Iterator[N
         # requests' errors (through py-consul or hvac) are OSErrors too, but not all of them
         # say the server is down; it has been imported if one was raised (lazy: keeps
         # `fleet --help` and the read commands from importing it)
-        requests = sys.modules.get("requests")
-        if requests is not None and isinstance(exc, requests.exceptions.RequestException):
-            if isinstance(exc, requests.exceptions.ConnectionError):
+        # (getattr: another thread may be importing it, half-made in sys.modules meanwhile)
+        errors = getattr(sys.modules.get("requests"), "exceptions", None)
+        if errors is not None and isinstance(exc, errors.RequestException):
+            if isinstance(exc, errors.ConnectionError):
                 raise Unreachable(*down) from exc
-            if isinstance(exc, requests.exceptions.Timeout):
+            if isinstance(exc, errors.Timeout):
                 raise Unreachable(*slow) from exc
         elif isinstance(exc, TimeoutError):  # http.client's (socket.timeout)
             raise Unreachable(*slow) from exc
