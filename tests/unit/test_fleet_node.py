@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -11,16 +9,11 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "packer" / "base" / "fleet-node"
+from tests.unit.scripts import load_script
 
 
 def load() -> Any:
-    loader = importlib.machinery.SourceFileLoader("fleet_node", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("fleet_node", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("packer/base/fleet-node", "fleet_node")
 
 
 def entry(address: str, port: int, fleet: str, env: str, passing: int = 1,

@@ -3,8 +3,6 @@ on the weights.json that fleet-node renders."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import socket
 import socketserver
@@ -15,16 +13,11 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "packer" / "scripts" / "lib" / "fleet-service.py"
+from tests.unit.scripts import load_script
 
 
 def load() -> Any:
-    loader = importlib.machinery.SourceFileLoader("fleet_service", str(SCRIPT))
-    spec = importlib.util.spec_from_loader("fleet_service", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script("packer/scripts/lib/fleet-service.py", "fleet_service")
 
 
 def storage(tmp_path: Path, weights: dict[str, int]) -> dict[str, str]:
