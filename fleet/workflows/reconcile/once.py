@@ -146,9 +146,10 @@ def _converging(ctx: Context, envs: tuple[str, ...]) -> list[files.Pet]:
 def _down(ctx: Context, envs: tuple[str, ...]) -> dict[files.Pet, str]:
     """The pets and snowflakes whose container is there but not running (killed, stopped):
     the plan sees a container that is gone, not one that is down."""
+    owned = {env: set(ctx.fleet.owned_pets(env)) for env in envs}   # once per environment
     machines = [(env, role.name, i) for env in envs for role in ctx.fleet.roles.values()
                 if role.cls is not RoleClass.CATTLE for i in role.instances.get(env, ())
-                if role.cls is not RoleClass.PET or i in ctx.fleet.owned_pets(env)]
+                if role.cls is not RoleClass.PET or i in owned[env]]
     if not machines:
         return {}
     stopped = {n.name for n in docker.lab_nodes() if not n.running}
