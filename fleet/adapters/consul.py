@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -94,7 +94,9 @@ class NodeCheck:
 class Consul:
     """A Consul HTTP API client scoped to one address and token."""
 
-    def __init__(self, address: str, token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, address: str | Sequence[str], token: str | None = None,
+                 timeout: float = 5.0) -> None:
+        address = address if isinstance(address, str) else address[0]
         url = urlparse(address)
         if not url.hostname or not url.port:
             raise FleetError(f"Consul address {address!r} has no host:port",

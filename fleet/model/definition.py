@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import ConfigError
-from fleet.model import cutover, migrations, review
+from fleet.model import cutover, migrations, review, servers
 from fleet.model.cutover import MoveSettings
 from fleet.model.grammar import LOCAL_ENVS, SPEC, RoleClass
 from fleet.model.heal import heal_problem
@@ -172,6 +172,12 @@ class Fleet:
         index = self.chain.index(env)
         return self.chain[index - 1] if index else None
 
+    @property
+    def lab_servers(self) -> int:
+        """How many Consul servers and OpenBao nodes the lab runs (1 without a lab target)."""
+        lab = [t for t in self.targets.values() if t.kind == "lab"]
+        return int(lab[0].settings.get("servers", 1)) if lab else 1
+
     def lab_target(self) -> Target:
         for target in self.targets.values():
             if target.kind == "lab":
@@ -200,6 +206,10 @@ def _cross_checks(data: Mapping[str, Any]) -> list[Problem]:
             found.append((f"environments[{i}].name",
                           f'duplicate environment "{name}" (also environments[{seen_env[name]}])'))
         seen_env.setdefault(name, i)
+    for tname, target in data["targets"].items():
+        if target.get("servers", 1) not in servers.SIZES:
+            found.append((f"targets.{tname}.servers", f"expected 1, 3 or 5 (an odd raft quorum), "
+                          f"got {target['servers']}"))
     roles: Mapping[str, Any] = data["roles"]
     mount = data["fleet"]["secrets_mount"]
     instance_owner: dict[str, str] = {}

@@ -51,6 +51,8 @@ SETTING = r"[a-z][a-z0-9_]*"
 LOCAL_ENVS = ("verify", "vagrant")
 NAME_DOC = "a name of lower-case letters, digits and '-'"
 URL = Str(pattern=r"https?://[A-Za-z0-9.\-]+(:\d+)?", pattern_doc="an http(s)://host:port address")
+URLS = Str(pattern=r"https?://[A-Za-z0-9.\-]+(:\d+)?(,\s*https?://[A-Za-z0-9.\-]+(:\d+)?)*",
+           pattern_doc="an http(s)://host:port address, or a cluster's, comma-separated")
 
 CHECK = Table(
     fields={
@@ -197,6 +199,9 @@ TARGET = Union(
                 "network": Str(pattern=NAME, pattern_doc=NAME_DOC),
                 "subnet": Str(pattern=r"\d+\.\d+\.\d+\.0/24", pattern_doc="an IPv4 /24 such as "
                               '"172.30.7.0/24"'),
+                "servers": Int(minimum=1, maximum=5,
+                               doc="Consul servers and OpenBao nodes the lab runs: 1 (default), "
+                                   "3 or 5 (a raft quorum; see fleet/model/servers.py)"),
             },
             required=("kind", "network", "subnet"),
         ),
@@ -226,8 +231,8 @@ SPEC = Table(
         "fleet": Table(
             fields={
                 "name": Str(pattern=NAME, pattern_doc=NAME_DOC),
-                "consul": URL,
-                "vault": URL,
+                "consul": URLS,
+                "vault": URLS,
                 "secrets_mount": Str(pattern=NAME, pattern_doc=NAME_DOC, doc="Vault kv-v2 mount"),
             },
             required=("name", "consul", "vault", "secrets_mount"),

@@ -90,7 +90,7 @@ def apply(ctx: Context, env: str, nodes: Iterable[Node], *,
     outputs = workspace(ctx, env).apply({
         "fleet": fleet.name,
         "network": net.name,
-        "consul_join": net.gateway,
+        "consul_join": topology.consul_join(ctx),
         "deliver": deliver_command(ctx),
         "authorized_keys": str(cattle_keys(ctx)),
         "nodes": {n.name: {**n.tfvar(), "services": with_watches(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fleet.adapters.consul import Consul
 from fleet.errors import ConfigError
+from fleet.model import servers
 from fleet.model.definition import Fleet, parse
 from fleet.model.secret import Secret
 
@@ -22,18 +23,27 @@ class Context:
 
     fleet: Fleet
     file: Path
-    consul_addr: str
+    consul_addrs: tuple[str, ...]   # every Consul server fleet may ask (fleet/model/servers.py)
     consul_token: Secret | None
-    vault_addr: str
+    vault_addrs: tuple[str, ...]    # every OpenBao (Vault) node
     vault_token: Secret | None
 
     @property
     def root(self) -> Path:
         return self.file.parent
 
+    @property
+    def consul_addr(self) -> str:
+        """The first Consul server: where the lab starts its first, and what messages name."""
+        return self.consul_addrs[0]
+
+    @property
+    def vault_addr(self) -> str:
+        return self.vault_addrs[0]
+
     def consul(self, timeout: float = 5.0) -> Consul:
-        """A Consul client with the token this command runs with."""
-        return Consul(self.consul_addr, self.consul_token.reveal() if self.consul_token else None,
+        """A Consul client with the token this command runs with, knowing every server."""
+        return Consul(self.consul_addrs, self.consul_token.reveal() if self.consul_token else None,
                       timeout=timeout)
 
     @property
@@ -73,20 +83,28 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     env = os.environ if environ is None else environ
     file = file.resolve()
     fleet = parse(read_text(file), file.name)
-    consul_addr = env.get("CONSUL_HTTP_ADDR") or fleet.consul
-    if "//" not in consul_addr:
-        consul_addr = "http://" + consul_addr  # the consul CLI accepts a bare host:port
+    consul_addrs = _servers(env.get("CONSUL_HTTP_ADDR"), fleet.consul, fleet.lab_servers)
+    vault_addrs = _servers(env.get("VAULT_ADDR"), fleet.vault, fleet.lab_servers)
     lab = file.parent / ".fleet" / "lab"
     vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-operator.json", "token")
     consul_token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(lab / "consul-acl.json", "operator")
     return Context(
         fleet=fleet,
         file=file,
-        consul_addr=consul_addr,
+        consul_addrs=consul_addrs,
         consul_token=Secret(consul_token) if consul_token else None,
-        vault_addr=env.get("VAULT_ADDR") or fleet.vault,
+        vault_addrs=vault_addrs,
         vault_token=Secret(vault_token) if vault_token else None,
     )
+
+
+def _servers(override: str | None, declared: str, lab_servers: int) -> tuple[str, ...]:
+    """Every server's address: the environment's as it lists them; fleet.toml's as listed,
+    or its one address spread over the lab's servers."""
+    if override:
+        return servers.addresses(override)
+    found = servers.addresses(declared)
+    return servers.spread(found[0], lab_servers) if len(found) == 1 else found
 
 
 def _lab_secret(file: Path, key: str) -> str | None:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from fleet.adapters import ssh
 from fleet.errors import FleetError
+from fleet.model import servers
 from fleet.model.grammar import RoleClass
 from fleet.model.secret import Secret
+from fleet.model.servers import LabServer
 from fleet.services.context import Context
 
-DATACENTER = "lab"  # the Consul datacenter of the lab's server; nodes are told to join it
-SERVER_NODE = "lab-server"  # the Consul node name of the lab's server
+DATACENTER = "lab"  # the Consul datacenter of the lab's servers; nodes are told to join it
+SERVER_NODE = servers.SERVER_NODE  # the Consul node name of the lab's (first) server
 SSH_USER = "root"   # nodes are reached as root with the lab key
 
 
@@ -30,6 +32,10 @@ class Paths:
 
     def log(self, name: str) -> Path:
         return self.lab / f"{name}.log"
+
+    def data(self, server: LabServer) -> Path:
+        """A lab server's own data directory: .fleet/lab/consul, consul-2, openbao-3, ..."""
+        return self.lab / server.process
 
     @property
     def consul_data(self) -> Path:
@@ -101,6 +107,20 @@ def network(ctx: Context) -> Network:
     gateway = subnet.rsplit(".", 1)[0] + ".1"
     name = target.settings["network"]
     return Network(name, subnet, gateway, f"br-{name}"[:15])
+
+
+def consul_servers(ctx: Context) -> tuple[LabServer, ...]:
+    """The lab's Consul servers (fleet/model/servers.py): one per address fleet knows."""
+    return servers.lab_servers("consul", ctx.consul_addrs, network(ctx).gateway)
+
+
+def openbao_servers(ctx: Context) -> tuple[LabServer, ...]:
+    return servers.lab_servers("openbao", ctx.vault_addrs, network(ctx).gateway)
+
+
+def consul_join(ctx: Context) -> str:
+    """What every lab node's agent joins (FLEET_CONSUL_JOIN): each server's LAN address."""
+    return servers.consul_join(consul_servers(ctx))
 
 
 @dataclass(frozen=True)

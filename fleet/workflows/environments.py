@@ -268,7 +268,7 @@ def _teardown(ctx: Context, name: str, keep_data: bool, say: Say) -> list[str]:
         machines.forget(held)
     net = topology.network(ctx)
     _, public = topology.key_pair(ctx)
-    machines.apply({"fleet": fleet.name, "network": net.name, "consul_join": net.gateway,
+    machines.apply({"fleet": fleet.name, "network": net.name, "consul_join": topology.consul_join(ctx),
                     "authorized_keys": str(public), "deliver": "", "pets": {},
                     "snowflakes": {}}, refresh=False)
     steps.append(f"pets: {', '.join(pets) or 'none'} destroyed")

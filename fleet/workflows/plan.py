@@ -198,7 +198,7 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
                               "data_path": data_path(role)}
         else:
             snowflakes[instance] = value
-    return {"fleet": fleet.name, "network": net.name, "consul_join": net.gateway,
+    return {"fleet": fleet.name, "network": net.name, "consul_join": topology.consul_join(ctx),
             "authorized_keys": str(public),
             "deliver": cattle.deliver_command(ctx), "pets": pets, "snowflakes": snowflakes}
 

@@ -111,7 +111,7 @@ def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
     deliver = cattle.deliver_argv(ctx)
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
-                       container_env(node, net.gateway, topology.DATACENTER),
+                       container_env(node, topology.consul_join(ctx), topology.DATACENTER),
                        dict(container_labels(ctx.fleet.name, node)),
                        (*deliver, node.name, node.role, node.env))
         for (name, image, node), port in zip(nodes, ports, strict=True))

@@ -101,7 +101,7 @@ resource "terraform_data" "node" {
           --network ${self.input.network} --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
           --label fleet.lab=1 --label fleet.name=${var.fleet} --label fleet.role=${self.input.role} \
           --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
-          -e FLEET_CONSUL_JOIN=${self.input.join} -e FLEET_CONSUL_DATACENTER=lab \
+          -e "FLEET_CONSUL_JOIN=${self.input.join}" -e FLEET_CONSUL_DATACENTER=lab \
           -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
           -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
           %{if var.authorized_keys != ""}-v "${var.authorized_keys}:/root/.ssh/authorized_keys:ro"%{endif} \
