@@ -8,16 +8,15 @@ from __future__ import annotations
 import base64
 import builtins
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
-from fleet.adapters.http import Http, answering
+from fleet.adapters.consul_admin import MEMBER_CHECK, Admin
+from fleet.adapters.http import Answer, Leaderless, Servers, answering
 from fleet.errors import Denied, FleetError
-from fleet.model.secret import Secret
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class Health(StrEnum):
 # the node leaves. A node's agent can still sync its services in its last moment, after the
 # leader deregistered it: the catalog then holds them, passing, without this check, until the
 # leader's next reconcile (up to a minute). Such a node is not counted as registered.
-MEMBER_CHECK = "serfHealth"
+# MEMBER_CHECK (serfHealth, from consul_admin): that check.
 TXN_OPS = 64  # operations in one transaction, Consul's limit
 
 
@@ -64,20 +63,6 @@ class TaggedNodes:
     by_tags: dict[tuple[str, ...], set[str]]  # a service's tag list -> nodes with its check
     members: dict[str, bool]                  # node -> its MEMBER_CHECK passes (a failed
                                               # member: False); a node without one is absent
-
-
-class TokenState(StrEnum):
-    KNOWN = "known"
-    UNKNOWN = "unknown"
-    ACL_DISABLED = "acl disabled"
-
-
-@dataclass(frozen=True)
-class Token:
-    """An ACL token as a listing shows it: never its SecretID."""
-
-    accessor: str
-    description: str
 
 
 @dataclass(frozen=True)
@@ -91,72 +76,86 @@ class NodeCheck:
     output: str
 
 
-class Consul:
-    """A Consul HTTP API client scoped to one address and token."""
+class Consul(Admin):
+    """A Consul HTTP API client with one token, knowing every server of the cluster (one
+    address or several: see adapters/http.Servers for how a request moves between them)."""
 
     def __init__(self, address: str | Sequence[str], token: str | None = None,
                  timeout: float = 5.0) -> None:
-        address = address if isinstance(address, str) else address[0]
-        url = urlparse(address)
-        if not url.hostname or not url.port:
-            raise FleetError(f"Consul address {address!r} has no host:port",
-                             "set fleet.consul or CONSUL_HTTP_ADDR to http://HOST:PORT")
-        self.address = address
-        self._url, self._token, self._timeout = url, token, timeout
-        self._http = Http(address, timeout, {"X-Consul-Token": token} if token else {})
+        addresses = (address,) if isinstance(address, str) else tuple(address)
+        for one in addresses:
+            url = urlparse(one)
+            if not url.hostname or not url.port:
+                raise FleetError(f"Consul address {one!r} has no host:port",
+                                 "set fleet.consul or CONSUL_HTTP_ADDR to http://HOST:PORT")
+        self.addresses = addresses
+        self._token, self._timeout = token, timeout
+        self._servers = Servers(addresses, timeout, {"X-Consul-Token": token} if token else {},
+                                _leaderless)
+        self._clients: dict[int, Any] = {}
 
-    @cached_property
-    def _client(self) -> Any:
-        import consul  # lazy: only writes, sessions, watches and ACLs need py-consul
+    @property
+    def address(self) -> str:
+        """The server in use: the last that answered."""
+        return self._servers.address
 
-        return consul.Consul(host=self._url.hostname, port=self._url.port, token=self._token,
-                             scheme=self._url.scheme or "http", connections_timeout=self._timeout)
+    def _client(self, at: int) -> Any:
+        if at not in self._clients:
+            import consul  # lazy: only membership and ACLs need py-consul
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import consul  # already imported: fn is one of self._client's
+            url = urlparse(self.addresses[at])
+            self._clients[at] = consul.Consul(
+                host=url.hostname, port=url.port, token=self._token,
+                scheme=url.scheme or "http", connections_timeout=self._timeout)
+        return self._clients[at]
+
+    def _call(self, what: str, fn: Callable[[Any], Any], *, resend: bool = False) -> Any:
+        """fn(py-consul client) on the server in use, moving on as Servers.each does."""
+        import consul
+
+        def call(at: int) -> Any:
+            try:
+                return fn(self._client(at))
+            except consul.ConsulException as exc:
+                if not isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled) \
+                        and _leaderless(500, str(exc).encode()):
+                    raise Leaderless(str(exc)) from exc
+                raise
+            except OSError as exc:  # requests' errors are OSErrors
+                if "refused" in str(exc).lower():
+                    raise ConnectionRefusedError(str(exc)) from exc
+                raise
+
         try:
             with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
-                return fn(*args, **kwargs)
+                return self._servers.each(call, resend=resend)[0]
         except consul.ACLPermissionDenied as exc:
             raise _denied(what, exc) from exc
         except consul.ConsulException as exc:
             raise FleetError(f"Consul refused {what}: {exc}") from exc
 
-    def _read(self, what: str, path: str, query: Mapping[str, str] | None = None,
-              body: Any = None) -> Any:
-        """A read over http.client (body: a read-only transaction's): its JSON, None on 404."""
+    def _send(self, what: str, method: str, path: str, query: Mapping[str, str] | None = None,
+              body: bytes | None = None, ok: tuple[int, ...] = (200,)) -> Answer:
+        """One request, sent again elsewhere if its server goes away (every request this
+        adapter sends this way may be: reads, check-and-set writes, idempotent writes)."""
         url = quote(path, safe="/:") + (f"?{urlencode(query)}" if query else "")
         with answering("Consul", self.address, what, "CONSUL_HTTP_ADDR"):
-            status, data = self._http.request("GET" if body is None else "PUT", url,
-                                              None if body is None else json.dumps(body).encode())
-        if status in (200, 404):
-            return json.loads(data) if status == 200 else None
-        said = f"{status} {data.decode(errors='replace').strip()}"
-        raise _denied(what, said) if status == 403 else FleetError(f"Consul refused {what}: {said}")
+            answer = self._servers.request(method, url, body, resend=True)
+        if answer.status in ok:
+            return answer
+        said = f"{answer.status} {answer.body.decode(errors='replace').strip()}"
+        raise _denied(what, said) if answer.status == 403 else FleetError(f"Consul refused {what}: {said}")
+
+    def _read(self, what: str, path: str, query: Mapping[str, str] | None = None,
+              body: Any = None) -> Any:
+        """A read (body: a read-only transaction's): its JSON, None on 404."""
+        answer = self._send(what, "GET" if body is None else "PUT", path, query,
+                            None if body is None else json.dumps(body).encode(), ok=(200, 404))
+        return json.loads(answer.body) if answer.status == 200 else None
 
     def leader(self) -> str:
         """The raft leader's address, '' while there is none."""
         return str(self._read("status/leader", "/v1/status/leader") or "")
-
-    def members(self) -> dict[str, int]:
-        """Every LAN member the agent knows: node name -> serf status (1 alive, 2 leaving,
-        3 left, 4 failed), from /v1/agent/members."""
-        from consul.callback import CB
-
-        # py-consul's agent.members() sends no token: ask with the client's own
-        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
-        listed = self._call("agent/members", self._client.http.get, CB.json(),
-                            "/v1/agent/members", headers=headers)
-        return {str(m["Name"]): int(m["Status"]) for m in listed}
-
-    def version(self) -> str:
-        from consul.callback import CB
-
-        # py-consul's agent.self() sends no token, which default deny refuses: the same
-        # request through its HTTP client, with the token
-        self_info = self._call("agent/self", self._client.http.get, CB.json(), "/v1/agent/self",
-                               headers=self._client.prepare_headers())
-        return str(self_info["Config"]["Version"])
 
     def get(self, key: str) -> Entry | None:
         items = self._read(f"read {key}", f"/v1/kv/{key}")
@@ -213,41 +212,6 @@ class Consul:
     def _health(self, service: str, tag: str) -> builtins.list[dict[str, Any]]:
         return self._read(f"health of {service}", f"/v1/health/service/{service}", {"tag": tag}) or []
 
-    def mark_member(self, node: str, address: str) -> None:
-        """What Consul's leader does when a member joins: the node's MEMBER_CHECK, passing, in
-        the catalog (the node's own entry left as its agent wrote it)."""
-        from consul.callback import CB
-
-        body = {"Node": node, "Address": address, "SkipNodeUpdate": True,
-                "Check": {"Node": node, "CheckID": MEMBER_CHECK, "Name": "Serf Health Status",
-                          "Status": "passing", "Output": "Agent alive and reachable"}}
-        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
-        self._call(f"mark {node} a member", self._client.http.put, CB.boolean(),
-                   "/v1/catalog/register", data=json.dumps(body), headers=headers)
-
-    def forget(self, node: str) -> None:
-        """A node whose container is gone, out of Consul, as the cattle drain does it
-        (terraform/lab/cattle): one Consul calls failed or left is force-left and pruned from
-        the member list; one it still calls alive is only force-left (marked leaving, so that
-        it is called left, never failed, once found gone, and the leader does not register
-        it again: pruning a live member makes every agent hold its member list). Then it is
-        deregistered from the catalog, with what its agent's last sync may have put back."""
-        status = self.members().get(node)
-        if status is not None:
-            self._call(f"force {node} out", self._client.agent.force_leave, node,
-                       prune=status in (3, 4))
-        self.deregister(node)
-
-    def deregister(self, node: str) -> None:
-        """The node out of the catalog, with its services and checks. Not py-consul's
-        catalog.deregister: it sends its token as a `WriteRequest` field of the body too,
-        which Consul 1.8 refuses (400 "unknown field"); the header alone is the API's way."""
-        from consul.callback import CB
-
-        headers = {"X-Consul-Token": self._client.token} if self._client.token else None
-        self._call(f"deregister {node}", self._client.http.put, CB.boolean(),
-                   "/v1/catalog/deregister", data=json.dumps({"Node": node}), headers=headers)
-
     def node_checks(self, node: str) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
         joined, or it has left: see MEMBER_CHECK)."""
@@ -258,39 +222,61 @@ class Consul:
                           i["Output"]) for i in items]
 
     def put(self, key: str, value: bytes | str, *, cas: int) -> bool:
-        """Write key only if its ModifyIndex is still cas (0: only if it does not exist)."""
-        return bool(self._call(f"write {key}", self._client.kv.put, key, value, cas=cas))
+        """Write key only if its ModifyIndex is still cas (0: only if it does not exist).
+        Sent again to another server if its server went away mid-write; a write that then
+        fails its check-and-set is looked up: if the key holds exactly this value, written
+        after cas, the first attempt landed and the write is done."""
+        data = value.encode() if isinstance(value, str) else value
+        answer = self._send(f"write {key}", "PUT", f"/v1/kv/{key}", {"cas": str(cas)}, data)
+        if json.loads(answer.body) is True:
+            return True
+        if answer.doubtful:
+            entry = self.get(key)
+            return entry is not None and entry.value == data and entry.modify_index != cas
+        return False
 
     def session(self, name: str, ttl: int) -> str:
-        """A session that dies with its TTL (lock delay 0: a dead holder's lock frees at once)."""
-        return str(self._call("create a session", self._client.session.create, name=name,
-                              ttl=ttl, lock_delay=0, behavior="release"))
+        """A session that dies with its TTL alone (lock delay 0: a dead holder's lock frees
+        at once). No node check: by default Consul ties a session to the health of the node
+        whose agent made it, here a server, and losing that server would end the session
+        and free its lock under a live holder. Sent again if its server went away: a session
+        made twice leaves one unused, which its TTL ends."""
+        body = json.dumps({"Name": name, "TTL": f"{ttl}s", "LockDelay": "0s",
+                           "Behavior": "release", "Checks": []}).encode()
+        return str(json.loads(self._send("create a session", "PUT", "/v1/session/create",
+                                         body=body).body)["ID"])
 
     def renew(self, session: str) -> bool:
         """False once the session has expired."""
-        return self._call("renew a session", self._client.session.renew, session) is not None
+        answer = self._send("renew a session", "PUT", f"/v1/session/renew/{session}",
+                            ok=(200, 404))
+        return answer.status == 200
 
     def end(self, session: str) -> None:
-        self._call("destroy a session", self._client.session.destroy, session)
+        self._send("destroy a session", "PUT", f"/v1/session/destroy/{session}")
 
     def acquire(self, key: str, value: str, session: str) -> bool:
-        return bool(self._call(f"lock {key}", self._client.kv.put, key, value, acquire=session))
+        """Take key as session's lock (again by the same session: still True)."""
+        return json.loads(self._send(f"lock {key}", "PUT", f"/v1/kv/{key}", {"acquire": session},
+                                     value.encode()).body) is True
 
     def release(self, key: str, session: str) -> bool:
-        return bool(self._call(f"unlock {key}", self._client.kv.put, key, None, release=session))
+        return json.loads(self._send(f"unlock {key}", "PUT", f"/v1/kv/{key}",
+                                     {"release": session}).body) is True
 
     def kv_index(self, prefix: str, index: int = 0, wait: str = "") -> int:
         """Prefix's index; with index and wait a blocking query (the timeout must exceed it)."""
-        return int(self._call(f"watch {prefix}", self._client.kv.get, prefix, keys=True,
-                              index=index or None, wait=wait or None)[0] or 0)
+        query = {"keys": "true", **_blocking(index, wait)}
+        return _index(self._send(f"watch {prefix}", "GET", f"/v1/kv/{prefix}", query, ok=(200, 404)))
 
     def checks_index(self, tag: str, index: int = 0,
                      wait: str = "") -> tuple[int, frozenset[tuple[str, str, str]]]:
         """(index, {(node, check, status)}) of tag's services' checks and serfHealths; kv_index's wait."""
-        found, items = self._call(f"watch checks tagged {tag}", self._client.health.state,
-                                  "any", index=index or None, wait=wait or None,
-                                  filter_expr=f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"')
-        return int(found or 0), frozenset((i["Node"], i["CheckID"], i["Status"]) for i in items)
+        answer = self._send(f"watch checks tagged {tag}", "GET", "/v1/health/state/any", {
+            "filter": f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"',
+            **_blocking(index, wait)})
+        items = json.loads(answer.body) or []
+        return _index(answer), frozenset((i["Node"], i["CheckID"], i["Status"]) for i in items)
 
     def failing(self, tag: str) -> builtins.list[tuple[str, tuple[str, ...]]]:
         """(node, service tags) of each critical check of a service tagged tag: one request."""
@@ -299,14 +285,18 @@ class Consul:
         return [(str(i["Node"]), tuple(str(t) for t in i["ServiceTags"])) for i in items or []]
 
     def delete(self, key: str) -> None:
-        self._call(f"delete {key}", self._client.kv.delete, key)
+        self._send(f"delete {key}", "DELETE", f"/v1/kv/{key}")
 
     def delete_cas(self, key: str, index: int) -> bool:
-        """Delete key only if its ModifyIndex is still index."""
-        return bool(self._call(f"delete {key}", self._client.kv.delete, key, cas=index))
+        """Delete key only if its ModifyIndex is still index (a delete that went to a server
+        that then went away, and now fails, is done if the key is gone)."""
+        answer = self._send(f"delete {key}", "DELETE", f"/v1/kv/{key}", {"cas": str(index)})
+        if json.loads(answer.body) is True:
+            return True
+        return answer.doubtful and self.get(key) is None
 
     def delete_tree(self, prefix: str) -> None:
-        self._call(f"delete {prefix}", self._client.kv.delete, prefix, recurse=True)
+        self._send(f"delete {prefix}", "DELETE", f"/v1/kv/{prefix}", {"recurse": "true"})
 
     def nodes_by_tags(self, tag: str) -> TaggedNodes:
         """The nodes with a service check whose service carries tag, grouped by the service's
@@ -325,69 +315,6 @@ class Consul:
                 found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
         return TaggedNodes(found, members)
 
-    # ---- ACLs (the lab runs default deny) --------------------------------------------------
-
-    def _token_state(self) -> TokenState:
-        import consul
-
-        try:
-            self._call("acl/token/self", self._client.acl.token.read_self)
-        except FleetError as exc:
-            if isinstance(exc.__cause__, consul.ACLDisabled):
-                return TokenState.ACL_DISABLED
-            if isinstance(exc.__cause__, consul.ACLPermissionDenied):
-                return TokenState.UNKNOWN  # 'ACL not found'
-            raise
-        return TokenState.KNOWN
-
-    def acl_enabled(self) -> bool:
-        """Whether the server enforces ACLs (asked as this client's token, known or not)."""
-        return self._token_state() is not TokenState.ACL_DISABLED
-
-    def token_known(self) -> bool:
-        """Whether the server knows this client's token."""
-        return self._token_state() is TokenState.KNOWN
-
-    def policies(self) -> dict[str, str]:
-        """Every ACL policy: name -> ID."""
-        items = self._call("list ACL policies", self._client.acl.policy.list)
-        return {str(i["Name"]): str(i["ID"]) for i in items}
-
-    def put_policy(self, name: str, rules: Mapping[str, Any], description: str,
-                   known: Mapping[str, str] | None = None) -> None:
-        """Create the policy, or replace its rules (Consul's rule language in its JSON form).
-        known: the policies (name -> ID) the caller has just listed, saving a listing."""
-        existing = (self.policies() if known is None else known).get(name)
-        if existing is None:
-            self._call(f"create ACL policy {name}", self._client.acl.policy.create, name,
-                       rules=dict(rules), description=description)
-        else:
-            self._call(f"update ACL policy {name}", self._client.acl.policy.update, existing,
-                       name, rules=dict(rules), description=description)
-
-    def delete_policy(self, policy_id: str) -> None:
-        self._call("delete an ACL policy", self._client.acl.policy.delete, policy_id)
-
-    def create_token(self, description: str, policies: builtins.list[str],
-                     secret: Secret | None = None) -> Secret:
-        """A token bound to these policies (by name); its SecretID chosen by Consul unless
-        given (a lab token fleet keeps in a file)."""
-        item = self._call("create an ACL token", self._client.acl.token.create,
-                          description=description, policies_name=policies,
-                          secret_id=secret.reveal() if secret else None)
-        return Secret(str(item["SecretID"]))
-
-    def tokens(self) -> builtins.list[Token]:
-        items = self._call("list ACL tokens", self._client.acl.token.list)
-        return [Token(str(i["AccessorID"]), str(i["Description"])) for i in items]
-
-    def token_secret(self, accessor: str) -> Secret:
-        """A token's SecretID (acl = "write" reads it)."""
-        item = self._call("read an ACL token", self._client.acl.token.read, accessor)
-        return Secret(str(item["SecretID"]))
-
-    def delete_token(self, accessor: str) -> None:
-        self._call("delete an ACL token", self._client.acl.token.delete, accessor)
 
 
 def _denied(what: str, why: object) -> Denied:
@@ -400,3 +327,18 @@ def _entry(item: Mapping[str, Any]) -> Entry:
     """A KV entry from Consul's JSON (Session there only while a session holds the key)."""
     return Entry(item["Key"], base64.b64decode(item["Value"] or ""), int(item["ModifyIndex"]),
                  str(item.get("Session") or ""))
+
+
+def _leaderless(status: int, body: bytes) -> bool:
+    """Consul's answers while its servers elect a leader, or have lost their quorum."""
+    return status == 500 and any(said in body for said in (
+        b"No cluster leader", b"leadership lost", b"raft is already shutdown"))
+
+
+def _blocking(index: int, wait: str) -> dict[str, str]:
+    return {"index": str(index), "wait": wait} if index and wait else {}
+
+
+def _index(answer: Answer) -> int:
+    found = {k.lower(): v for k, v in answer.headers.items()}.get("x-consul-index", "0")
+    return int(found or 0)

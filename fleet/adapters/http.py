@@ -9,10 +9,13 @@ urllib3. The clients' libraries (py-consul, hvac) stay for what they do beyond a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 from fleet.errors import Unreachable
@@ -30,6 +33,8 @@ def answering(service: str, address: str, what: str, env_var: str) -> Iterator[N
             "check that it is healthy (`fleet lab status`)")
     try:
         yield
+    except NoServer as exc:
+        raise Unreachable(*_lost(service, exc, what, env_var)) from exc
     except Exception as exc:
         # requests' errors (through py-consul or hvac) are OSErrors too, but not all of them
         # say the server is down; it has been imported if one was raised (lazy: keeps
@@ -46,6 +51,21 @@ def answering(service: str, address: str, what: str, env_var: str) -> Iterator[N
         elif isinstance(exc, OSError):  # http.client's: refused, reset, no route
             raise Unreachable(*down) from exc
         raise
+
+
+def _lost(service: str, exc: NoServer, what: str, env_var: str) -> tuple[str, str]:
+    """The line for a cluster that gave no answer: its quorum lost, or every server down."""
+    down = [f"{a} ({w})" for a, w in exc.said.items() if w != "no leader"]
+    total = len(exc.said)
+    if exc.leaderless:
+        return (f"{service} has no leader: its quorum is lost ({len(down)} of {total} servers "
+                f"do not answer: {', '.join(down)}; {', '.join(exc.leaderless)} answers without "
+                f"a leader) ({what})",
+                f"start the stopped servers (`fleet lab status` names them, `fleet lab start "
+                f"NAME` starts one): {total // 2 + 1} of {total} make a quorum; then run this "
+                f"again")
+    return (f"no {service} server answers ({', '.join(down)}) ({what})",
+            f"start them with `fleet lab up` or set {env_var}")
 
 
 class Http:
@@ -70,6 +90,12 @@ class Http:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body) of one request; OSError when the server does not answer."""
+        status, data, _ = self.exchange(method, path, body)
+        return status, data
+
+    def exchange(self, method: str, path: str,
+                 body: bytes | None = None) -> tuple[int, bytes, Mapping[str, str]]:
+        """(status, body, headers) of one request; OSError when the server does not answer."""
         import http.client
 
         for attempt in (1, 2):
@@ -80,7 +106,7 @@ class Http:
             try:
                 conn.request(method, path, body, self.headers)
                 response = conn.getresponse()
-                return response.status, response.read()
+                return response.status, response.read(), dict(response.getheaders())
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
                 self._local.conn = None
@@ -91,4 +117,98 @@ class Http:
                 if isinstance(exc, OSError):
                     raise
                 raise ConnectionError(f"bad answer: {exc!r}") from exc
+        raise AssertionError("not reached")
+
+
+# How long a request keeps moving between a cluster's servers before it gives up: past a
+# leader election (about a second with raft_multiplier = 1, and a follower holds a request
+# through it), short enough that a cluster without a quorum is said at once.
+FAILOVER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    doubtful: bool  # an earlier attempt may have reached a server that then went away
+
+
+class NoServer(ConnectionError):
+    """No server of a cluster answered with a leader within FAILOVER_SECONDS."""
+
+    def __init__(self, said: Mapping[str, str]) -> None:
+        self.said = dict(said)  # address -> what it did: "refused", "no answer", "no leader"
+        super().__init__("; ".join(f"{a}: {w}" for a, w in said.items()))
+
+    @property
+    def leaderless(self) -> list[str]:
+        """The servers that answered, without a leader."""
+        return [a for a, w in self.said.items() if w == "no leader"]
+
+
+class Leaderless(Exception):
+    """A server answered that its cluster has no leader (no write or consistent read now)."""
+
+
+T = TypeVar("T")
+
+
+class Servers:
+    """A cluster's HTTP APIs (Consul's servers, OpenBao's nodes): keep-alive to each, the one
+    in use first. With several addresses, a request that finds its server gone (refused, or
+    no answer) or without a leader moves to the next, round after round, for
+    FAILOVER_SECONDS, then raises NoServer. One address: exactly Http.
+
+    A request that may have reached a server before it went away (the connection reset or
+    timed out after sending) is sent again elsewhere only when resend is True: reads,
+    check-and-set writes and idempotent ones. The answer says when that happened (doubtful),
+    so that a check-and-set write that now fails can look whether its first attempt landed.
+    """
+
+    def __init__(self, addresses: Sequence[str], timeout: float, headers: Mapping[str, str],
+                 leaderless: Callable[[int, bytes], bool]) -> None:
+        self.addresses = tuple(addresses)
+        self._http = [Http(a, timeout, headers) for a in self.addresses]
+        self._leaderless = leaderless
+        self.at = 0  # the server in use: the last that answered
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self.at]
+
+    def request(self, method: str, path: str, body: bytes | None = None, *,
+                resend: bool) -> Answer:
+        def send(at: int) -> tuple[int, bytes, Mapping[str, str]]:
+            status, data, headers = self._http[at].exchange(method, path, body)
+            if len(self._http) > 1 and self._leaderless(status, data):
+                raise Leaderless(data.decode(errors="replace"))
+            return status, data, headers
+
+        (status, data, headers), doubtful = self.each(send, resend=resend)
+        return Answer(status, data, headers, doubtful)
+
+    def each(self, call: Callable[[int], T], *, resend: bool) -> tuple[T, bool]:
+        """call(server index) on the server in use, then on the next while it raises OSError
+        (the server is gone) or Leaderless; (its result, doubtful)."""
+        said: dict[str, str] = {}
+        doubtful = False
+        deadline = time.monotonic() + FAILOVER_SECONDS
+        for attempt in itertools.count(1):
+            at = self.at
+            try:
+                return call(at), doubtful
+            except OSError as exc:
+                refused = isinstance(exc, ConnectionRefusedError)
+                if len(self._http) == 1 or not (refused or resend):
+                    raise
+                said[self.addresses[at]] = "refused" if refused else "no answer"
+                doubtful = doubtful or not refused
+            except Leaderless:
+                said[self.addresses[at]] = "no leader"
+            self.at = (at + 1) % len(self._http)
+            if attempt % len(self._http) == 0:  # a whole round without an answer
+                if time.monotonic() >= deadline:
+                    raise NoServer(said)
+                time.sleep(0.3)
         raise AssertionError("not reached")

@@ -67,8 +67,8 @@ class Workspace:
     def init(self) -> None:
         """Once per workspace: the consul backend, locked, at state_path."""
         marker = self.data_dir / ".terraform" / "terraform.tfstate"
-        if marker.exists():
-            return
+        if _backend_address(marker) == self.consul_address:
+            return  # initialised, at the same server (another one of a cluster: init again)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.run("init", "-input=false", "-no-color",
                  f"-backend-config=address={self.consul_address}",
@@ -290,3 +290,11 @@ def _fix(stderr: str, output: Path) -> str:
     return f"see Terraform's whole output in {output}"
 
 
+
+
+def _backend_address(marker: Path) -> str | None:
+    """The consul backend's address as `terraform init` recorded it (None before init)."""
+    try:
+        return str(json.loads(marker.read_text())["backend"]["config"]["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

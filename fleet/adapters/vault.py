@@ -3,11 +3,12 @@ AppRole, tokens and audit devices. Its dicts stop here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from fleet.adapters.http import answering
+from fleet.adapters.http import Leaderless, Servers, answering
 from fleet.errors import Denied, DependencyDown, FleetError, NotFound, Sealed
 from fleet.model.secret import Secret
 
@@ -44,20 +45,47 @@ class InitKeys:
 
 
 class Vault:
-    """A Vault API client scoped to one address and token."""
+    """A Vault API client with one token, knowing every node of the cluster (one address or
+    several). A call goes to the node in use; with several, it moves to the next node when
+    that one is gone (refused, or no answer for a call that may be repeated), sealed (a node
+    started again and not yet unsealed), or without an active node (during an election), as
+    adapters/http.Servers does for Consul. A standby node forwards requests to the active one.
+    Calls that must not be repeated blindly pass resend=False: minting a token or a SecretID
+    (a repeat would mint a second), the lab's init."""
 
-    def __init__(self, address: str, token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, address: str | Sequence[str], token: str | None = None,
+                 timeout: float = 5.0) -> None:
         import hvac  # lazy: keeps `fleet --help` fast
 
-        self.address = address
-        self._client: Any = hvac.Client(url=address, token=token, timeout=timeout)
+        self.addresses = (address,) if isinstance(address, str) else tuple(address)
+        self._client: Any = hvac.Client(url=self.addresses[0], token=token, timeout=timeout)
+        # the same failover as Consul's; its HTTP clients go unused (hvac talks to Vault)
+        self._servers = Servers(self.addresses, timeout, {}, lambda status, body: False)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    @property
+    def address(self) -> str:
+        """The node in use: the last that answered."""
+        return self._servers.address
+
+    def _call(self, what: str, fn: Any, *args: Any, resend: bool = True, **kwargs: Any) -> Any:
         import hvac.exceptions
+
+        def call(at: int) -> Any:
+            self._client.url = self.addresses[at]  # fn is bound to the client's one adapter
+            try:
+                return fn(*args, **kwargs)
+            except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError) as exc:
+                if len(self.addresses) > 1 and _leaderless(exc):
+                    raise Leaderless(str(exc)) from exc
+                raise
+            except OSError as exc:  # requests' errors are OSErrors
+                if "refused" in str(exc).lower():
+                    raise ConnectionRefusedError(str(exc)) from exc
+                raise
 
         try:
             with answering("Vault", self.address, what, "VAULT_ADDR"):
-                return fn(*args, **kwargs)
+                return self._servers.each(call, resend=resend)[0]
         except hvac.exceptions.VaultDown as exc:
             raise Sealed(f"Vault at {self.address} is sealed ({what})",
                          "unseal it (`fleet lab up` does so for the lab)") from exc
@@ -69,6 +97,28 @@ class Vault:
             raise FleetError(f"Vault refused {what}: {exc}") from exc
 
     def health(self) -> Health:
+        """The node in use's health; of a cluster, the first node found active (else what the
+        first node that answered said)."""
+        if len(self.addresses) == 1:
+            return self._health()
+        first: Health | None = None
+        error: DependencyDown | None = None
+        for _ in self.addresses:
+            try:
+                found = self._health()
+            except DependencyDown as exc:
+                error = error or exc
+            else:
+                if found.state is SealState.UNSEALED:
+                    return found
+                first = first or found
+            self._servers.at = (self._servers.at + 1) % len(self.addresses)
+        if first is None:
+            assert error is not None
+            raise error
+        return first
+
+    def _health(self) -> Health:
         # sys/health answers 501 uninitialised, 503 sealed; ask for 200 in every case
         data = self._call("sys/health", self._client.sys.read_health_status, method="GET",
                           sealed_code=200, uninit_code=200, standby_code=200)
@@ -92,7 +142,7 @@ class Vault:
 
     def initialize(self) -> InitKeys:
         """One key share, threshold one: a lab, not production."""
-        data = self._call("sys/init", self._client.sys.initialize, 1, 1)
+        data = self._call("sys/init", self._client.sys.initialize, 1, 1, resend=False)
         return InitKeys(data["keys"][0], data["root_token"])
 
     def unseal(self, key: str) -> None:
@@ -231,7 +281,7 @@ class Vault:
         wrapping token that only an unwrap turns into the SecretID."""
         data = self._call(f"issue a SecretID of {name}",
                           self._client.auth.approle.generate_secret_id, name,
-                          mount_point=mount, wrap_ttl=wrap_ttl)
+                          mount_point=mount, wrap_ttl=wrap_ttl, resend=False)
         return Secret(str(data["wrap_info"]["token"]))
 
     def destroy_secret_ids(self, name: str, mount: str) -> int:
@@ -251,13 +301,14 @@ class Vault:
 
     def unwrap(self, wrapping_token: Secret) -> dict[str, str]:
         """What a wrapping token wraps (its data); the token is spent."""
-        data = self._call("unwrap", self._client.sys.unwrap, wrapping_token.reveal())
+        data = self._call("unwrap", self._client.sys.unwrap, wrapping_token.reveal(),
+                          resend=False)
         return {str(k): str(v) for k, v in data["data"].items()}
 
     def login_approle(self, role_id: str, secret_id: Secret, mount: str) -> Secret:
         """Log in with an AppRole; the client token it gives."""
         data = self._call("AppRole login", self._client.auth.approle.login, role_id,
-                          secret_id.reveal(), use_token=False, mount_point=mount)
+                          secret_id.reveal(), use_token=False, mount_point=mount, resend=False)
         return Secret(str(data["auth"]["client_token"]))
 
     # ---- tokens and audit devices (the lab's bootstrap) ---------------------------------
@@ -268,7 +319,8 @@ class Vault:
         a periodic token lives on as long as it is renewed within each period."""
         data = self._call(f"create a token with {', '.join(policies)}",
                           self._client.auth.token.create, policies=policies, period=period,
-                          renewable=True, no_parent=True, display_name=display_name)
+                          renewable=True, no_parent=True, display_name=display_name,
+                          resend=False)
         return Secret(str(data["auth"]["client_token"])), str(data["auth"]["accessor"])
 
     def renew_self(self) -> TokenInfo:
@@ -302,3 +354,9 @@ class Vault:
 
     def disable_secrets_engine(self, mount: str) -> None:
         self._call(f"disable {mount}/", self._client.sys.disable_secrets_engine, mount)
+
+
+def _leaderless(exc: Exception) -> bool:
+    """A node that cannot serve now while another may: sealed, or no active node (elected)."""
+    said = str(exc).lower()
+    return "sealed" in said or "active" in said or "leader" in said or "standby" in said

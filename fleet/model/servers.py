@@ -33,7 +33,7 @@ def addresses(value: str) -> tuple[str, ...]:
     found = tuple(("http://" + a if "//" not in a else a) for a in
                   (part.strip() for part in value.split(",")) if a)
     if not found:
-        raise ConfigError(f"no address in {value!r}", "give http://HOST:PORT")
+        raise ConfigError(f"no address in {value!r}", fix="give http://HOST:PORT")
     return found
 
 
@@ -45,7 +45,7 @@ def spread(address: str, n: int) -> tuple[str, ...]:
         return (address,)
     if len(parts) != 4 or not all(p.isdigit() for p in parts) or int(parts[3]) + n - 1 > 254:
         raise ConfigError(f"the lab's {n} servers need an IPv4 address to count up from, "
-                          f"not {address}", "set it to an address such as http://127.0.0.1:8500")
+                          f"not {address}", fix="set it to an address such as http://127.0.0.1:8500")
     head = ".".join(parts[:3])
     return tuple(f"{url.scheme}://{head}.{int(parts[3]) + k}:{url.port}" for k in range(n))
 

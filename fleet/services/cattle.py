@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 
 from fleet.adapters import terraform
 from fleet.adapters.consul import Consul, Instance
-from fleet.adapters.vault import Vault
 from fleet.errors import FleetError
 from fleet.model.nodes import Node, upstreams, with_watches
 from fleet.model.secret import Secret
@@ -43,8 +42,10 @@ class NodeWorkspace(terraform.Workspace):
 
 
 def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
-    """One environment's state of a lab module (cattle, machines) in the consul backend."""
-    url = urlparse(ctx.consul_addr)
+    """One environment's state of a lab module (cattle, machines) in the consul backend, at
+    the server topology.terraform_consul chooses."""
+    address = topology.terraform_consul(ctx)
+    url = urlparse(address)
     return NodeWorkspace(
         module=ctx.root / "terraform" / "lab" / module,
         data_dir=ctx.state_dir / "terraform" / module / env,
@@ -52,7 +53,7 @@ def lab_workspace(ctx: Context, module: str, env: str) -> NodeWorkspace:
         state_path=f"{ctx.fleet.kv_prefix}/terraform/{module}/{env}",
         state_dir=ctx.state_dir,
         tokens={k: Secret(v) for k, v in token_environ(ctx).items()},
-        consul_http_addr=ctx.consul_addr,
+        consul_http_addr=address,
     )
 
 
@@ -125,7 +126,7 @@ def _vault_ready(ctx: Context, roles: set[str]) -> None:
     """Fail before Terraform starts anything when nodes would boot without their secrets."""
     if not any(ctx.fleet.roles[r].secrets for r in roles):
         return
-    Vault(ctx.vault_addr).require_unsealed(": new nodes could not get their secrets")
+    ctx.vault().require_unsealed(": new nodes could not get their secrets")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.adapters.consul import Consul
+from fleet.adapters.vault import Vault
 from fleet.errors import ConfigError
 from fleet.model import servers
 from fleet.model.definition import Fleet, parse
@@ -45,6 +46,11 @@ class Context:
         """A Consul client with the token this command runs with, knowing every server."""
         return Consul(self.consul_addrs, self.consul_token.reveal() if self.consul_token else None,
                       timeout=timeout)
+
+    def vault(self, timeout: float = 5.0) -> Vault:
+        """A Vault client with the token this command runs with (if any), knowing every node."""
+        return Vault(self.vault_addrs, self.vault_token.reveal() if self.vault_token else None,
+                     timeout=timeout)
 
     @property
     def state_dir(self) -> Path:

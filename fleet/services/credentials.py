@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from urllib.parse import urlparse
 
 from fleet.adapters import docker
 from fleet.adapters.consul import Consul
@@ -31,7 +30,7 @@ def vault(ctx: Context) -> Vault:
     if ctx.vault_token is None:
         raise DependencyDown("no Vault token", "set VAULT_TOKEN (fleet's operator token is "
                              "used by default once `fleet lab up` has run here)")
-    client = Vault(ctx.vault_addr, ctx.vault_token.reveal())
+    client = ctx.vault()
     client.require_unsealed()
     return client
 
@@ -42,14 +41,20 @@ def vault_part(ctx: Context, client: Vault, r: Role, env: str) -> dict[str, obje
     name = model.name(ctx.fleet.name, r.name, env)
     role_id = client.role_id(name, model.APPROLE_MOUNT)
     wrapped = client.wrapped_secret_id(name, model.APPROLE_MOUNT, model.WRAP_TTL)
-    gateway = topology.network(ctx).gateway  # where nodes reach the lab's Vault
-    port = urlparse(ctx.vault_addr).port
     return {
-        "vault": f"http://{gateway}:{port}", "approle_mount": model.APPROLE_MOUNT,
+        "vault": node_address(ctx, client), "approle_mount": model.APPROLE_MOUNT,
         "role_id": role_id, "wrapped_secret_id": wrapped.reveal(),
         "mount": ctx.fleet.secrets_mount, "path": model.kv_path(r.name, env),
         "keys": list(r.secrets),
     }
+
+
+def node_address(ctx: Context, client: Vault) -> str:
+    """Where a lab node reaches Vault: the node fleet's client has just found active, on the
+    lab network's gateway (fleet/model/servers.py gives each OpenBao node its own port there)."""
+    nodes = topology.openbao_servers(ctx)
+    live = next((n for n in nodes if n.http == client.address), nodes[0])
+    return f"http://{live.gateway}:{live.port(live.http_port)}"
 
 
 def mirror(ctx: Context, client: Vault, r: Role, env: str) -> tuple[str, ...]:

@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 
 from fleet.adapters import docker, process
-from fleet.adapters.vault import Vault
 from fleet.errors import DependencyDown
 from fleet.model import secretscan
 from fleet.services.context import Context
@@ -22,7 +21,7 @@ def secret_needles(ctx: Context) -> dict[bytes, str]:
     if ctx.vault_token is None:
         raise DependencyDown("no Vault token to read the lab's secrets for the secret scan",
                              "set VAULT_TOKEN or run `fleet lab up`")
-    vault = Vault(ctx.vault_addr, ctx.vault_token.reveal())
+    vault = ctx.vault()
     mount = ctx.fleet.secrets_mount
     pairs = [(f"{mount}/{path}:{key}", value)
              for path, data in vault.kv_walk(mount) for key, value in data.items()]

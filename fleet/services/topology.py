@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.adapters import ssh
+from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
 from fleet.model import servers
 from fleet.model.grammar import RoleClass
@@ -121,6 +122,27 @@ def openbao_servers(ctx: Context) -> tuple[LabServer, ...]:
 def consul_join(ctx: Context) -> str:
     """What every lab node's agent joins (FLEET_CONSUL_JOIN): each server's LAN address."""
     return servers.consul_join(consul_servers(ctx))
+
+
+def terraform_consul(ctx: Context) -> str:
+    """The Consul server Terraform's consul backend talks to for a run: it takes one address.
+    Of several, a follower that answers: a leader election (what losing the leader starts)
+    then holds Terraform's requests for a moment instead of breaking them, and the state
+    lock's session is not on the server most likely to go. Losing that very follower fails
+    the step, and running the command again carries on. In production, point fleet at the
+    local agent of the host it runs on, which follows the servers by itself."""
+    if len(ctx.consul_addrs) == 1:
+        return ctx.consul_addr
+    answering = []
+    for server in consul_servers(ctx):
+        try:
+            leader = Consul(server.http, timeout=2).leader()
+        except FleetError:
+            continue
+        if leader and leader != f"{server.gateway}:{server.port(8300)}":
+            return server.http
+        answering.append(server.http)
+    return answering[0] if answering else ctx.consul_addr
 
 
 @dataclass(frozen=True)
