@@ -117,8 +117,8 @@ class Consul(Admin):
             try:
                 return fn(self._client(at))
             except consul.ConsulException as exc:
-                if not isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled) \
-                        and _leaderless(500, str(exc).encode()):
+                if len(self.addresses) > 1 and _leaderless(500, str(exc).encode()) \
+                        and not isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled):
                     raise Leaderless(str(exc)) from exc
                 raise
             except OSError as exc:  # requests' errors are OSErrors

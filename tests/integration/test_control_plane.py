@@ -123,6 +123,7 @@ def test_the_fleet_rides_out_a_control_plane_losing_servers(cluster_lab: FleetCo
     copy = cluster_lab
     copy.edit("fleet.toml", 'soak = "30s"', 'soak = "1s"')
     copy.edit("fleet.toml", "min_healthy_percent = 0", "min_healthy_percent = 50")
+    copy.edit("fleet.toml", "batch_size = 1", "batch_size = 2")  # canary's: two steps of two
     copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.api.",
               f"count = {{ canary = {NODES}, staging = 0, production = 0 }}\n\n[roles.api.")
     assert copy.run("secrets", "sync").code == 0, "secrets sync"
