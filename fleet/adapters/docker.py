@@ -94,9 +94,10 @@ def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
 def tag(source: str, target: str) -> None:
     process.run(["docker", "tag", source, target], timeout=30)
 
-def lab_containers() -> list[str]:
-    """Names of the containers the lab created (label fleet.lab=1)."""
+def lab_containers(network: str = "") -> list[str]:
+    """Names of the containers the lab created (label fleet.lab=1), on network if named."""
     result = process.run(["docker", "ps", "-a", "--filter", "label=fleet.lab=1",
+                          *(["--filter", f"network={network}"] if network else []),
                           "--format", "{{.Names}}"], timeout=30)
     return [line for line in result.stdout.splitlines() if line]
 
@@ -131,9 +132,11 @@ def parse_lab_nodes(text: str) -> list[LabNode]:
     return found
 
 
-def lab_nodes() -> list[LabNode]:
-    """Every container the lab made, running or not, whichever fleet it belongs to."""
+def lab_nodes(network: str = "") -> list[LabNode]:
+    """Every container the lab made, running or not, whichever fleet it belongs to; only
+    those on network if named (a node on another network is another lab's)."""
     result = process.run(["docker", "ps", "-a", "--filter", "label=fleet.lab=1",
+                          *(["--filter", f"network={network}"] if network else []),
                           "--format", LAB_NODE_FORMAT], timeout=30)
     return parse_lab_nodes(result.stdout)
 

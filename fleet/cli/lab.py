@@ -1,16 +1,21 @@
-"""fleet lab up|down|status|reset: the local lab."""
+"""fleet lab up|down|status|reset|kill|start|snapshot|restore: the local lab."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fleet.cli import render, views
 from fleet.cli.meta import Session, json_option, raise_if
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from fleet.workflows.lab import Backup, Fault
 
 
 @click.group()
@@ -75,6 +80,70 @@ def reset(session: Session, yes: bool, delete_volumes: bool, as_json: bool) -> N
         click.confirm(workflow.reset_scope(ctx, delete_volumes), abort=True)
     report = workflow.reset(ctx, render.progress, delete_volumes=delete_volumes)
     views.LAB.show(report, as_json)
+
+
+def _fault(result: Fault) -> None:
+    pid = f" (pid {result.pid})" if result.pid else ""
+    click.echo(f"{result.server}: {result.action}{pid}")
+
+
+def _backup(result: Backup) -> None:
+    for action in result.actions:
+        render.progress(action)
+    click.echo(f"{result.file}: consul {result.consul_bytes} bytes, openbao "
+               f"{result.openbao_bytes} bytes")
+
+
+FAULT: views.View[Fault] = views.View(_fault)
+BACKUP: views.View[Backup] = views.View(_backup)
+
+
+@lab.command(name="kill")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def kill_(session: Session, name: str, as_json: bool) -> None:
+    """Crash one lab server: SIGKILL by the PID the lab recorded (NAME: consul-1..N,
+    openbao-1..N). Its data stays; `fleet lab start NAME` starts it again."""
+    from fleet.workflows import lab as workflow
+
+    FAULT.show(workflow.kill(session.context(), name), as_json)
+
+
+@lab.command(name="start")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def start_(session: Session, name: str, as_json: bool) -> None:
+    """Start one lab server again with its own argv and configuration (an OpenBao node is
+    unsealed again), and wait until it serves."""
+    from fleet.workflows import lab as workflow
+
+    FAULT.show(workflow.start(session.context(), name, render.progress), as_json)
+
+
+@lab.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@click.pass_obj
+def snapshot(session: Session, file: Path, as_json: bool) -> None:
+    """Save both stores (Consul's, OpenBao's raft) and the lab's keys to FILE, written 0600:
+    it holds the unseal key and the root and management tokens."""
+    from fleet.workflows import lab as workflow
+
+    BACKUP.show(workflow.snapshot(session.context(), file, render.progress), as_json)
+
+
+@lab.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@click.pass_obj
+def restore(session: Session, file: Path, as_json: bool) -> None:
+    """Put both stores back from a `fleet lab snapshot` FILE (the lab up, any size), its keys
+    becoming the lab's: the servers restart with them and OpenBao is unsealed with its key."""
+    from fleet.workflows import lab as workflow
+
+    BACKUP.show(workflow.restore(session.context(), file, render.progress), as_json)
 
 
 @lab.command(name="boots", hidden=True)

@@ -17,6 +17,10 @@ Choices, for whoever runs it:
   another, and a file audit device records every request (openbao_server.py).
 - dockerd is started only if none answers, and only a dockerd the lab started is stopped by
   `lab down`. Every process is stopped by the PID the lab recorded, never by name.
+- `[targets.lab] servers = 3` (or 5) runs that many Consul servers and OpenBao nodes, each a
+  raft peer (consul_server.py, openbao_server.py); `lab status` shows each and both raft
+  clusters, `lab kill NAME` / `lab start NAME` crash and start one (members.py), and `lab
+  snapshot` / `lab restore` save and put back both stores with their keys (backup.py).
 - The lab serves every fleet on the machine: `lab down` and `lab reset` where it was made are
   refused while another fleet has nodes on it; elsewhere, `lab reset` removes that fleet alone
   (sharing.py). Pet data volumes go only with `--delete-volumes`.
@@ -33,9 +37,11 @@ from fleet.adapters import chef, docker, packer, terraform, vagrant
 from fleet.services import baseimage, credentials
 from fleet.services.context import Context
 from fleet.services.topology import Paths, consul_tokens, network, paths, vault_operator
-from fleet.workflows.lab import boots, processes, sharing
+from fleet.workflows.lab import boots, members, processes, sharing
+from fleet.workflows.lab.backup import Backup, restore, snapshot
 from fleet.workflows.lab.consul_server import consul_up
 from fleet.workflows.lab.engine import docker_up, neighbours_up, network_up
+from fleet.workflows.lab.members import Fault, kill, start
 from fleet.workflows.lab.openbao_server import openbao_up
 from fleet.workflows.lab.parts import (
     LabReport,
@@ -51,7 +57,8 @@ from fleet.workflows.lab.parts import (
 )
 from fleet.workflows.lab.processes import Progress
 
-__all__ = ["LabReport", "Part", "PartState", "down", "reset", "reset_scope", "status", "up"]
+__all__ = ["Backup", "Fault", "LabReport", "Part", "PartState", "down", "kill", "reset",
+           "reset_scope", "restore", "snapshot", "start", "status", "up"]
 
 
 def _base_images_up(ctx: Context, p: Paths, progress: Progress) -> list[str]:
@@ -107,7 +114,7 @@ def down(ctx: Context, progress: Progress) -> LabReport:
 
 def _stop(p: Paths, progress: Progress) -> list[str]:
     actions = []
-    for name, exe in (("boots", boots.EXE), *sharing.SERVERS):
+    for name, exe in (("boots", boots.EXE), *sharing.servers(p)):
         if processes.recorded_pid(p, name, exe) is not None:
             progress(f"stopping {name}")
             if processes.stop(p, name, exe):
@@ -129,7 +136,7 @@ def reset(ctx: Context, progress: Progress, *, delete_volumes: bool = False) -> 
         return LabReport(status(ctx, tools=False).parts, tuple(actions))
     actions = []
     if docker.server_version() is not None:
-        names = docker.lab_containers()
+        names = docker.lab_containers(network(ctx).name)  # this lab's: another has its own
         if names:
             progress(f"removing {len(names)} lab container(s)")
             docker.remove_containers(names)
@@ -165,8 +172,8 @@ def status(ctx: Context, *, tools: bool = True) -> LabReport:
         lambda: docker_part(p),
         lambda: network_part(net),
         neighbours_part,
-        lambda: consul_part(ctx, p),
-        lambda: openbao_part(ctx, p),
+        *([lambda: consul_part(ctx, p), lambda: openbao_part(ctx, p)]
+          if ctx.fleet.lab_servers == 1 else members.checks(ctx, p)),
         lambda: boots.part(p),
         *[(lambda b=b: base_part(ctx, b)) for b in ctx.fleet.bases],
     ]

@@ -19,29 +19,58 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
+from fleet.adapters import raft
 from fleet.adapters.vault import InitKeys, SealState, Vault
 from fleet.errors import DependencyDown, FleetError, Sealed
 from fleet.model import vault_policy
 from fleet.model.secrets import APPROLE_MOUNT
+from fleet.model.servers import LabServer
 from fleet.services.context import Context
-from fleet.services.topology import Network, Paths, vault_operator, write_private
+from fleet.services.topology import (
+    Network,
+    Paths,
+    openbao_servers,
+    vault_operator,
+    write_private,
+)
 from fleet.workflows.lab import processes
 from fleet.workflows.lab.processes import Progress
 
 AUDIT_DEVICE = "file/"  # the audit device's path in OpenBao
+EXE = "bao"
 
 
-def _openbao_config(p: Paths, net: Network, port: int) -> str:
+def config_file(p: Paths, server: LabServer) -> Path:
+    """A node's configuration: .fleet/lab/openbao.hcl, openbao-2.hcl, ..."""
+    return p.openbao_config if server.index == 0 else p.lab / f"{server.process}.hcl"
+
+
+def openbao_config(p: Paths, server: LabServer, cluster: Sequence[LabServer]) -> str:
+    """A node's configuration; one node's exactly as the lab always had it. In a cluster each
+    node listens on its own loopback address and on the gateway at a port of its own,
+    retry-joins the others (its raft join, done once it is unsealed with the cluster's key),
+    and every node declares the same audit device (the audit table is the cluster's)."""
+    port = server.http_port
+    single = len(cluster) == 1
+    joins = "".join(f'\n  retry_join {{\n    leader_api_addr = "{s.http}"\n  }}'
+                    for s in cluster if s != server)
+    # autopilot looks at the peers every 500 ms and promotes a stable one within a second
+    reconcile = "" if single else ('\n  autopilot_update_interval = "500ms"'
+                                   '\n  autopilot_reconcile_interval = "1s"')
+    host = "127.0.0.1" if server.host == "localhost" else server.host
     return "\n".join([
         # Integrated storage (raft): the file backend was removed in OpenBao 2.7
-        f'storage "raft" {{\n  path = "{p.openbao_data}"\n  node_id = "lab"\n'
-        f'  performance_multiplier = 1\n}}',  # 1 s elections: a lab restart is quick
-        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}',
-        f'listener "tcp" {{\n  address = "{net.gateway}:{port}"\n  tls_disable = true\n}}',
-        f'api_addr = "http://127.0.0.1:{port}"',
-        f'cluster_addr = "http://127.0.0.1:{port + 1}"',
+        f'storage "raft" {{\n  path = "{p.data(server)}"\n  node_id = "{server.node}"\n'
+        f'  performance_multiplier = 1{reconcile}{joins}\n}}',  # 1 s elections: quick restarts
+        f'listener "tcp" {{\n  address = "{host}:{port}"\n  tls_disable = true\n}}',
+        f'listener "tcp" {{\n  address = "{server.gateway}:{server.port(port)}"\n'
+        f'  tls_disable = true\n}}',
+        f'api_addr = "http://{host}:{port}"',
+        f'cluster_addr = "http://{host}:{port + 1}"',
         f'audit "file" "{AUDIT_DEVICE.rstrip("/")}" {{\n  description = "fleet lab: every request, '
         f'values HMAC\'d"\n  options {{\n    file_path = "{p.openbao_audit}"\n  }}\n}}',
         "",
@@ -57,47 +86,117 @@ def vault_health(vault: Vault) -> SealState | None:
         return None
 
 
+def start_openbao(p: Paths, server: LabServer, cluster: Sequence[LabServer]) -> None:
+    """Start one node with its configuration written anew; its PID recorded."""
+    p.data(server).mkdir(parents=True, exist_ok=True)
+    config_file(p, server).write_text(openbao_config(p, server, cluster))
+    processes.start(p, server.process, [processes.bao_binary(), "server",
+                                        f"-config={config_file(p, server)}"])
+
+
 def openbao_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[str]:
-    processes.local(ctx.vault_addr, "OpenBao")
+    cluster = openbao_servers(ctx)
+    for server in cluster:
+        processes.local(server.http, "OpenBao")
     actions: list[str] = []
-    vault = Vault(ctx.vault_addr)
-    config = _openbao_config(p, net, processes.port(ctx.vault_addr))
-    if (processes.recorded_pid(p, "openbao", "bao") is not None
-            and _read(p.openbao_config) != config):
-        progress("restarting openbao with the lab's configuration (its audit device)")
-        processes.stop(p, "openbao", "bao")
-        actions.append("restarted openbao with a new configuration")
-    state = vault_health(vault)
-    if state is None:
-        if processes.recorded_pid(p, "openbao", "bao") is None:
-            progress("starting openbao")
-            p.openbao_data.mkdir(parents=True, exist_ok=True)
-            p.openbao_config.write_text(config)
-            processes.start(p, "openbao", [processes.bao_binary(), "server", f"-config={p.openbao_config}"])
-            actions.append("started openbao")
-        processes.wait("openbao", lambda: vault_health(vault) is not None, 60, p.log("openbao"))
-        state = vault_health(vault)
-    if state is SealState.UNINITIALIZED:
+    for server in cluster:
+        if (processes.recorded_pid(p, server.process, EXE) is not None
+                and _read(config_file(p, server)) != openbao_config(p, server, cluster)):
+            progress(f"restarting {server.process} with the lab's configuration (its audit device)")
+            processes.stop(p, server.process, EXE)
+            actions.append(f"restarted {server.process} with a new configuration")
+    for server in cluster:
+        if (vault_health(Vault(server.http)) is None
+                and processes.recorded_pid(p, server.process, EXE) is None):
+            progress(f"starting {server.process}")
+            start_openbao(p, server, cluster)
+            actions.append(f"started {server.process}")
+    for server in cluster:
+        processes.wait(server.process, partial(_in, server, ANSWERING), 60,
+                       p.log(server.process), running=partial(
+                           processes.running, p, server.process))
+    first = Vault(cluster[0].http)
+    if vault_health(first) is SealState.UNINITIALIZED and (
+            len(cluster) == 1 or not p.openbao_init.exists()):  # else it joins the others
         progress("initialising openbao")
-        keys = Vault(ctx.vault_addr, timeout=60).initialize()  # raft elects itself during init
+        keys = Vault(cluster[0].http, timeout=60).initialize()  # raft elects itself during init
         write_private(p.openbao_init, json.dumps(
             {"unseal_key": keys.unseal_key, "root_token": keys.root_token}))
         actions.append("initialised openbao")
-        state = SealState.SEALED
     init = _read_init(p)
-    if state is SealState.SEALED:
-        vault.unseal(init.unseal_key)
-        actions.append("unsealed openbao")
-    # raft elects its (single) leader a moment after unseal; writes need the active node
-    processes.wait("openbao (active after unseal)", lambda: vault_health(vault) is SealState.UNSEALED,
-          60, p.log("openbao"))
-    root = Vault(ctx.vault_addr, init.root_token)
+    actions += unseal(p, cluster, init.unseal_key)
+    active = active_node(cluster)
+    root = Vault(active.http, init.root_token)
+    if len(cluster) > 1:
+        raft.openbao_autopilot(active.http, init.root_token, AUTOPILOT)
+        processes.wait("openbao (every node a raft voter)",
+                       lambda: _voters(active, init.root_token) == len(cluster), 60,
+                       p.log(active.process))
     if root.ensure_kv(ctx.fleet.secrets_mount):
         actions.append(f"enabled kv-v2 at {ctx.fleet.secrets_mount}/")
     if root.ensure_auth("approle", APPROLE_MOUNT):
         actions.append(f"enabled approle at auth/{APPROLE_MOUNT}/")
     _audited(root, p)
     return actions + operator_up(root, p)
+
+
+# autopilot makes a joined node a voter once it has been stable this long (default 10 s)
+AUTOPILOT = {"server_stabilization_time": "1s", "cleanup_dead_servers": False}
+
+
+def unseal(p: Paths, cluster: Sequence[LabServer], key: str, *,
+           nodes: Sequence[LabServer] = ()) -> list[str]:
+    """Unseal every sealed node with the lab's key, and wait until one is active and every
+    other a standby. A node of a cluster that has not joined yet (uninitialised) joins by
+    retry_join once it is given the key; its unseal answers "sealed" until the join is done."""
+    actions = []
+    for server in nodes or cluster:
+        state = vault_health(Vault(server.http))
+        if len(cluster) == 1 and state is SealState.SEALED:
+            Vault(server.http).unseal(key)  # a wrong key is said at once
+        elif state is SealState.SEALED or (state is SealState.UNINITIALIZED and len(cluster) > 1):
+            with contextlib.suppress(FleetError):  # "stayed sealed" while it joins
+                if state is SealState.UNINITIALIZED:  # its retry_join has not reached a leader
+                    processes.wait(f"{server.process} (raft join)", partial(_in, server, JOINED),
+                                   30, p.log(server.process))
+                Vault(server.http).unseal(key)
+        else:
+            continue
+        actions.append(f"unsealed {server.process}")
+    for server in nodes or cluster:
+        processes.wait(f"{server.process} (unsealed)", partial(_in, server, SERVING), 60,
+                       p.log(server.process))
+    # raft elects its leader a moment after unseal; writes need the active node
+    processes.wait("openbao (an active node after unseal)",
+                   lambda: _active(cluster) is not None, 60, p.log("openbao"))
+    return actions
+
+
+ANSWERING = (SealState.UNINITIALIZED, SealState.SEALED, SealState.STANDBY, SealState.UNSEALED)
+JOINED = (SealState.SEALED, SealState.STANDBY, SealState.UNSEALED)
+SERVING = (SealState.STANDBY, SealState.UNSEALED)
+
+
+def _in(server: LabServer, states: tuple[SealState, ...]) -> bool:
+    return vault_health(Vault(server.http)) in states
+
+
+def _active(cluster: Sequence[LabServer]) -> LabServer | None:
+    return next((s for s in cluster if vault_health(Vault(s.http)) is SealState.UNSEALED), None)
+
+
+def active_node(cluster: Sequence[LabServer]) -> LabServer:
+    found = _active(cluster)
+    if found is None:
+        raise DependencyDown("no OpenBao node is active", "run `fleet lab up`")
+    return found
+
+
+def _voters(server: LabServer, token: str) -> int:
+    try:
+        return sum(p.voter for p in raft.openbao_raft(server.http, token).peers)
+    except FleetError:
+        return 0
 
 
 def _read(file: Path) -> str | None:

@@ -1,7 +1,9 @@
 """One lab, several fleets: what `lab down` and `lab reset` of one fleet may take.
 
 Fleets in different directories on one machine share the lab's servers (dockerd, Consul,
-OpenBao) and its network; each node carries the label fleet.name=<fleet> (Terraform's lab
+OpenBao) and its network; a lab is its network (a node on another network is another
+lab's, made from another directory with servers of its own, and is never counted, stopped or
+removed here); each node carries the label fleet.name=<fleet> (Terraform's lab
 modules, the Vagrantfile), by which fleets are told apart: a name prefix would not do (fleet
 `a`'s nodes `a-…` take in fleet `a-b`'s). The directory whose .fleet/lab keeps the servers'
 data, or recorded their PIDs, owns them: it ran the first `lab up`. Choices:
@@ -39,10 +41,19 @@ from fleet.workflows.lab.processes import Progress
 SERVERS = (("openbao", "bao"), ("consul", "consul"), ("dockerd", "dockerd"))
 
 
+def servers(p: Paths) -> list[tuple[str, str]]:
+    """The servers this directory may have started, by (PID file name, program): the first
+    of each kind, a cluster's others (consul-2, openbao-3, ...: whatever size the lab had
+    when they were started) and dockerd."""
+    extra = [(f.stem, exe) for kind, exe in (("openbao", "bao"), ("consul", "consul"))
+             for f in sorted(p.lab.glob(f"{kind}-*.pid"))]
+    return [*extra, *SERVERS]
+
+
 def owns_servers(p: Paths) -> bool:
     """Whether this directory owns the lab's servers: it keeps their data or their PIDs."""
     return (any(d.exists() for d in p.servers)
-            or any(processes.recorded_pid(p, name, exe) is not None for name, exe in SERVERS))
+            or any(processes.recorded_pid(p, name, exe) is not None for name, exe in servers(p)))
 
 
 def others(fleet: str, nodes: Iterable[docker.LabNode]) -> dict[str, list[str]]:
@@ -70,7 +81,7 @@ def require_alone(ctx: Context, p: Paths, command: str) -> None:
     """Refuse to take the shared servers while another fleet has nodes on them."""
     if not owns_servers(p) or docker.server_version() is None:
         return
-    found = others(ctx.fleet.name, docker.lab_nodes())
+    found = others(ctx.fleet.name, docker.lab_nodes(topology.network(ctx).name))
     if found:
         raise refusal(command, found)
 
