@@ -201,3 +201,8 @@ def throwaway_vault(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# the cluster lab (three Consul servers, three OpenBao nodes) beside the shared one: a session
+# fixture of its own module, offered to every test (tests/integration/cluster.py)
+from tests.integration.cluster import cluster_lab  # noqa: E402, F401

@@ -75,6 +75,11 @@ def consul_raft(address: str, token: str, timeout: float = 2.0) -> Raft:
     config = server.json("/v1/operator/raft/configuration", "operator/raft/configuration")
     # 429: the cluster is not healthy (a server down); the body says how it stands
     health = server.json("/v1/operator/autopilot/health", "operator/autopilot/health", ok=(429,))
+    return parse_consul(config, health)
+
+
+def parse_consul(config: Any, health: Any) -> Raft:
+    """Consul's raft configuration and autopilot health, as one Raft."""
     healthy = {s["Name"]: bool(s["Healthy"]) for s in health["Servers"] or ()}
     peers = tuple(Peer(s["Node"], s["Address"], bool(s["Leader"]), bool(s["Voter"]),
                        healthy.get(s["Node"], False))
@@ -86,6 +91,11 @@ def openbao_raft(address: str, token: str, timeout: float = 2.0) -> Raft:
     """OpenBao's raft peers, leader and failure tolerance (autopilot's state)."""
     server = _Server("OpenBao", "VAULT_ADDR", address, {"X-Vault-Token": token}, timeout)
     data = server.json("/v1/sys/storage/raft/autopilot/state", "sys/storage/raft/autopilot/state")
+    return parse_openbao(data)
+
+
+def parse_openbao(data: Any) -> Raft:
+    """OpenBao's autopilot state (the response of sys/storage/raft/autopilot/state)."""
     state = data["data"]
     peers = tuple(Peer(s["id"], s["address"], s["status"] == "leader",
                        s["status"] in ("leader", "voter"), bool(s["healthy"]))
