@@ -136,8 +136,10 @@ def consul_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list[
             start_consul(p, server, cluster)
             actions.append("started consul" if len(cluster) == 1 else f"started {server.name}")
     log = p.log("consul")
+    started = [s for s in cluster if processes.recorded_pid(p, s.process, EXE) is not None]
     processes.wait("consul (leader election)",
-                   lambda: all(_consul_ready(c) for c in clients.values()), 60, log)
+                   lambda: all(_consul_ready(c) for c in clients.values()), 60, log,
+                   running=lambda: all(processes.running(p, s.process) for s in started))
     # the ACL system leaves its legacy mode a moment after the leader is elected
     processes.wait("consul (ACLs ready)", lambda: _known(first), 60, log)
     if len(cluster) > 1:
