@@ -22,11 +22,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, Run
+if TYPE_CHECKING:  # tests/conftest.py imports this module: no import of it at load time
+    from tests.conftest import Run
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "fleet.toml"
 
 CONSUL = "http://127.0.3.1:8500"
 VAULT = "http://127.0.3.1:8200"
@@ -62,6 +66,8 @@ class ClusterLab:
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> Run:
         """The real `fleet` command line in the cluster lab's directory."""
+        from tests.conftest import Run
+
         proc = subprocess.run([sys.executable, "-m", "fleet", "-f", str(self.file), *args],
                               capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                               env=self.environ(env), stdin=subprocess.DEVNULL)

@@ -41,6 +41,9 @@ def test_one_consul_server_is_started_as_the_lab_always_started_it(tmp_path: Pat
         "-datacenter=lab", f"-data-dir={p.consul_data}", "-bind=172.30.7.1",
         "-advertise=172.30.7.1", "-client=127.0.0.1 172.30.7.1", "-http-port=8500",
         "-dns-port=-1", "-log-level=info", f"-config-file={p.consul_config}"]
+    (other,) = topology.consul_servers(context(tmp_path, 1, consul="http://127.0.3.1:8500"))
+    assert "-client=127.0.3.1 172.30.7.1" in consul_server.consul_argv(p, other, (other,)), \
+        "a second lab's one server on its own loopback address"
     config = json.loads(consul_server.consul_config(TOKENS, 1))
     assert set(config) == {"acl", "gossip_lan"}, "no cluster settings for one server"
     assert config["acl"]["tokens"] == {"master": "m-token", "agent": "m-token"}

@@ -82,10 +82,11 @@ def consul_config(tokens: ConsulTokens, n: int) -> str:
 def consul_argv(p: Paths, server: LabServer, cluster: Sequence[LabServer]) -> list[str]:
     """How the lab starts one of its Consul servers (the same argv every time)."""
     gateway = server.gateway
+    host = "127.0.0.1" if server.host == "localhost" else server.host
     if len(cluster) == 1:
         return ["consul", "agent", "-server", "-bootstrap-expect=1", f"-node={server.node}",
                 f"-datacenter={DATACENTER}", f"-data-dir={p.consul_data}", f"-bind={gateway}",
-                f"-advertise={gateway}", f"-client=127.0.0.1 {gateway}",
+                f"-advertise={gateway}", f"-client={host} {gateway}",
                 f"-http-port={server.http_port}", "-dns-port=-1", "-log-level=info",
                 f"-config-file={p.consul_config}"]
     joins = [f"-retry-join={s.gateway}:{s.port(8301)}" for s in cluster if s != server]
