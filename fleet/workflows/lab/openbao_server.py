@@ -86,6 +86,11 @@ def vault_health(vault: Vault) -> SealState | None:
         return None
 
 
+def label(server: LabServer, cluster: Sequence[LabServer]) -> str:
+    """What progress and actions call a node: "openbao" alone, openbao-1.. in a cluster."""
+    return server.process if len(cluster) == 1 else server.name
+
+
 def start_openbao(p: Paths, server: LabServer, cluster: Sequence[LabServer]) -> None:
     """Start one node with its configuration written anew; its PID recorded."""
     p.data(server).mkdir(parents=True, exist_ok=True)
@@ -102,15 +107,15 @@ def openbao_up(ctx: Context, p: Paths, net: Network, progress: Progress) -> list
     for server in cluster:
         if (processes.recorded_pid(p, server.process, EXE) is not None
                 and _read(config_file(p, server)) != openbao_config(p, server, cluster)):
-            progress(f"restarting {server.process} with the lab's configuration (its audit device)")
+            progress(f"restarting {label(server, cluster)} with the lab's configuration (its audit device)")
             processes.stop(p, server.process, EXE)
-            actions.append(f"restarted {server.process} with a new configuration")
+            actions.append(f"restarted {label(server, cluster)} with a new configuration")
     for server in cluster:
         if (vault_health(Vault(server.http)) is None
                 and processes.recorded_pid(p, server.process, EXE) is None):
-            progress(f"starting {server.process}")
+            progress(f"starting {label(server, cluster)}")
             start_openbao(p, server, cluster)
-            actions.append(f"started {server.process}")
+            actions.append(f"started {label(server, cluster)}")
     for server in cluster:
         processes.wait(server.process, partial(_in, server, ANSWERING), 60,
                        p.log(server.process), running=partial(
@@ -162,7 +167,7 @@ def unseal(p: Paths, cluster: Sequence[LabServer], key: str, *,
                 Vault(server.http).unseal(key)
         else:
             continue
-        actions.append(f"unsealed {server.process}")
+        actions.append(f"unsealed {label(server, cluster)}")
     for server in nodes or cluster:
         processes.wait(f"{server.process} (unsealed)", partial(_in, server, SERVING), 60,
                        p.log(server.process))
