@@ -135,6 +135,11 @@ class Vault:
     def require_unsealed(self, why: str = "") -> None:
         """Raise DependencyDown unless Vault answers, unsealed and active."""
         state = self.health().state
+        if state is SealState.STANDBY:  # of a cluster: no node is active, none can be elected
+            raise DependencyDown(
+                f"Vault has no active node: of its {len(self.addresses)} nodes none leads, so "
+                f"its quorum is lost{why}", "start the stopped nodes (`fleet lab status` names "
+                "them, `fleet lab start NAME` starts one), then run this again")
         if state is not SealState.UNSEALED:
             error = Sealed if state is SealState.SEALED else DependencyDown
             raise error(f"Vault at {self.address} is {state}{why}",

@@ -77,7 +77,7 @@ class ClusterLab:
 def make_copy(root: Path, name: str) -> None:
     """A copy of the example fleet under name, on the cluster lab's addresses and network."""
     root.mkdir(parents=True)
-    for part in ("packer", "cookbooks", "terraform"):
+    for part in ("packer", "cookbooks", "terraform", "secrets-policy"):
         shutil.copytree(ROOT / part, root / part)
     text = EXAMPLE.read_text()
     for old, new in (('name = "gitlab"', f'name = "{name}"'),
