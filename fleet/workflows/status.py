@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from fleet.adapters.consul import Consul, Instance
 from fleet.model.definition import Role
@@ -16,9 +17,6 @@ from fleet.model.promotion import floor
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.state import FleetState
-
-if TYPE_CHECKING:
-    from fleet.services import database
 
 
 @dataclass(frozen=True)
@@ -46,58 +44,106 @@ class RoleStatus:
 
 def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     """Each cattle role in each environment (all by default). What is read does not grow with
-    the environments or roles asked about: each cattle service's instances once (one request
-    a service, READERS at a time), every channel and every desired group (one request each),
-    and the database of a role with migrations."""
-    from fleet.services import cattle  # lazy, as database in _schema: history needs neither
-
+    the environments or roles asked about: every check of the fleet's services and every
+    member's node checks (one request: Consul.service_checks, which says each node's role,
+    environment, version and health), every channel and every desired group (one request
+    each), the database of a role with migrations, and, only where a canary environment is
+    shown, its and the last environment's instances of each service with their Weights (one
+    request a service, READERS at a time): the traffic share."""
     fleet = ctx.fleet
     for env in envs:
         fleet.environment(env)
+    shown = envs or list(fleet.env_names())
     consul = ctx.consul()
     state = FleetState(consul, fleet.kv_prefix)
     catalog = Catalog(consul, fleet.kv_prefix)
     roles = [r for r in fleet.roles.values() if r.cls is RoleClass.CATTLE]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        reading_channels = pool.submit(state.channels)
-        reading_desired = pool.submit(state.every_desired)
-        instances = _instances(consul, f"fleet:{fleet.name}",
-                               sorted({s.name for r in roles for s in r.services}))
-        channels, every_desired = reading_channels.result(), reading_desired.result()
+    tag = f"fleet:{fleet.name}"
     last = fleet.env_names()[-1]
+    weighed = [e for e in shown if e != last and fleet.environment(e).canary_weight > 0]
+    channels, every_desired = state.channels(), state.every_desired()
+    health = tally(*_bulk(consul.service_checks, tag), roles)
+    instances = _instances(consul, tag, sorted({s.name for r in roles for s in r.services}),
+                           [*weighed, last]) if weighed else {}
     out = []
-    for env in envs or list(fleet.env_names()):
+    for env in shown:
         desired = every_desired.get(env, {})
         environment = fleet.environment(env)
-        canary = environment.canary_weight > 0
         for role in roles:
-            mine = [i for s in role.services for i in instances[s.name]
-                    if i.meta.get("role") == role.name]
-            health = cattle.health_of(mine, env, role.name)
+            nodes = health.get((env, role.name), {})
             share = None
-            if canary and env != last:
+            if env in weighed:
+                mine = [i for s in role.services for i in instances[s.name]
+                        if i.meta.get("role") == role.name]
                 here = sum(i.weight for i in mine if i.passing and i.meta.get("env") == env)
                 rest = sum(i.weight for i in mine if i.passing and i.meta.get("env") == last)
                 share = round(100 * here / (here + rest), 1) if here + rest else None
             channel = channels.get((env, role.name))
-            schema = _schema(ctx, catalog, role, env, channel.version if channel else "")
+            pending, point_of_no_return, schema_error = _schema(
+                ctx, catalog, role, env, channel.version if channel else "")
             out.append(RoleStatus(
                 env, role.name, channel.version if channel else "",
                 {v: n for v, n in desired.get(role.name, {}).items() if n},
-                dict(Counter(health.passing.values())), dict(Counter(health.failing.values())),
+                dict(Counter(v for v, ok in nodes.values() if ok)),
+                dict(Counter(v for v, ok in nodes.values() if not ok)),
                 share, floor(role.count[env], environment.min_healthy_percent),
-                environment.pets_from, schema.pending, schema.point_of_no_return, schema.error))
+                environment.pets_from, pending, point_of_no_return, schema_error))
     return out
+
+
+def tally(checks: Iterable[tuple[str, str, tuple[str, ...], bool]], members: Mapping[str, bool],
+          roles: Iterable[Role]) -> dict[tuple[str, str], dict[str, tuple[str, bool]]]:
+    """(env, role) -> node -> (version, passing), from Consul.service_checks: the nodes that
+    are members of the cluster with a check of one of the role's services, tagged with the
+    role and the environment; a node passes when every check of those services on it, and
+    every check of the node itself, passes (as services.cattle.health counts them, from the
+    tags fleet registers beside the same meta: model.nodes.tags). Nodes in Consul's order."""
+    services = {(s.name, r.name) for r in roles for s in r.services}
+    said: dict[tuple[str, ...], dict[str, str]] = {}  # a tag list -> its key:value pairs
+    found: dict[tuple[str, str], dict[str, tuple[str, bool]]] = {}
+    for node, service, tags, passing in checks:
+        member = members.get(node)
+        if member is None:
+            continue
+        pairs = said.get(tags)
+        if pairs is None:
+            pairs = said[tags] = dict(t.split(":", 1) for t in tags if ":" in t)
+        role, env = pairs.get("role"), pairs.get("env")
+        if env is None or (service, role) not in services:
+            continue
+        nodes = found.setdefault((env, str(role)), {})
+        _, ok = nodes.get(node, ("", True))
+        nodes[node] = (pairs["version"], ok and passing and member)
+    return found
+
+
+T = TypeVar("T")
+
+
+def _bulk(read: Callable[[str], T], arg: str) -> T:
+    """read(arg) with the cyclic garbage collector paused: a large answer decoded (tens of
+    thousands of dicts and lists, none in a cycle) otherwise wakes it every 700 objects made,
+    and each pass also walks what the process holds (~5 ms of a 10,000-node status)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return read(arg)
+    finally:
+        if was:  # (a _bulk begun meanwhile in another thread found it paused: leaves it)
+            gc.enable()
 
 
 READERS = 4  # services read at once (the client keeps a connection per thread)
 
 
-def _instances(consul: Consul, tag: str, services: list[str]) -> dict[str, list[Instance]]:
-    """service -> its instances carrying tag (Consul.instances), for every service."""
+def _instances(consul: Consul, tag: str, services: list[str],
+               envs: list[str]) -> dict[str, list[Instance]]:
+    """service -> its instances carrying tag in envs (Consul.instances_in), for every service."""
 
     def read(chunk: list[str]) -> dict[str, list[Instance]]:
-        return {service: consul.instances(service, tag) for service in chunk}
+        return {service: consul.instances_in(service, tag, envs) for service in chunk}
+
+    from concurrent.futures import ThreadPoolExecutor  # only here: ~2 ms of a status' start
 
     chunks = [c for c in (services[i::READERS] for i in range(READERS)) if c]
     found: dict[str, list[Instance]] = {}
@@ -108,15 +154,18 @@ def _instances(consul: Consul, tag: str, services: list[str]) -> dict[str, list[
 
 
 def _schema(ctx: Context, catalog: Catalog, role: Role, env: str,
-            version: str) -> database.Schema:
-    """The schema of role's database in env as its channel's image sees it (nothing to say
-    for a role without migrations, or nothing promoted yet)."""
-    from fleet.services import database
-
+            version: str) -> tuple[tuple[str, ...], str, str]:
+    """(pending, point of no return, error) of role's database in env as its channel's image
+    sees it (services.database.Schema; nothing to say for a role without migrations, or
+    nothing promoted yet). The database service is imported only then: its import (Vault,
+    SSH, PostgreSQL) is ~20 ms of a status that needs none of it."""
     stored = catalog.get(role.name, version) if role.migrations and version else None
     if stored is None or not stored.record.migrations:
-        return database.Schema((), "")
-    return database.schema(ctx, role, env, stored.record)
+        return (), "", ""
+    from fleet.services import database
+
+    schema = database.schema(ctx, role, env, stored.record)
+    return schema.pending, schema.point_of_no_return, schema.error
 
 
 def history(ctx: Context, env: str | None, role: str | None, *, since: str = "",

@@ -1,0 +1,145 @@
+"""fleet status's reads at scale (issue 19): one filtered /v1/health/state/any for every node's
+role, environment, version and health (Consul.service_checks), the Weights only of the
+canary environments' instances (Consul.instances_in), and status.tally, which counts them as
+services.cattle.health counts instances. Against a loopback server answering as Consul does;
+tests/integration/test_promote.py checks `fleet status` on real nodes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from fleet.adapters.consul import Consul, Instance
+from fleet.model.definition import parse
+from fleet.services.cattle import health_of
+from fleet.workflows.status import tally
+from tests.conftest import EXAMPLE
+
+FLEET = parse(EXAMPLE.read_text())
+ROLES = [FLEET.role("web"), FLEET.role("api")]
+TAGS = ("fleet:x", "role:web", "env:canary", "version:v1", "class:cattle")
+
+
+def check(node: str, check_id: str, status: str, service: str = "",
+          tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"Node": node, "CheckID": check_id, "Name": check_id, "Status": status, "Notes": "",
+            "Output": "", "ServiceID": service, "ServiceName": service,
+            "ServiceTags": list(tags), "Type": "", "Definition": {}, "CreateIndex": 1,
+            "ModifyIndex": 1}
+
+
+CHECKS = [
+    check("n1", "serfHealth", "passing"),
+    check("n1", "service:web", "passing", "web", TAGS),
+    check("n2", "_node_maintenance", "critical"),  # a node check failing: the node fails
+    check("n2", "serfHealth", "passing"),
+    check("n2", "service:web", "passing", "web", TAGS),
+    check("n3", "service:web", "passing", "web", TAGS),  # no serfHealth: not a member
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, dict[str, list[str]]]]] = []
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        Handler.seen.append((url.path, parse_qs(url.query)))
+        data: Any = None
+        if url.path == "/v1/health/state/any":
+            data = CHECKS
+        elif url.path == "/v1/health/service/web":
+            data = [{"Node": {"Node": "n1", "Address": "10.0.0.1"},
+                     "Service": {"Service": "web", "Address": "",
+                                 "Meta": {"role": "web", "env": "canary"},
+                                 "Weights": {"Passing": 10, "Warning": 1}},
+                     "Checks": [{"CheckID": "serfHealth", "Status": "passing"},
+                                {"CheckID": "service:web", "Status": "passing"}]}]
+        raw = json.dumps(data).encode()
+        self.send_response(200 if data is not None else 404)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def consul() -> Iterator[Consul]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    Handler.seen.clear()
+    yield Consul(f"http://127.0.0.1:{server.server_address[1]}", "t", timeout=2)
+    server.shutdown()
+    server.server_close()
+
+
+def test_service_checks_in_one_filtered_read(consul: Consul) -> None:
+    checks, members = consul.service_checks("fleet:x")
+    assert checks == [("n1", "web", TAGS, True), ("n2", "web", TAGS, True),
+                      ("n3", "web", TAGS, True)], "each service check, in Consul's order"
+    assert members == {"n1": True, "n2": False}, \
+        "members only (n3 has no serfHealth); a failing node check fails its node"
+    [(path, query)] = Handler.seen
+    assert path == "/v1/health/state/any" and query["filter"] == [
+        '"fleet:x" in ServiceTags or ServiceID == ""'], \
+        "one request: the fleet's service checks and every node's own checks"
+
+
+def test_instances_in_sends_only_the_environments_asked(consul: Consul) -> None:
+    assert consul.instances_in("web", "fleet:x", ["canary", "production"]) == [
+        Instance("n1", "10.0.0.1", "web", {"role": "web", "env": "canary"}, True, 10)]
+    [(path, query)] = Handler.seen
+    assert path == "/v1/health/service/web" and query["tag"] == ["fleet:x"] and query["filter"] == [
+        'Service.Meta.env == "canary" or Service.Meta.env == "production"'], \
+        "the environments' filter beside the tag"
+
+
+def instance(node: str, env: str, role: str, version: str, passing: bool,
+             service: str = "web") -> Instance:
+    return Instance(node, "10.0.0.1", service, {"env": env, "role": role, "version": version},
+                    passing, 100)
+
+
+def tags(role: str, env: str, version: str) -> tuple[str, ...]:
+    return ("fleet:x", f"role:{role}", f"env:{env}", f"version:{version}", "class:cattle")
+
+
+def test_tally_counts_as_cattle_health_does() -> None:
+    checks = [
+        ("a", "web", tags("web", "canary", "v1"), True),
+        ("b", "web", tags("web", "canary", "v1"), False),     # its service check fails
+        ("c", "web", tags("web", "canary", "v2"), True),
+        ("c", "web", tags("web", "canary", "v2"), True),      # two checks, both pass
+        ("d", "web", tags("web", "canary", "v2"), True),
+        ("d", "web", tags("web", "canary", "v2"), False),     # one of two fails
+        ("e", "web", tags("web", "canary", "v1"), True),      # a node check fails
+        ("f", "web", tags("web", "canary", "v1"), True),      # not a member
+        ("g", "api", tags("api", "staging", "v3"), True),
+        ("h", "web", tags("api", "staging", "v3"), True),     # not a service of api
+        ("i", "other", tags("web", "canary", "v1"), True),    # not a service of web
+    ]
+    members = {"a": True, "b": True, "c": True, "d": True, "e": False, "g": True, "h": True,
+               "i": True}
+    found = tally(checks, members, ROLES)
+    assert found == {("canary", "web"): {"a": ("v1", True), "b": ("v1", False),
+                                         "c": ("v2", True), "d": ("v2", False),
+                                         "e": ("v1", False)},
+                     ("staging", "api"): {"g": ("v3", True)}}, found
+    # the same nodes as the per-service read sees them (instances carry their node's checks)
+    instances = [instance("a", "canary", "web", "v1", True),
+                 instance("b", "canary", "web", "v1", False),
+                 instance("c", "canary", "web", "v2", True),
+                 instance("d", "canary", "web", "v2", False),
+                 instance("e", "canary", "web", "v1", False)]
+    health = health_of(instances, "canary", "web")
+    assert {n: v for n, (v, ok) in found[("canary", "web")].items() if ok} == health.passing
+    assert {n: v for n, (v, ok) in found[("canary", "web")].items() if not ok} == health.failing
