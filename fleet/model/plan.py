@@ -295,13 +295,11 @@ def _cattle(desired: Desired, actual: Actual, env: str, role: Role) -> list[Item
         seen = actual.nodes[(env, role.name)]
         for v, n in sorted(groups.items()):
             stem = node_name(fleet.name, role.name, env, v, 0)[:-1]  # names differ by index
-            for node in sorted(f"{stem}{i}" for i in range(n)):
-                if node not in seen:
-                    why = "is in the state but not in Consul"
-                elif node in actual.gone:
-                    why = f"is gone: {actual.gone[node]}"
-                else:
-                    continue
+            # (sorted once found: at 10,000 nodes sorting every name was a tenth of the plan)
+            names = (f"{stem}{i}" for i in range(n))
+            for node in sorted(m for m in names if m not in seen or m in actual.gone):
+                why = ("is in the state but not in Consul" if node not in seen
+                       else f"is gone: {actual.gone[node]}")
                 found.append(item(Action.REPAIR, f"{node} {why}: replaced", node, drift=True))
     return found
 

@@ -61,7 +61,7 @@ from fleet.model.plan import (
 )
 from fleet.model.plan import diff as plan_diff
 from fleet.model.spec import did_you_mean
-from fleet.services import cattle, database, topology
+from fleet.services import bulk, cattle, database, topology
 from fleet.services.bakeinputs import bakeable, base_image, provision_digest, wanted_digests
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
@@ -121,7 +121,8 @@ def _nodes(consul: Consul, fleet: str) -> tuple[dict[tuple[str, str], set[str]],
     """(env, role) -> the nodes Consul has a service check of, and node -> whether its
     serfHealth passes (for the fleet's nodes that are members), from one request."""
     found: dict[tuple[str, str], set[str]] = {}
-    tagged = consul.nodes_by_tags(f"fleet:{fleet}")
+    with bulk.decoding():
+        tagged = consul.nodes_by_tags(f"fleet:{fleet}")
     for tags, names in tagged.by_tags.items():
         found_tags = dict(t.split(":", 1) for t in tags if ":" in t)
         if "env" in found_tags and "role" in found_tags:
@@ -344,7 +345,8 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         missing_secrets=missing,
         unsynced=unsynced,
         stale=stale,
-        gone=gone({n for names in nodes.values() for n in names}, members, started),
+        # members: the listed nodes with a serfHealth (_nodes); gone() passes the others
+        gone=gone(members, members, started),
         pets=_pets(runs, converged, records),
         moved=moved,
     )

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fleet.adapters.consul import Consul, Instance
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.model.history import since as since_time
 from fleet.model.promotion import floor
+from fleet.services import bulk
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
 from fleet.services.state import FleetState
@@ -62,7 +62,9 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     last = fleet.env_names()[-1]
     weighed = [e for e in shown if e != last and fleet.environment(e).canary_weight > 0]
     channels, every_desired = state.channels(), state.every_desired()
-    health = tally(*_bulk(consul.service_checks, tag), roles)
+    with bulk.decoding():
+        checks, members = consul.service_checks(tag)
+    health = tally(checks, members, roles)
     instances = _instances(consul, tag, sorted({s.name for r in roles for s in r.services}),
                            [*weighed, last]) if weighed else {}
     out = []
@@ -115,22 +117,6 @@ def tally(checks: Iterable[tuple[str, str, tuple[str, ...], bool]], members: Map
         _, ok = nodes.get(node, ("", True))
         nodes[node] = (pairs["version"], ok and passing and member)
     return found
-
-
-T = TypeVar("T")
-
-
-def _bulk(read: Callable[[str], T], arg: str) -> T:
-    """read(arg) with the cyclic garbage collector paused: a large answer decoded (tens of
-    thousands of dicts and lists, none in a cycle) otherwise wakes it every 700 objects made,
-    and each pass also walks what the process holds (~5 ms of a 10,000-node status)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        return read(arg)
-    finally:
-        if was:  # (a _bulk begun meanwhile in another thread found it paused: leaves it)
-            gc.enable()
 
 
 READERS = 4  # services read at once (the client keeps a connection per thread)

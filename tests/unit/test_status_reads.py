@@ -143,3 +143,24 @@ def test_tally_counts_as_cattle_health_does() -> None:
     health = health_of(instances, "canary", "web")
     assert {n: v for n, (v, ok) in found[("canary", "web")].items() if ok} == health.passing
     assert {n: v for n, (v, ok) in found[("canary", "web")].items() if not ok} == health.failing
+
+
+def test_decoding_pauses_the_collector_and_leaves_it_as_found() -> None:
+    import gc
+
+    from fleet.services import bulk
+
+    assert gc.isenabled()
+    with bulk.decoding():
+        assert not gc.isenabled(), "paused while a large answer is decoded"
+    assert gc.isenabled(), "running again after"
+    gc.disable()
+    try:
+        with bulk.decoding():
+            pass
+        assert not gc.isenabled(), "paused by someone else: left paused"
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError), bulk.decoding():
+        raise ValueError
+    assert gc.isenabled(), "running again after a failed read"
