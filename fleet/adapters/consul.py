@@ -91,7 +91,7 @@ class Consul(Admin):
         self.addresses = addresses
         self._token, self._timeout = token, timeout
         self._servers = Servers(addresses, timeout, {"X-Consul-Token": token} if token else {},
-                                _leaderless)
+                                _leaderless, lambda body: b"leadership lost" in body)
         self._clients: dict[int, Any] = {}
 
     @property
@@ -119,7 +119,7 @@ class Consul(Admin):
             except consul.ConsulException as exc:
                 if len(self.addresses) > 1 and _leaderless(500, str(exc).encode()) \
                         and not isinstance(exc, consul.ACLPermissionDenied | consul.ACLDisabled):
-                    raise Leaderless(str(exc)) from exc
+                    raise Leaderless(str(exc), "leadership lost" in str(exc)) from exc
                 raise
             except OSError as exc:  # requests' errors are OSErrors
                 if "refused" in str(exc).lower():
@@ -370,9 +370,13 @@ def _entry(item: Mapping[str, Any]) -> Entry:
 
 
 def _leaderless(status: int, body: bytes) -> bool:
-    """Consul's answers while its servers elect a leader, or have lost their quorum."""
+    """Consul's answers while its servers elect a leader (a follower that still forwards to
+    the dead one cannot reach it), or have lost their quorum: the request was not carried
+    out, or (leadership lost mid-commit) may have been, which only a request that may be
+    sent again is (Servers)."""
     return status == 500 and any(said in body for said in (
-        b"No cluster leader", b"leadership lost", b"raft is already shutdown"))
+        b"No cluster leader", b"leadership lost", b"raft is already shutdown",
+        b"rpc error getting client", b"failed to get conn"))
 
 
 def _blocking(index: int, wait: str) -> dict[str, str]:

@@ -148,7 +148,12 @@ class NoServer(ConnectionError):
 
 
 class Leaderless(Exception):
-    """A server answered that its cluster has no leader (no write or consistent read now)."""
+    """A server answered that its cluster has no leader (no write or consistent read now);
+    maybe_applied: it lost its leadership while committing the request, which may stand."""
+
+    def __init__(self, said: str, maybe_applied: bool = False) -> None:
+        super().__init__(said)
+        self.maybe_applied = maybe_applied
 
 
 T = TypeVar("T")
@@ -167,10 +172,12 @@ class Servers:
     """
 
     def __init__(self, addresses: Sequence[str], timeout: float, headers: Mapping[str, str],
-                 leaderless: Callable[[int, bytes], bool]) -> None:
+                 leaderless: Callable[[int, bytes], bool],
+                 uncertain: Callable[[bytes], bool] = lambda body: False) -> None:
         self.addresses = tuple(addresses)
         self._http = [Http(a, timeout, headers) for a in self.addresses]
         self._leaderless = leaderless
+        self._uncertain = uncertain  # a leaderless answer after which the request may stand
         self.at = 0  # the server in use: the last that answered
 
     @property
@@ -182,7 +189,7 @@ class Servers:
         def send(at: int) -> tuple[int, bytes, Mapping[str, str]]:
             status, data, headers = self._http[at].exchange(method, path, body)
             if len(self._http) > 1 and self._leaderless(status, data):
-                raise Leaderless(data.decode(errors="replace"))
+                raise Leaderless(data.decode(errors="replace"), self._uncertain(data))
             return status, data, headers
 
         (status, data, headers), doubtful = self.each(send, resend=resend)
@@ -204,8 +211,12 @@ class Servers:
                     raise
                 said[self.addresses[at]] = "refused" if refused else "no answer"
                 doubtful = doubtful or not refused
-            except Leaderless:
+            except Leaderless as exc:
+                if exc.maybe_applied and not resend:
+                    raise ConnectionError(f"{self.addresses[at]} lost its leadership while "
+                                          f"taking the request: {exc}") from exc
                 said[self.addresses[at]] = "no leader"
+                doubtful = doubtful or exc.maybe_applied
             self.at = (at + 1) % len(self._http)
             if attempt % len(self._http) == 0:  # a whole round without an answer
                 if time.monotonic() >= deadline:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +57,11 @@ class Workspace:
         # output to files: a fleet killed mid-apply must not take Terraform down with it
         output = self.data_dir / "output"
         result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
+        for _ in range(3):  # Consul electing a leader as the run began: nothing was done yet
+            if result.returncode == 0 or not unlocked_for_election(result.stderr):
+                break
+            time.sleep(2)
+            result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
         if result.returncode != 0:
             addresses = prevented(result.stderr)
             if addresses:
@@ -282,14 +288,27 @@ def diagnostics(stderr: str) -> str:
     return "\n".join(picked) or stderr
 
 
+# What Consul answers while its servers elect a leader (a follower still forwarding to the
+# dead one, or holding no leader): Terraform's consul backend does not retry them.
+ELECTION = ("No cluster leader", "rpc error getting client", "failed to get conn",
+            "leadership lost")
+
+
+def unlocked_for_election(stderr: str) -> bool:
+    """Whether Terraform failed to take its state lock because Consul was electing a leader:
+    nothing was read or changed, so the same run may simply be made again."""
+    return "Error acquiring the state lock" in stderr and any(e in stderr for e in ELECTION)
+
+
 def _fix(stderr: str, output: Path) -> str:
+    if unlocked_for_election(stderr):
+        return "Consul had no leader to take Terraform's state lock: run it again once it has " \
+               "one (`fleet lab status`)"
     if "Error acquiring the state lock" in stderr:
         holder = next((line.strip(" │") for line in stderr.splitlines() if "Who:" in line), "")
         return f"another Terraform run holds the state lock ({holder.strip()}); wait for it or " \
                "see `terraform force-unlock` if it died"
     return f"see Terraform's whole output in {output}"
-
-
 
 
 def _backend_address(marker: Path) -> str | None:

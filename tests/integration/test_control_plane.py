@@ -14,7 +14,6 @@ One scenario, each check with its own message:
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -27,8 +26,8 @@ import pytest
 from fleet.adapters.consul import Consul
 from fleet.errors import FleetError
 from fleet.services import cattle, topology
-from fleet.services.context import load
-from tests.conftest import ROOT, FleetCopy
+from tests.conftest import ROOT
+from tests.integration.cluster import ClusterLab
 
 pytestmark = pytest.mark.lab
 
@@ -36,9 +35,9 @@ NODES = 4
 SECRET = "s3cret-over-three-nodes"
 
 
-def consul_leader(copy: FleetCopy) -> str:
+def consul_leader(copy: ClusterLab) -> str:
     """The name (consul-N) of the Consul server that leads now."""
-    ctx = load(copy.file, copy.env)
+    ctx = copy.ctx
     servers = topology.consul_servers(ctx)
     for server in servers:
         try:
@@ -51,10 +50,10 @@ def consul_leader(copy: FleetCopy) -> str:
     raise AssertionError("no Consul server names a leader")
 
 
-def active_openbao(copy: FleetCopy) -> str:
+def active_openbao(copy: ClusterLab) -> str:
     from fleet.adapters.vault import SealState, Vault
 
-    ctx = load(copy.file, copy.env)
+    ctx = copy.ctx
     for server in topology.openbao_servers(ctx):
         try:
             if Vault(server.http, timeout=2).health().state is SealState.UNSEALED:
@@ -64,16 +63,30 @@ def active_openbao(copy: FleetCopy) -> str:
     raise AssertionError("no OpenBao node is active")
 
 
-def history(copy: FleetCopy) -> list[dict[str, Any]]:
+def history(copy: ClusterLab) -> list[dict[str, Any]]:
     run = copy.run("history", "canary", "--limit", "500", "--json")
     assert run.code == 0, f"history: {run.stderr}"
     return list(run.json())
 
 
-def channel(copy: FleetCopy) -> str:
+def channel(copy: ClusterLab) -> str:
     run = copy.run("status", "canary", "--json")
     assert run.code == 0, f"status: {run.stderr}"
     return str(next(r for r in run.json() if r["role"] == "api")["channel"])
+
+
+def edit(lab: ClusterLab, relative: str, old: str, new: str) -> None:
+    path = lab.root / relative
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def put_secret(lab: ClusterLab, role: str, key: str, env: str, value: str) -> int:
+    """`fleet secrets put`, the value on stdin as a user types it."""
+    return subprocess.run([sys.executable, "-m", "fleet", "-f", str(lab.file), "secrets", "put",
+                           role, key, "--env", env], input=value, capture_output=True,
+                          text=True, cwd=ROOT, env=lab.environ(), timeout=60).returncode
 
 
 def secret_on(node: str) -> str:
@@ -85,8 +98,8 @@ class Floor:
     """The passing api nodes of canary, sampled in a thread; reads that fail (an election)
     are counted apart."""
 
-    def __init__(self, copy: FleetCopy) -> None:
-        self.ctx = load(copy.file, copy.env)
+    def __init__(self, copy: ClusterLab) -> None:
+        self.ctx = copy.ctx
         self.samples: list[int] = []
         self.unread = 0
         self._stop = threading.Event()
@@ -106,32 +119,45 @@ class Floor:
         self._thread.join()
 
 
-def promote(copy: FleetCopy, version: str) -> subprocess.Popen[str]:
+def promote(copy: ClusterLab, version: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(copy.file), "promote",
                              version, "--to", "canary", "--role", "api", "--wait"], cwd=ROOT,
-                            env={**os.environ, **copy.env}, stdout=subprocess.PIPE,
+                            env=copy.environ(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def first_gate_passed(copy: FleetCopy, version: str) -> bool:
+def first_gate_passed(copy: ClusterLab, version: str) -> bool:
     seen = history(copy)
     ids = {e["rollout"] for e in seen if e["event"] == "promote" and e["version"] == version}
     return any(e["event"] == "gate" and e.get("rollout") in ids and e["passed"] for e in seen)
 
 
-def test_the_fleet_rides_out_a_control_plane_losing_servers(cluster_lab: FleetCopy) -> None:
-    copy = cluster_lab
-    copy.edit("fleet.toml", 'soak = "30s"', 'soak = "1s"')
-    copy.edit("fleet.toml", "min_healthy_percent = 0", "min_healthy_percent = 50")
-    copy.edit("fleet.toml", "batch_size = 1", "batch_size = 2")  # canary's: two steps of two
-    copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.api.",
+def test_the_fleet_rides_out_a_control_plane_losing_servers(cluster_lab: ClusterLab) -> None:
+    """The scenario, then the cluster lab as it was found: every server up, no node, the
+    example's fleet.toml and scripts."""
+    files = {f: (cluster_lab.root / f).read_text() for f in ("fleet.toml", "packer/scripts/api.sh")}
+    try:
+        scenario(cluster_lab)
+    finally:
+        up = cluster_lab.run("lab", "up")  # starts any server a failed check left down
+        cattle.apply(cluster_lab.ctx, "canary", [])
+        for relative, text in files.items():
+            (cluster_lab.root / relative).write_text(text)
+        assert up.code == 0, f"the cluster lab did not come back up: {up.stderr[-400:]}"
+
+
+def scenario(copy: ClusterLab) -> None:
+    edit(copy, "fleet.toml", 'soak = "30s"', 'soak = "1s"')
+    edit(copy, "fleet.toml", "min_healthy_percent = 0", "min_healthy_percent = 50")
+    edit(copy, "fleet.toml", "batch_size = 1", "batch_size = 2")  # canary's: two steps of two
+    edit(copy, "fleet.toml", 'pets_from = "production"', "")  # canary's secrets its own
+    edit(copy, "fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.api.",
               f"count = {{ canary = {NODES}, staging = 0, production = 0 }}\n\n[roles.api.")
     assert copy.run("secrets", "sync").code == 0, "secrets sync"
-    put = copy.put_secret("api", "db_password", "canary", SECRET)
-    assert put.code == 0, f"secrets put: {put.stderr}"
+    assert put_secret(copy, "api", "db_password", "canary", SECRET) == 0, "secrets put"
     for version in ("v1", "v2"):
         if version == "v2":
-            copy.edit("packer/scripts/api.sh", "install_services", "echo v2\ninstall_services")
+            edit(copy, "packer/scripts/api.sh", "install_services", "echo v2\ninstall_services")
         baked = copy.run("bake", "api", "--version", version)
         assert baked.code == 0, f"bake {version}: {baked.stderr[-400:]}"
     first = copy.run("promote", "v1", "--to", "canary", "--role", "api")
@@ -169,7 +195,7 @@ def test_the_fleet_rides_out_a_control_plane_losing_servers(cluster_lab: FleetCo
     began = Counter((e.get("rollout"), e["step"]) for e in after if e["event"] == "step")
     twice = {k: n for k, n in began.items() if n > 1 and k[0] not in resumed}
     assert not twice, f"steps begun twice without a resume between: {twice}"
-    nodes = sorted(cattle.health(load(copy.file, copy.env), ["api"], "canary", "api").passing)
+    nodes = sorted(cattle.health(copy.ctx, ["api"], "canary", "api").passing)
     assert len(nodes) == NODES, f"not {NODES} api nodes passing after the promotion: {nodes}"
     started = copy.run("lab", "start", killed)
     assert started.code == 0, f"lab start {killed}: {started.stderr}"
@@ -189,7 +215,7 @@ def test_the_fleet_rides_out_a_control_plane_losing_servers(cluster_lab: FleetCo
 
     # ---- two of three Consul servers stopped: the quorum is lost ----------------------------
     count = len(history(copy))
-    stopped = [s.name for s in topology.consul_servers(load(copy.file, copy.env))][1:]
+    stopped = [s.name for s in topology.consul_servers(copy.ctx)][1:]
     for name in stopped:
         assert copy.run("lab", "kill", name).code == 0, f"lab kill {name}"
     for args in (("status",), ("plan",), ("history", "canary"),

@@ -40,6 +40,9 @@ class Server:
                 outer.seen.append(f"{self.command} {self.path}")
                 if outer.mode == "leaderless":
                     return self.send(500, b"No cluster leader")
+                if outer.mode == "forwarding":  # a follower still sending to the dead leader
+                    return self.send(500, b"rpc error getting client: failed to get conn: "
+                                          b"dial tcp 10.0.0.1:8310: connect: connection refused")
                 key = self.path.split("?")[0].removeprefix("/v1/kv/")
                 store = outer.store  # at request time: a test may share one between servers
                 if self.command == "PUT":
@@ -87,7 +90,7 @@ def refused_address() -> str:
 
 @pytest.fixture
 def servers() -> Iterator[dict[str, Server]]:
-    made = {m: Server(m) for m in ("leader", "leaderless", "vanishing")}
+    made = {m: Server(m) for m in ("leader", "leaderless", "vanishing", "forwarding")}
     yield made
     for s in made.values():
         s.httpd.server_close()
@@ -101,11 +104,13 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_read_moves_past_a_server_gone_and_one_without_leader(servers: dict[str, Server]) -> None:
     leader = servers["leader"]
     leader.store["k"] = (b"v", 5)
-    consul = Consul((refused_address(), servers["leaderless"].address, leader.address))
+    consul = Consul((refused_address(), servers["leaderless"].address,
+                     servers["forwarding"].address, leader.address))
     entry = consul.get("k")
     assert entry is not None and entry.value == b"v", "the read is answered by the live leader"
     assert consul.address == leader.address, "the client stays with the server that answered"
     assert servers["leaderless"].seen == ["GET /v1/kv/k"], "the leaderless server was asked once"
+    assert servers["forwarding"].seen == ["GET /v1/kv/k"], "so was the one forwarding to the dead"
     consul.get("k")
     assert servers["leaderless"].seen == ["GET /v1/kv/k"], "and not again once one answered"
 
