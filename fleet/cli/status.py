@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import click
 
 from fleet.cli import views
@@ -33,6 +35,10 @@ def history(session: Session, env: str | None, role: str | None, since: str,
 @click.pass_obj
 def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None:
     """Cattle per environment and role: channel, desired and passing nodes, canary share."""
+    # What the process holds by now (modules, classes: nearly all it will hold) lives until
+    # it ends: frozen, the garbage collector no longer walks it, in its passes during a large
+    # fleet's read nor at exit (~9 ms of a 10,000-node status: issue 19)
+    gc.freeze()
     from fleet.workflows import status as workflow
 
     views.STATUS.show(workflow.status(session.live_context(), list(envs)), as_json)
