@@ -339,11 +339,13 @@ class Consul(Admin):
                     members.add(node)
         return checks, {n: ok for n, ok in node_ok.items() if n in members}
 
-    def instances_in(self, service: str, tag: str,
-                     envs: Sequence[str]) -> builtins.list[Instance]:
-        """instances() of those whose service meta puts them in one of envs: only they are
-        sent (a filter), with their Weights."""
+    def instances_in(self, service: str, tag: str, envs: Sequence[str],
+                     weight_not: int | None = None) -> builtins.list[Instance]:
+        """instances() of those whose service meta puts them in one of envs (and with
+        weight_not, whose Weights.Passing is another): only they are sent (a filter)."""
         where = " or ".join(f"Service.Meta.env == {json.dumps(e)}" for e in envs)
+        if weight_not is not None:
+            where = f"({where}) and Service.Weights.Passing != {int(weight_not)}"
         items = self._read(f"health of {service}", f"/v1/health/service/{service}",
                            {"tag": tag, "filter": where}) or []
         return [Instance(

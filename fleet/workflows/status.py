@@ -65,8 +65,12 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     with bulk.decoding():
         checks, members = consul.service_checks(tag)
     health = tally(checks, members, roles)
-    instances = _instances(consul, tag, sorted({s.name for r in roles for s in r.services}),
-                           [*weighed, last]) if weighed else {}
+    instances: dict[str, list[Instance]] = {}
+    serving: dict[tuple[str, str], int] = {}
+    if weighed:  # the traffic share: the instances that weigh other than USUAL_WEIGHT
+        instances = _instances(consul, tag, sorted({s.name for r in roles for s in r.services}),
+                               [*weighed, last])
+        serving = passing_instances(checks, members, roles)
     out = []
     for env in shown:
         desired = every_desired.get(env, {})
@@ -76,9 +80,12 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
             share = None
             if env in weighed:
                 mine = [i for s in role.services for i in instances[s.name]
-                        if i.meta.get("role") == role.name]
-                here = sum(i.weight for i in mine if i.passing and i.meta.get("env") == env)
-                rest = sum(i.weight for i in mine if i.passing and i.meta.get("env") == last)
+                        if i.meta.get("role") == role.name and i.passing]
+                # the weights of its passing instances here and in the last environment: the
+                # usual one each, but those read as weighing otherwise
+                here, rest = (USUAL_WEIGHT * serving.get((e, role.name), 0) + sum(
+                    i.weight - USUAL_WEIGHT for i in mine if i.meta.get("env") == e)
+                    for e in (env, last))
                 share = round(100 * here / (here + rest), 1) if here + rest else None
             channel = channels.get((env, role.name))
             pending, point_of_no_return, schema_error = _schema(
@@ -122,12 +129,40 @@ def tally(checks: Iterable[tuple[str, str, tuple[str, ...], bool]], members: Map
 READERS = 4  # services read at once (the client keeps a connection per thread)
 
 
+USUAL_WEIGHT = 100  # Weights.Passing of every node but a canary environment's (promotion.weight)
+
+
+def passing_instances(checks: Iterable[tuple[str, str, tuple[str, ...], bool]],
+                      members: Mapping[str, bool],
+                      roles: Iterable[Role]) -> dict[tuple[str, str], int]:
+    """(env, role) -> its passing instances (a node's instance of one of its services: every
+    check of it and of the node passes, as Consul.instances says), from service_checks."""
+    services = {(s.name, r.name) for r in roles for s in r.services}
+    said: dict[tuple[str, ...], dict[str, str]] = {}
+    found: dict[tuple[str, str, str, str], bool] = {}  # (env, role, node, service) -> passes
+    for node, service, tags, passing in checks:
+        member = members.get(node)
+        if member is None:
+            continue
+        pairs = said.get(tags)
+        if pairs is None:
+            pairs = said[tags] = dict(t.split(":", 1) for t in tags if ":" in t)
+        role, env = pairs.get("role"), pairs.get("env")
+        if env is None or (service, role) not in services:
+            continue
+        key = (env, str(role), node, service)
+        found[key] = found.get(key, True) and passing and member
+    return dict(Counter((env, role) for (env, role, _, _), ok in found.items() if ok))
+
+
 def _instances(consul: Consul, tag: str, services: list[str],
                envs: list[str]) -> dict[str, list[Instance]]:
-    """service -> its instances carrying tag in envs (Consul.instances_in), for every service."""
+    """service -> its instances carrying tag in envs that weigh other than USUAL_WEIGHT
+    (Consul.instances_in: a canary environment's, and the odd one), for every service."""
 
     def read(chunk: list[str]) -> dict[str, list[Instance]]:
-        return {service: consul.instances_in(service, tag, envs) for service in chunk}
+        return {service: consul.instances_in(service, tag, envs, USUAL_WEIGHT)
+                for service in chunk}
 
     from concurrent.futures import ThreadPoolExecutor  # only here: ~2 ms of a status' start
 

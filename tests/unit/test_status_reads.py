@@ -18,7 +18,7 @@ import pytest
 from fleet.adapters.consul import Consul, Instance
 from fleet.model.definition import parse
 from fleet.services.cattle import health_of
-from fleet.workflows.status import tally
+from fleet.workflows.status import passing_instances, tally
 from tests.conftest import EXAMPLE
 
 FLEET = parse(EXAMPLE.read_text())
@@ -101,6 +101,10 @@ def test_instances_in_sends_only_the_environments_asked(consul: Consul) -> None:
     assert path == "/v1/health/service/web" and query["tag"] == ["fleet:x"] and query["filter"] == [
         'Service.Meta.env == "canary" or Service.Meta.env == "production"'], \
         "the environments' filter beside the tag"
+    consul.instances_in("web", "fleet:x", ["canary", "production"], 100)
+    assert Handler.seen[-1][1]["filter"] == [
+        '(Service.Meta.env == "canary" or Service.Meta.env == "production") and '
+        "Service.Weights.Passing != 100"], "only those weighing otherwise"
 
 
 def instance(node: str, env: str, role: str, version: str, passing: bool,
@@ -141,6 +145,9 @@ def test_tally_counts_as_cattle_health_does() -> None:
                  instance("d", "canary", "web", "v2", False),
                  instance("e", "canary", "web", "v1", False)]
     health = health_of(instances, "canary", "web")
+    assert passing_instances(checks, members, ROLES) == {("canary", "web"): 2,
+                                                         ("staging", "api"): 1}, \
+        "instances, not nodes: a, c (d fails one of its checks, e its node)"
     assert {n: v for n, (v, ok) in found[("canary", "web")].items() if ok} == health.passing
     assert {n: v for n, (v, ok) in found[("canary", "web")].items() if not ok} == health.failing
 
