@@ -62,6 +62,8 @@ class Workspace:
                 break
             time.sleep(2)
             result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
+        if result.returncode != 0 and released_in_election(result.stderr):
+            return result  # done; its lock's session frees it within its TTL (15 s)
         if result.returncode != 0:
             addresses = prevented(result.stderr)
             if addresses:
@@ -298,6 +300,16 @@ def unlocked_for_election(stderr: str) -> bool:
     """Whether Terraform failed to take its state lock because Consul was electing a leader:
     nothing was read or changed, so the same run may simply be made again."""
     return "Error acquiring the state lock" in stderr and any(e in stderr for e in ELECTION)
+
+
+def released_in_election(stderr: str) -> bool:
+    """Whether the run did its work and only failed to release its state lock because Consul
+    was electing a leader then: the lock's session (TTL 15 s) frees it by itself, and the
+    next run waits for it (-lock-timeout)."""
+    errors = [line for line in stderr.splitlines() if line.strip(" │").startswith("Error")]
+    return (bool(errors) and all("Error releasing the state lock" in e or
+                                 any(m in e for m in ELECTION) for e in errors)
+            and any(m in stderr for m in ELECTION))
 
 
 def _fix(stderr: str, output: Path) -> str:

@@ -3,6 +3,7 @@ AppRole, tokens and audit devices. Its dicts stop here."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +43,11 @@ class InitKeys:
 
     unseal_key: str
     root_token: str
+
+
+# How long a cluster whose nodes answer, none active, is given to elect one (OpenBao's raft
+# election and the new active node's setup take a few seconds) before its quorum is said lost.
+ELECTION_SECONDS = 15.0
 
 
 class Vault:
@@ -97,26 +103,32 @@ class Vault:
             raise FleetError(f"Vault refused {what}: {exc}") from exc
 
     def health(self) -> Health:
-        """The node in use's health; of a cluster, the first node found active (else what the
-        first node that answered said)."""
+        """The node in use's health; of a cluster, the first node found active. While none is
+        but a standby answers (the active node just died and the others elect one: a few
+        seconds), it asks again for up to ELECTION_SECONDS; then what the first node that
+        answered said."""
         if len(self.addresses) == 1:
             return self._health()
-        first: Health | None = None
-        error: DependencyDown | None = None
-        for _ in self.addresses:
-            try:
-                found = self._health()
-            except DependencyDown as exc:
-                error = error or exc
-            else:
-                if found.state is SealState.UNSEALED:
-                    return found
-                first = first or found
-            self._servers.at = (self._servers.at + 1) % len(self.addresses)
-        if first is None:
-            assert error is not None
-            raise error
-        return first
+        deadline = time.monotonic() + ELECTION_SECONDS
+        while True:
+            first: Health | None = None
+            error: DependencyDown | None = None
+            for _ in self.addresses:
+                try:
+                    found = self._health()
+                except DependencyDown as exc:
+                    error = error or exc
+                else:
+                    if found.state is SealState.UNSEALED:
+                        return found
+                    first = first or found
+                self._servers.at = (self._servers.at + 1) % len(self.addresses)
+            if first is None:
+                assert error is not None
+                raise error
+            if first.state is not SealState.STANDBY or time.monotonic() > deadline:
+                return first
+            time.sleep(0.5)
 
     def _health(self) -> Health:
         # sys/health answers 501 uninitialised, 503 sealed; ask for 200 in every case

@@ -27,3 +27,25 @@ def test_box_drawn_diagnostics_and_several_errors() -> None:
 
 def test_no_diagnostic_keeps_the_raw_text() -> None:
     assert diagnostics("segfault\n") == "segfault\n"
+
+
+# Terraform 1.11's stderr when Consul's leader had just died (the lab's three servers): a
+# follower still forwarding to it answered 500 for a moment.
+FOLLOWER_500 = ("Unexpected response code: 500 (rpc error getting client: failed to get conn: "
+                "dial tcp 172.30.9.1:0->172.30.9.1:8310: connect: connection refused)")
+
+
+def test_a_state_lock_lost_to_an_election_is_told_apart() -> None:
+    from fleet.adapters.terraform import released_in_election, unlocked_for_election
+
+    not_taken = f"╷\n│ Error: Error acquiring the state lock\n│ \n│ Error message: {FOLLOWER_500}\n╵\n"
+    not_released = (f"╷\n│ Error: Error releasing the state lock\n│ \n│ Error message: "
+                    f"{FOLLOWER_500}\n│ \n│ Terraform acquires a lock when accessing your "
+                    "state\n╵\n")
+    held = "╷\n│ Error: Error acquiring the state lock\n│ \n│ Lock Info:\n│   ID: 1234\n╵\n"
+    failed = f"│ Error: local-exec provisioner error\n{not_released}"
+    assert unlocked_for_election(not_taken) and not released_in_election(not_taken)
+    assert released_in_election(not_released) and not unlocked_for_election(not_released)
+    assert not unlocked_for_election(held) and not released_in_election(held), \
+        "a lock another run holds is waited for, never run through"
+    assert not released_in_election(failed), "an apply that failed stays failed"
