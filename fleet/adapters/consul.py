@@ -190,16 +190,7 @@ class Consul(Admin):
     def instances(self, service: str, tag: str) -> builtins.list[Instance]:
         """Every instance of a service carrying tag, with its health, in one request. Only
         on nodes that are members of the cluster (see MEMBER_CHECK)."""
-        items = [i for i in self._health(service, tag)
-                 if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
-        return [Instance(
-            node=i["Node"]["Node"],
-            address=i["Service"]["Address"] or i["Node"]["Address"],
-            service=i["Service"]["Service"],
-            meta=dict(i["Service"]["Meta"] or {}),
-            passing=all(c["Status"] == "passing" for c in i["Checks"]),
-            weight=int(i["Service"]["Weights"]["Passing"]),
-        ) for i in items]
+        return _instances(self._health(service, tag))
 
     def unmarked(self, service: str, tag: str) -> builtins.list[tuple[str, str, dict[str, str]]]:
         """(node, address, service meta) of the instances carrying tag whose node has no
@@ -348,14 +339,7 @@ class Consul(Admin):
             where = f"({where}) and Service.Weights.Passing != {int(weight_not)}"
         items = self._read(f"health of {service}", f"/v1/health/service/{service}",
                            {"tag": tag, "filter": where}) or []
-        return [Instance(
-            node=i["Node"]["Node"],
-            address=i["Service"]["Address"] or i["Node"]["Address"],
-            service=i["Service"]["Service"],
-            meta=dict(i["Service"]["Meta"] or {}),
-            passing=all(c["Status"] == "passing" for c in i["Checks"]),
-            weight=int(i["Service"]["Weights"]["Passing"]),
-        ) for i in items if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
+        return _instances(items)
 
 
 
@@ -388,3 +372,15 @@ def _blocking(index: int, wait: str) -> dict[str, str]:
 def _index(answer: Answer) -> int:
     found = {k.lower(): v for k, v in answer.headers.items()}.get("x-consul-index", "0")
     return int(found or 0)
+
+
+def _instances(items: list[dict[str, Any]]) -> list[Instance]:
+    """Instances from /v1/health/service's answer, on member nodes only (MEMBER_CHECK)."""
+    return [Instance(
+        node=i["Node"]["Node"],
+        address=i["Service"]["Address"] or i["Node"]["Address"],
+        service=i["Service"]["Service"],
+        meta=dict(i["Service"]["Meta"] or {}),
+        passing=all(c["Status"] == "passing" for c in i["Checks"]),
+        weight=int(i["Service"]["Weights"]["Passing"]),
+    ) for i in items if any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,16 +100,16 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     return out
 
 
-def tally(checks: Iterable[tuple[str, str, tuple[str, ...], bool]], members: Mapping[str, bool],
-          roles: Iterable[Role]) -> dict[tuple[str, str], dict[str, tuple[str, bool]]]:
-    """(env, role) -> node -> (version, passing), from Consul.service_checks: the nodes that
-    are members of the cluster with a check of one of the role's services, tagged with the
-    role and the environment; a node passes when every check of those services on it, and
-    every check of the node itself, passes (as services.cattle.health counts them, from the
-    tags fleet registers beside the same meta: model.nodes.tags). Nodes in Consul's order."""
+Check = tuple[str, str, tuple[str, ...], bool]  # Consul.service_checks: node, service, tags, passes
+
+
+def _role_checks(checks: Iterable[Check], members: Mapping[str, bool], roles: Iterable[Role]
+                 ) -> Iterator[tuple[str, str, str, str, dict[str, str], bool]]:
+    """(env, role, node, service, tag pairs, passes) of each check of one of the roles'
+    services on a member node, tagged with its environment; passes counts the node's own
+    checks too."""
     services = {(s.name, r.name) for r in roles for s in r.services}
     said: dict[tuple[str, ...], dict[str, str]] = {}  # a tag list -> its key:value pairs
-    found: dict[tuple[str, str], dict[str, tuple[str, bool]]] = {}
     for node, service, tags, passing in checks:
         member = members.get(node)
         if member is None:
@@ -120,9 +120,21 @@ def tally(checks: Iterable[tuple[str, str, tuple[str, ...], bool]], members: Map
         role, env = pairs.get("role"), pairs.get("env")
         if env is None or (service, role) not in services:
             continue
-        nodes = found.setdefault((env, str(role)), {})
+        yield env, str(role), node, service, pairs, passing and member
+
+
+def tally(checks: Iterable[Check], members: Mapping[str, bool],
+          roles: Iterable[Role]) -> dict[tuple[str, str], dict[str, tuple[str, bool]]]:
+    """(env, role) -> node -> (version, passing), from Consul.service_checks: the nodes that
+    are members of the cluster with a check of one of the role's services, tagged with the
+    role and the environment; a node passes when every check of those services on it, and
+    every check of the node itself, passes (as services.cattle.health counts them, from the
+    tags fleet registers beside the same meta: model.nodes.tags). Nodes in Consul's order."""
+    found: dict[tuple[str, str], dict[str, tuple[str, bool]]] = {}
+    for env, role, node, _, pairs, passing in _role_checks(checks, members, roles):
+        nodes = found.setdefault((env, role), {})
         _, ok = nodes.get(node, ("", True))
-        nodes[node] = (pairs["version"], ok and passing and member)
+        nodes[node] = (pairs["version"], ok and passing)
     return found
 
 
@@ -132,26 +144,14 @@ READERS = 4  # services read at once (the client keeps a connection per thread)
 USUAL_WEIGHT = 100  # Weights.Passing of every node but a canary environment's (promotion.weight)
 
 
-def passing_instances(checks: Iterable[tuple[str, str, tuple[str, ...], bool]],
-                      members: Mapping[str, bool],
+def passing_instances(checks: Iterable[Check], members: Mapping[str, bool],
                       roles: Iterable[Role]) -> dict[tuple[str, str], int]:
     """(env, role) -> its passing instances (a node's instance of one of its services: every
     check of it and of the node passes, as Consul.instances says), from service_checks."""
-    services = {(s.name, r.name) for r in roles for s in r.services}
-    said: dict[tuple[str, ...], dict[str, str]] = {}
     found: dict[tuple[str, str, str, str], bool] = {}  # (env, role, node, service) -> passes
-    for node, service, tags, passing in checks:
-        member = members.get(node)
-        if member is None:
-            continue
-        pairs = said.get(tags)
-        if pairs is None:
-            pairs = said[tags] = dict(t.split(":", 1) for t in tags if ":" in t)
-        role, env = pairs.get("role"), pairs.get("env")
-        if env is None or (service, role) not in services:
-            continue
-        key = (env, str(role), node, service)
-        found[key] = found.get(key, True) and passing and member
+    for env, role, node, service, _, passing in _role_checks(checks, members, roles):
+        key = (env, role, node, service)
+        found[key] = found.get(key, True) and passing
     return dict(Counter((env, role) for (env, role, _, _), ok in found.items() if ok))
 
 
