@@ -54,8 +54,10 @@ class Context:
 
     @property
     def state_dir(self) -> Path:
-        """Local lab state, keys and logs: .fleet/ beside fleet.toml, never committed."""
-        return self.root / ".fleet"
+        """Local lab state, keys and logs: .fleet/ beside fleet.toml, never committed. A
+        checkout whose .fleet is a link to another's (a git worktree) shares that lab: the
+        path is resolved, so both write the lab servers' configuration alike."""
+        return (self.root / ".fleet").resolve()
 
 
 def token_environ(ctx: Context) -> dict[str, str]:
