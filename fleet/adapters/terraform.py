@@ -84,8 +84,9 @@ class Workspace:
                  "-backend-config=lock=true", "-reconfigure")
 
     def apply(self, variables: Mapping[str, Any], *, refresh: bool = True,
-              replace: Sequence[str] = ()) -> dict[str, Any]:
-        """Apply the module with these variables; return its outputs.
+              replace: Sequence[str] = (), outputs: bool = True) -> dict[str, Any]:
+        """Apply the module with these variables; return its outputs (outputs=False: {},
+        without the second Terraform run that reads them).
 
         refresh=False skips reading the real resources first: right for a module of
         terraform_data only (lab cattle), whose refresh reads nothing outside the state.
@@ -99,7 +100,7 @@ class Workspace:
         self.run("apply", "-input=false", "-no-color", "-auto-approve", "-lock-timeout=300s",
                  f"-refresh={str(refresh).lower()}", f"-var-file={var_file}",
                  *(f"-replace={a}" for a in replace))
-        return self.outputs()
+        return self.outputs() if outputs else {}
 
     def outputs(self) -> dict[str, Any]:
         outputs = json.loads(self.run("output", "-json", "-no-color").stdout)

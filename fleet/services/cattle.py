@@ -8,8 +8,6 @@ makes it so. Health comes from Consul, where each node's agent registers its ser
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from fleet.adapters.consul import Consul, Instance
 from fleet.errors import FleetError
 from fleet.model.nodes import Node, upstreams, with_watches
 from fleet.model.secret import Secret
-from fleet.services import topology
+from fleet.services import delivery, topology
 from fleet.services.context import Context, token_environ
 
 
@@ -61,24 +59,15 @@ def workspace(ctx: Context, env: str) -> NodeWorkspace:
     return lab_workspace(ctx, "cattle", env)
 
 
-def deliver_argv(ctx: Context) -> list[str]:
-    """What hands a node just created its credentials, with NODE ROLE ENV after it."""
-    return [sys.executable, "-m", "fleet", "-f", str(ctx.file), "secrets", "deliver"]
-
-
-def deliver_command(ctx: Context) -> str:
-    """deliver_argv as the shell command line a lab module's create provisioner runs."""
-    return shlex.join(deliver_argv(ctx))
-
-
 def apply(ctx: Context, env: str, nodes: Iterable[Node], *,
           replace: Iterable[str] = ()) -> dict[str, str]:
-    """Make the environment's cattle exactly these nodes; return node -> version.
+    """Make the environment's cattle exactly these nodes; return node -> version (Terraform's
+    module outputs the same: tests/integration/test_cattle.py reads both).
 
     Every node gets its Consul token, and a role with secrets its Vault credentials, as
-    Terraform creates it: the module's create provisioner runs `fleet secrets deliver NODE
-    ROLE ENV` (see fleet/workflows/secrets.py), so a fleet killed mid-apply leaves no node
-    without them.
+    Terraform creates it: the module's create provisioner asks this process for them
+    (fleet.services.delivery), or, where it has gone, runs `fleet secrets deliver NODE ROLE
+    ENV`, so a fleet killed mid-apply leaves no node without them.
 
     replace: nodes to destroy and create afresh (Terraform's -replace, not `taint`, which
     would skip the destroy provisioner): their drain forces a dead one out of Consul before
@@ -88,18 +77,20 @@ def apply(ctx: Context, env: str, nodes: Iterable[Node], *,
     _vault_ready(ctx, {n.role for n in nodes})
     net = topology.network(ctx)
     fleet = ctx.fleet
-    outputs = workspace(ctx, env).apply({
-        "fleet": fleet.name,
-        "network": net.name,
-        "consul_join": topology.consul_join(ctx),
-        "deliver": deliver_command(ctx),
-        "authorized_keys": str(cattle_keys(ctx)),
-        "nodes": {n.name: {**n.tfvar(), "services": with_watches(
-            n.services, fleet.name, upstreams(fleet, fleet.roles[n.role], env))}
-            for n in nodes},
-    }, refresh=False,  # terraform_data only: a refresh would read nothing, at a cost per step
-        replace=[f'terraform_data.node["{name}"]' for name in replace])
-    return {str(k): str(v) for k, v in outputs["nodes"].items()}
+    with delivery.desk(ctx) as deliver:  # nodes ask this process (fleet.services.delivery)
+        workspace(ctx, env).apply({
+            "fleet": fleet.name,
+            "network": net.name,
+            "consul_join": topology.consul_join(ctx),
+            "deliver": deliver,
+            "authorized_keys": str(cattle_keys(ctx)),
+            "nodes": {n.name: {**n.tfvar(), "services": with_watches(
+                n.services, fleet.name, upstreams(fleet, fleet.roles[n.role], env))}
+                for n in nodes},
+        }, refresh=False,  # terraform_data only: a refresh reads nothing, at a cost per step
+            replace=[f'terraform_data.node["{name}"]' for name in replace],
+            outputs=False)  # what it made is what it was given: no second run to read it
+    return {n.name: n.version for n in nodes}
 
 
 def cattle_keys(ctx: Context) -> Path:

@@ -61,7 +61,7 @@ from fleet.model.plan import (
 )
 from fleet.model.plan import diff as plan_diff
 from fleet.model.spec import did_you_mean
-from fleet.services import bulk, cattle, database, topology
+from fleet.services import bulk, cattle, database, delivery, topology
 from fleet.services.bakeinputs import bakeable, base_image, provision_digest, wanted_digests
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
@@ -201,7 +201,7 @@ def machine_vars(ctx: Context, env: str, prior: Mapping[str, Any],
             snowflakes[instance] = value
     return {"fleet": fleet.name, "network": net.name, "consul_join": topology.consul_join(ctx),
             "authorized_keys": str(public),
-            "deliver": cattle.deliver_command(ctx), "pets": pets, "snowflakes": snowflakes}
+            "deliver": delivery.deliver_command(ctx), "pets": pets, "snowflakes": snowflakes}
 
 
 def plan_machines(ctx: Context, env: str, images: Mapping[str, ImageRecord | None],

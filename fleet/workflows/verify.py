@@ -44,7 +44,7 @@ from fleet.model.verification import (
     container_labels,
     local_node,
 )
-from fleet.services import cattle, topology, verdicts
+from fleet.services import cattle, delivery, topology, verdicts
 from fleet.services.access import vagrant_host
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
@@ -108,7 +108,7 @@ def _plan(ctx: Context, nodes: list[tuple[str, ImageRecord, Node]],
     net = topology.network(ctx)
     private, public = topology.key_pair(ctx)
     ports = _free_ports(len(nodes))
-    deliver = cattle.deliver_argv(ctx)
+    deliver = delivery.deliver_argv(ctx)
     machines = tuple(
         VagrantMachine(name, image.ref, image.artifact, node.name, port,
                        container_env(node, topology.consul_join(ctx), topology.DATACENTER),

@@ -32,6 +32,8 @@ def test_nodes_boot_register_pass_and_go(lab: Any, fleet_copy: FleetCopy) -> Non
     nodes = group(ctx.fleet.name, web, "canary", "v1", image, 2, 10)
     try:
         assert cattle.apply(ctx, "canary", nodes) == {n.name: "v1" for n in nodes}
+        assert cattle.workspace(ctx, "canary").outputs() == {
+            "nodes": {n.name: "v1" for n in nodes}}, "Terraform's state holds what apply said"
         assert containers(f"{fleet_copy.name}-web-") == [n.name for n in nodes]
         met, seen = cattle.wait_passing(ctx, ["web"], "canary", "web",
                                         lambda h: h.passing_of("v1") == 2, 90)

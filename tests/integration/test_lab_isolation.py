@@ -13,7 +13,7 @@ import pytest
 from fleet.adapters import docker, process
 from fleet.model import acl
 from fleet.model.nodes import Node, services_json
-from fleet.services import baseimage, cattle, topology
+from fleet.services import baseimage, cattle, delivery, topology
 from fleet.services.context import Context, load
 from fleet.workflows import lab as lab_workflow
 from fleet.workflows.lab import sharing
@@ -37,7 +37,7 @@ def make_pet(copy: Context, image: str) -> tuple[str, str]:
     role = copy.fleet.roles["gitaly"]
     cattle.lab_workspace(copy, "machines", "production").apply({
         "fleet": copy.fleet.name, "network": net.name, "consul_join": net.gateway,
-        "authorized_keys": str(public), "deliver": cattle.deliver_command(copy),
+        "authorized_keys": str(public), "deliver": delivery.deliver_command(copy),
         "pets": {"gitaly-01": {
             "container": container, "image": image, "role": "gitaly", "env": "production",
             "version": "base", "services": services_json(copy.fleet.name, role, "production",
