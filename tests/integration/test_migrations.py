@@ -251,7 +251,7 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
         step = time.monotonic()
         (fc.root / REGULAR / "20261202150000_broken.sql").unlink()
         migration(fc, REGULAR, "20261202160000_slow.sql",
-                  "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(6);\n")
+                  "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(3);\n")
         assert fc.run("bake", "web", "--version", "v4").code == 0, "web:v4 baked"
         fc.edit("fleet.toml", 'pets_from = "production"', 'pets_from = "production"\n'
                 'require_rehearsal = true')
@@ -266,7 +266,7 @@ def test_migrations_ride_the_deploys(lab: Any, fleet_copy: FleetCopy) -> None:
                                  "--to", "canary"], cwd=ROOT, env={**os.environ, **fc.env},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sleeping = eventually(lambda: sql(pet, "SELECT count(*) FROM pg_stat_activity WHERE "
-                                               "query LIKE 'SELECT pg_sleep(6)%'"), "1", timeout=60)
+                                               "query LIKE 'SELECT pg_sleep(3)%'"), "1", timeout=60)
         assert sleeping == "1", "the slow migration is running"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
