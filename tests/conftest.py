@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,10 +155,17 @@ def fleet_copy(lab: Any, tmp_path: Path) -> Any:
     assert eventually(leftovers, []) == []
     # and gone from Consul's member list: failed or left members linger for 72 h, and gossip
     # keeps trying their addresses, which the next tests' containers get
-    consul = lab.consul()
-    for node in [n for n in consul.members() if n.startswith(f"{name}-")]:
+    # side by side: forcing out a member Consul still calls alive (a node killed, not
+    # stopped) takes ~1 s, 14 s for the whole example fleet one after another; a client of
+    # its own each
+    def forget(node: str) -> None:
         with contextlib.suppress(Exception):
-            consul.forget(node)
+            lab.consul().forget(node)
+
+    mine = [n for n in lab.consul().members() if n.startswith(f"{name}-")]
+    if mine:
+        with ThreadPoolExecutor(min(len(mine), 16)) as pool:
+            list(pool.map(forget, mine))
     for role in lab.fleet.roles:
         for tag, _ in docker.images(f"fleet-{name}-{role}"):
             docker.remove_image(f"fleet-{name}-{role}:{tag}")
