@@ -8,13 +8,16 @@ has every check of the node passing, on single nodes booted alone.
 
 Target: the rollout within 1.3x of the lower bound, for N = 20, B = 5.
 
+--max-surge M rolls with fleet promote --max-surge M (2 x B: the next batch boots while the one
+before is gated; the bound is the same).
+
 --crowd K boots K more nodes of the same image first (in production), as the example fleet
 and a review environment stand beside a rollout, and --repeats R rolls R times (v1 -> v2 ->
 v1 ...); it then also prints how many rollouts passed, the most nodes alive at once, and the
 flaps: nodes Consul's gossip marked failed while they ran (a node that was never destroyed).
 
 Needs the lab up (`fleet lab up`).
-Usage: .venv/bin/python bench/rollout.py [N] [B] [--crowd K] [--repeats R]
+Usage: .venv/bin/python bench/rollout.py [N] [B] [--crowd K] [--repeats R] [--max-surge M]
 """
 
 from __future__ import annotations
@@ -146,6 +149,9 @@ def main() -> None:
     parser.add_argument("b", type=int, nargs="?", default=5, help="batch size")
     parser.add_argument("--crowd", type=int, default=0, help="other nodes running meanwhile")
     parser.add_argument("--repeats", type=int, default=1, help="rollouts measured")
+    parser.add_argument("--max-surge", type=int, default=None,
+                        help="fleet promote --max-surge for the rollouts measured (default: the "
+                             "environment's, one batch)")
     parser.add_argument("--steps", action="store_true",
                         help="print the rollouts' progress lines, timed, on stderr")
     args = parser.parse_args()
@@ -196,7 +202,8 @@ def main() -> None:
                     with Watcher(ctx, "canary") as watch:
                         start = time.monotonic()
                         try:
-                            rolled = promote.promote(ctx, version, "canary", ["web"], say=quiet)
+                            rolled = promote.promote(ctx, version, "canary", ["web"], say=quiet,
+                                                     max_surge=args.max_surge)
                             rollouts.append((True, time.monotonic() - start, rolled.steps))
                             current = version
                         except FleetError as exc:
@@ -215,7 +222,8 @@ def main() -> None:
     boot = statistics.median(boots)
     bound = math.ceil(n / b) * boot
     passed = [(s, k) for ok, s, k in rollouts if ok]
-    print(f"nodes N={n}, batch B={b}, crowd {args.crowd}; first rollout (empty -> v1) "
+    print(f"nodes N={n}, batch B={b}, crowd {args.crowd}, max surge "
+          f"{args.max_surge if args.max_surge is not None else b}; first rollout (empty -> v1) "
           f"{first.seconds:.1f} s")
     print(f"one node's boot-to-passing, alone        median {boot:6.2f} s  "
           f"(samples {', '.join(f'{s:.2f}' for s in boots)})")
@@ -235,7 +243,8 @@ def main() -> None:
         print(f"rollout ({applies} applies), median            {total:6.2f} s  "
               f"= {total / bound:.2f}x the bound (target <= 1.3x): "
               f"{'ok' if total / bound <= 1.3 else 'OVER TARGET'}")
-    print(json.dumps({"n": n, "b": b, "crowd": args.crowd, "boot": round(boot, 3),
+    print(json.dumps({"n": n, "b": b, "crowd": args.crowd, "max_surge": args.max_surge,
+                      "boot": round(boot, 3),
                       "bound": round(bound, 3), "passed": len(passed), "runs": len(rollouts),
                       "most_alive": members.most_alive, "flaps": len(members.flapped),
                       "rollouts": [round(s, 3) for _, s, _ in rollouts]}))

@@ -23,10 +23,15 @@ from fleet.cli.meta import Session, json_option
               help="Seconds a step's new nodes have to pass before the rollout rolls back.")
 @click.option("--yes", is_flag=True,
               help="Approve an environment with manual_approval without asking (recorded).")
+@click.option("--max-surge", type=click.IntRange(min=0), default=None,
+              help="Nodes a role may run above its count meanwhile, in whole batches "
+                   "(default: the environment's max_surge, else one batch): 2 x batch_size "
+                   "boots the next batch while the one before is gated.")
 @json_option
 @click.pass_obj
 def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wait: bool,
-            force: bool, reason: str, step_timeout: float, yes: bool, as_json: bool) -> None:
+            force: bool, reason: str, step_timeout: float, yes: bool, max_surge: int | None,
+            as_json: bool) -> None:
     """Make VERSION the channel of ENV and roll its nodes, gated on health."""
     from fleet.workflows import promote as workflow
 
@@ -37,7 +42,7 @@ def promote(session: Session, version: str, env: str, roles: tuple[str, ...], wa
 
     report = workflow.promote(session.live_context(), version, env, list(roles), wait=wait,
                               force=force, reason=reason, say=render.progress,
-                              step_timeout=step_timeout, approve=approve)
+                              step_timeout=step_timeout, approve=approve, max_surge=max_surge)
     views.PROMOTIONS.show([report], as_json)
 
 

@@ -32,6 +32,7 @@ class Environment:
     min_healthy_percent: int
     batch_size: int
     manual_approval: bool
+    max_surge: int = 0         # nodes above count during a rollout (0: one batch; steps())
     require_verify: bool = False
     pets_from: str = ""        # another environment whose pets this one uses ("" = its own)
     ephemeral: bool = False    # made by `fleet env create` / `fleet review up`, outside the chain
@@ -323,6 +324,7 @@ def build(data: Mapping[str, Any]) -> Fleet:
             canary_weight=e.get("canary_weight", 0),
             min_healthy_percent=e.get("min_healthy_percent", 100),
             batch_size=e.get("batch_size", 1),
+            max_surge=e.get("max_surge", 0),
             manual_approval=e.get("manual_approval", False),
             require_verify=e.get("require_verify", False),
             pets_from=e.get("pets_from", ""),

@@ -162,6 +162,9 @@ ENVIRONMENT = Table(
         "canary_weight": Int(minimum=0, maximum=100, doc="percent of traffic to the new version"),
         "min_healthy_percent": Int(minimum=0, maximum=100),
         "batch_size": Int(minimum=1),
+        "max_surge": Int(minimum=0, doc="nodes a role may run above its count during a rollout, "
+                                        "in whole batches (default: one batch_size): more lets "
+                                        "the next batch boot while the one before is gated"),
         "manual_approval": Bool(),
         "require_verify": Bool(doc="a version enters only after its exact image passed "
                                    "`fleet verify` (its latest verify)"),

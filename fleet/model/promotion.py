@@ -112,7 +112,8 @@ def promotable_roles(fleet: Fleet, baked: Mapping[str, ImageRecord | None],
 Groups = dict[str, int]   # version -> node count, for one role in one environment
 
 
-def steps(current: Mapping[str, int], target: str, count: int, batch: int) -> list[Groups]:
+def steps(current: Mapping[str, int], target: str, count: int, batch: int,
+          max_surge: int = 0) -> list[Groups]:
     """Red/black, batch by batch: the desired groups after each Terraform apply.
 
     Each apply grows the new group by `batch` and, in the same apply, shrinks the old groups
@@ -122,22 +123,37 @@ def steps(current: Mapping[str, int], target: str, count: int, batch: int) -> li
     when an apply is cut short: an apply only removes old nodes that passing new ones replaced
     (see `must_pass`). N nodes in batches of B take ceil(N/B) + 1 applies.
 
+    max_surge: how many nodes the role may run above `count` at once, as Kubernetes' maxSurge
+    and an ASG instance refresh's max healthy percentage allow; 0 or `batch` (the default) is
+    the shape above: one batch booting at a time. In whole batches: with k = max_surge // batch
+    batches, the next batch boots while the k - 1 before it are still gated, and an apply
+    removes the old nodes covered by the new ones made k applies before (those the gate before
+    it waits for: `after_need`). Once the new group is whole, one last apply removes every old
+    node, after all new ones pass. The floor holds as before: an old node goes only once a
+    passing new one covers it. Same number of applies; less time when a batch's boot, not the
+    host, is what an apply waits for.
+
     Old groups stay in the result at 0 once empty: they are kept until cleanup, so a rollback
     re-grows them.
     """
+    ahead = max(1, max_surge // batch) if max_surge else 1
     groups: Groups = dict(current)
     groups.setdefault(target, 0)
+    made = [groups[target]]  # the new group's size after each apply so far (made[0]: before)
     out: list[Groups] = []
     while True:
         new = groups[target]
-        keep = max(0, count - new)  # old nodes the new group does not cover yet
-        following = {target: min(count, new + batch) if new < count else count}
+        grown = min(count, new + batch) if new < count else count
+        covered = made[max(0, len(made) - ahead)] if grown > new else new
+        keep = max(0, count - covered)  # old nodes the gated new ones do not cover yet
+        following = {target: grown}
         for version in sorted(v for v in groups if v != target):
             following[version] = min(groups[version], keep)
             keep -= following[version]
         if following == groups:
             return out
         out.append(following)
+        made.append(grown)
         groups = following
 
 
@@ -197,6 +213,7 @@ class Rollout:
     reason: str = ""
     groups: dict[str, Groups] = field(default_factory=dict)  # role -> groups now
     purpose: Purpose = Purpose.PROMOTE
+    max_surge: int = 0  # steps' max_surge, which a rollback of this rollout keeps (0: a batch)
 
     @property
     def finished(self) -> bool:
@@ -221,7 +238,7 @@ class Rollout:
         purpose = Purpose(d["purpose"]) if "purpose" in d else Purpose.PROMOTE
         return cls(d["id"], d["env"], d["version"], tuple(d["roles"]), d["previous"], d["plan"],
                    d["step"], RolloutState(d["state"]), d["started_by"], d["started_at"],
-                   d["reason"], d["groups"], purpose)
+                   d["reason"], d["groups"], purpose, d.get("max_surge", 0))
 
 
 def superseded(found: Rollout, command: Purpose, version: str = "") -> bool:
@@ -255,3 +272,15 @@ def groups_at(rollout: Rollout, role: str, step: int) -> Groups:
     if step <= 0 or not plan:
         return dict(rollout.groups.get(role, {}))
     return dict(plan[min(step, len(plan)) - 1])
+
+
+def after_need(rollout: Rollout, role: str, step: int, target: str, count: int) -> int:
+    """How many nodes of `target` must pass once apply number `step` of the role's plan is
+    done: what the next apply's `must_pass` asks, or, after the role's last one, every new
+    node. With one batch booting at a time that is every new node of the step; with a surge
+    (steps' max_surge), only those the next apply's removals need: the next batch boots while
+    the rest are still gated."""
+    after = groups_at(rollout, role, step)
+    if step >= len(rollout.plan[role]):
+        return after.get(target, 0)
+    return must_pass(after, groups_at(rollout, role, step + 1), target, count)

@@ -1,8 +1,8 @@
 """A crowded lab holds: beside the nodes already on the lab (the example fleet's, when it is
 deployed) and 21 more of a copy (the example fleet's size), 20 nodes are rolled in batches of 5
-on this 2-core machine -- in, on to a new version, and back (a rollback brings the first
-version's node names back) -- and every rollout passes, every node counts, and gossip marks no
-running node failed (a flap).
+on this 2-core machine -- in, on to a new version (with a surge of two batches), and back (a
+rollback brings the first version's node names back) -- and every rollout passes, every node
+counts, and gossip marks no running node failed (a flap).
 
 What made it fail: the host's neighbour table (one for every container's network namespace)
 was full past ~30 gossiping nodes, and the kernel dropped packets to peers it could not make
@@ -90,8 +90,11 @@ def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> 
             cattle.apply(ctx, "production", group(ctx.fleet.name, ctx.fleet.roles["web"],
                                                   "production", "crowd", images["v1"], CROWD, 100))
             timings["crowd up"] = round(time.monotonic() - started, 1)
-            for version in ("v1", "v2"):  # in, then on to a new version: new node names
-                roll(fleet_copy, ctx, version, timings)
+            roll(fleet_copy, ctx, "v1", timings)  # in
+            # on to a new version (new node names), with a surge of two batches: the next
+            # batch boots while the one before is gated
+            roll(fleet_copy, ctx, "v2", timings, "--max-surge", str(2 * BATCH))
+            surged = members.most_alive
             fresh_flaps = set(members.flapped)
             roll(fleet_copy, ctx, "v1", timings)  # back: v1's node names are taken back
         print(timings, {"most alive": members.most_alive, "before": before,
@@ -99,6 +102,9 @@ def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> 
         assert members.most_alive >= before + CROWD + ROLLED, (
             f"at most {members.most_alive} nodes were alive at once, with {before} on the lab "
             f"before, {CROWD} in the crowd and {ROLLED} rolled")
+        assert surged >= before + CROWD + ROLLED + 2 * BATCH, (
+            f"with --max-surge {2 * BATCH}, at most {surged} nodes were alive at once: not "
+            f"two batches of {BATCH} booting beside the {ROLLED} rolled and the {CROWD} crowd")
         assert not fresh_flaps, f"gossip marked running nodes failed: {sorted(fresh_flaps)}"
         # Back on v1, a new node may be marked failed for a while when the node that had its
         # name is not yet found gone (memberlist's name conflict): the rollout still passes
@@ -111,10 +117,12 @@ def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> 
             cattle.apply(ctx, env, [])
 
 
-def roll(copy: FleetCopy, ctx: Any, version: str, timings: dict[str, float]) -> None:
-    """Promote VERSION to canary; it must finish with every node passing."""
+def roll(copy: FleetCopy, ctx: Any, version: str, timings: dict[str, float],
+         *options: str) -> None:
+    """Promote VERSION to canary (with these options); it must finish with every node
+    passing."""
     started = time.monotonic()
-    run = copy.run("promote", version, "--to", "canary", "--json")
+    run = copy.run("promote", version, "--to", "canary", "--json", *options)
     key = f"rollout to {version}"
     timings[key + (" again" if key in timings else "")] = round(time.monotonic() - started, 1)
     assert run.code == 0, f"the rollout to {version} failed: {run.stderr[-600:]}"

@@ -15,6 +15,7 @@ from fleet.model.promotion import (
     Purpose,
     Rollout,
     RolloutState,
+    after_need,
     floor,
     gate,
     groups_at,
@@ -36,16 +37,21 @@ def passing_total(groups: dict[str, int], passing_new: int, target: str) -> int:
     return sum(n for v, n in groups.items() if v != target) + min(passing_new, groups[target])
 
 
+@pytest.mark.parametrize("surge_batches", [0, 1, 2, 3, 50])
 @pytest.mark.parametrize(("current", "count", "batch"), [
     ({"v1": 3}, 3, 1), ({"v1": 20}, 20, 5), ({"v1": 2}, 2, 2), ({"v1": 1}, 3, 2),
-    ({"v1": 2, "v0": 1}, 2, 1), ({}, 4, 3), ({"v1": 5}, 5, 10),
+    ({"v1": 2, "v0": 1}, 2, 1), ({}, 4, 3), ({"v1": 5}, 5, 10), ({"v1": 20}, 20, 3),
 ])
 def test_steps_never_drop_below_the_count_and_end_on_target(current: dict[str, int], count: int,
-                                                            batch: int) -> None:
-    plan = steps(current, "v2", count, batch)
+                                                            batch: int,
+                                                            surge_batches: int) -> None:
+    surge = surge_batches * batch
+    plan = steps(current, "v2", count, batch, surge)
     previous = {**current, "v2": 0}
     for groups in plan:
         assert groups["v2"] - previous["v2"] <= batch
+        # never more nodes than the count and the surge (or what ran before, if more)
+        assert sum(groups.values()) <= max(count + max(surge, batch), sum(previous.values()))
         # before the new nodes of this apply pass, only the previous ones count
         assert passing_total(groups, previous["v2"], "v2") >= min(count, sum(current.values()))
         # and the workflow waits for exactly those before it applies
@@ -64,6 +70,30 @@ def test_batches_bound_each_grow() -> None:
     assert [g["v1"] for g in plan] == [20, 15, 10, 5, 0]
     assert [must_pass(a, b, "v2", 20) for a, b in zip([{"v1": 20}, *plan], plan, strict=False)] \
         == [0, 5, 10, 15, 20]
+
+
+def test_a_surge_boots_the_next_batch_while_the_one_before_is_gated() -> None:
+    one = steps({"v1": 20}, "v2", 20, 5)
+    assert steps({"v1": 20}, "v2", 20, 5, 5) == one, "a surge of one batch is the default shape"
+    plan = steps({"v1": 20}, "v2", 20, 5, 10)
+    assert [g["v2"] for g in plan] == [5, 10, 15, 20, 20], "the same applies, the same batches"
+    assert [g["v1"] for g in plan] == [20, 20, 15, 10, 0], "removals lag one batch behind"
+    rollout = Rollout("r", "canary", "v2", ("web",), {"web": "v1"}, {"web": plan}, 0,
+                      RolloutState.ROLLING, "me", "now", groups={"web": {"v1": 20}},
+                      max_surge=10)
+    before = [must_pass(groups_at(rollout, "web", k - 1), groups_at(rollout, "web", k), "v2", 20)
+              for k in range(1, 6)]
+    after = [after_need(rollout, "web", k, "v2", 20) for k in range(1, 6)]
+    assert before == [0, 0, 5, 10, 20], "the second batch is made before the first passes"
+    assert after == [0, 5, 10, 20, 20], "after each apply: what the next one removes"
+    default = replace(rollout, plan={"web": one}, max_surge=0)
+    assert [after_need(default, "web", k, "v2", 20) for k in range(1, 6)] == [
+        5, 10, 15, 20, 20], "one batch at a time: every new node of the step passes first"
+    again = Rollout.from_json(rollout.to_json())
+    assert again == rollout and again.max_surge == 10, "a rollback keeps the rollout's surge"
+    older = json.loads(rollout.to_json())
+    del older["max_surge"]
+    assert Rollout.from_json(json.dumps(older)).max_surge == 0, "one recorded before surges"
 
 
 def test_nothing_to_do_is_no_step() -> None:

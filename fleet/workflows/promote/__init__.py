@@ -55,13 +55,15 @@ __all__ = ["STEP_TIMEOUT", "Promoter", "PromotionReport", "Say", "promote", "rol
 def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: bool = False,
             force: bool = False, reason: str = "", say: Say,
             step_timeout: float = STEP_TIMEOUT, rollback: bool = False,
-            approve: Callable[[str], bool] | None = None) -> PromotionReport:
+            approve: Callable[[str], bool] | None = None,
+            max_surge: int | None = None) -> PromotionReport:
     """Promote VERSION to ENV for the roles (every cattle role baked at VERSION by default).
 
     An environment with manual_approval asks `approve` (the CLI: --yes, or a prompt on a
     terminal); a refusal changes nothing and is recorded. Rollbacks need no approval: they put
     back what was approved before. When the only work is an unfinished rollout to VERSION,
-    carried on, that rollout is the one reported (its id and steps).
+    carried on, that rollout is the one reported (its id and steps). max_surge: the nodes a
+    role may run above its count meanwhile (model.promotion.steps; default the environment's).
     """
     started = time.monotonic()
     environment = ctx.fleet.environment(env)
@@ -117,13 +119,14 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
             migrate.run(p, env, version, chosen, Kind.REGULAR)
         desired, _ = p.state.desired(env)
         batch = environment.batch_size
+        surge = environment.max_surge if max_surge is None else max_surge
         previous = {}
         channels = {role: p.state.channel(env, role) for role in chosen}
         for role, channel in channels.items():
             # promoting the version already there keeps what ran before it, for rollback
             previous[role] = ("" if channel is None else
                               channel.previous if channel.version == version else channel.version)
-        plan = {r: steps(desired.get(r, {}), version, fleet.roles[r].count[env], batch)
+        plan = {r: steps(desired.get(r, {}), version, fleet.roles[r].count[env], batch, surge)
                 for r in chosen}
         if not any(plan.values()) and all(c is not None and c.version == version
                                           for c in channels.values()):
@@ -139,7 +142,8 @@ def promote(ctx: Context, version: str, env: str, roles: list[str], *, wait: boo
             id=uuid.uuid4().hex[:12], env=env, version=version, roles=tuple(chosen),
             previous=previous, plan=plan, step=0, state=RolloutState.ROLLING,
             started_by=who(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            reason=reason, groups={r: desired.get(r, {}) for r in chosen}, purpose=command)
+            reason=reason, groups={r: desired.get(r, {}) for r in chosen}, purpose=command,
+            max_surge=surge)
         p.rollout_event("rollback-to" if rollback else "promote", rollout, version=version,
                         previous=previous, forced=force and bool(soft), reason=reason,
                         skipped_gates=soft if force else [], approved=approved,

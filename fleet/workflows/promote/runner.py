@@ -18,6 +18,7 @@ from fleet.model.promotion import (
     Purpose,
     Rollout,
     RolloutState,
+    after_need,
     gate,
     groups_at,
     must_pass,
@@ -130,13 +131,14 @@ class Promoter:
     def gate_step(self, rollout: Rollout, step: int, targets: dict[str, str],
                   before: bool) -> tuple[bool, str]:
         """Before an apply: the new nodes that cover the old ones it removes pass (must_pass).
-        After it: every new node of the step passes."""
+        After it: those the next apply needs (after_need): every new node of the step, but
+        with a surge only those its removals need, so that the next batch boots meanwhile."""
         roles = self.ctx.fleet.roles
         for role, version in targets.items():
-            after = groups_at(rollout, role, step)
-            needed = (must_pass(groups_at(rollout, role, step - 1), after, version,
-                                roles[role].count[rollout.env])
-                      if before else after.get(version, 0))
+            count = roles[role].count[rollout.env]
+            needed = (must_pass(groups_at(rollout, role, step - 1),
+                                groups_at(rollout, role, step), version, count)
+                      if before else after_need(rollout, role, step, version, count))
             ok, why = self.wait(rollout.env, role, version, needed)
             if not ok:
                 return False, why
@@ -220,7 +222,7 @@ class Promoter:
             previous = rollout.previous.get(role, "")
             if previous:
                 plan[role] = steps(now_groups, previous, fleet.roles[role].count[rollout.env],
-                                   batch)
+                                   batch, rollout.max_surge)
             else:  # nothing ran before: remove the new nodes
                 plan[role] = [{**now_groups, rollout.version: 0}]
         self.rollout_event("rollback", rollout, version=rollout.version, to=rollout.previous,
