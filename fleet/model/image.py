@@ -36,9 +36,16 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 def inputs_digest(inputs: Mapping[str, bytes]) -> str:
     """sha256 over named inputs; the names are part of it, so moving a file changes it."""
+    return hashed_inputs_digest({name: hashlib.sha256(value).digest()
+                                 for name, value in inputs.items()})
+
+
+def hashed_inputs_digest(hashes: Mapping[str, bytes]) -> str:
+    """inputs_digest from each input's own sha256 (raw bytes), for a caller that hashed a
+    file once and digests it for many roles."""
     outer = hashlib.sha256()
-    for name in sorted(inputs):
-        outer.update(name.encode() + b"\0" + hashlib.sha256(inputs[name]).digest())
+    for name in sorted(hashes):
+        outer.update(name.encode() + b"\0" + hashes[name])
     return outer.hexdigest()
 
 

@@ -3,6 +3,7 @@ digested exactly alike by `fleet bake` and `fleet plan`; and the files fleet.tom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from fleet.adapters import packer
 from fleet.errors import DependencyDown, FleetError
 from fleet.model.definition import Fleet, Role, Target
-from fleet.model.image import inputs_digest
+from fleet.model.image import hashed_inputs_digest, inputs_digest
 from fleet.model.migrations import Kind, Migration, carried_sql
 from fleet.services import baseimage, memo
 from fleet.services.context import Context
@@ -47,28 +48,55 @@ def cookbooks(ctx: Context, role: Role) -> list[Path]:
     return [ctx.root / "cookbooks" / name for name in sorted(names)]
 
 
-def files(ctx: Context, role: Role) -> dict[str, Path]:
+class Reading:
+    """One look at the files images are made from, shared by the roles digested together
+    (wanted_digests): each directory listed and each file read and hashed once, where every
+    role's digest used to read the same lib files again. Made per call and never kept, so the
+    next call sees the files as they are then; used by one thread."""
+
+    def __init__(self) -> None:
+        self._listed: dict[tuple[Path, str, bool], list[Path]] = {}
+        self._hashed: dict[Path, bytes] = {}
+
+    def listed(self, where: Path, pattern: str, tree: bool = False) -> list[Path]:
+        """The files (not directories) under WHERE matching PATTERN, sorted; with tree, at
+        any depth."""
+        key = (where, pattern, tree)
+        if key not in self._listed:
+            found = where.rglob(pattern) if tree else where.glob(pattern)
+            self._listed[key] = sorted(p for p in found if p.is_file())
+        return self._listed[key]
+
+    def sha256(self, path: Path) -> bytes:
+        """The file's sha256 (raw bytes)."""
+        if path not in self._hashed:
+            self._hashed[path] = hashlib.sha256(path.read_bytes()).digest()
+        return self._hashed[path]
+
+
+def files(ctx: Context, role: Role, reading: Reading | None = None) -> dict[str, Path]:
     """Every file the image is made from, by a stable name."""
-    files = {f"lib/{p.name}": p for p in sorted((ctx.root / "packer/scripts/lib").glob("*"))
-             if p.is_file()}
+    seen = reading or Reading()
+    files = {f"lib/{p.name}": p for p in seen.listed(ctx.root / "packer/scripts/lib", "*")}
     files.update({f"script/{s}": ctx.root / s for s in role.provisioner.scripts})
     for book in cookbooks(ctx, role):
         files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
-                      for p in sorted(book.rglob("*")) if p.is_file()})
+                      for p in seen.listed(book, "*", tree=True)})
     files.update({f"migrations/{kind}/{p.name}": p
-                  for kind, found in migration_files(ctx, role).items() for p in found})
+                  for kind, found in migration_files(ctx, role, seen).items() for p in found})
     return files
 
 
-def migration_files(ctx: Context, role: Role) -> dict[Kind, list[Path]]:
+def migration_files(ctx: Context, role: Role,
+                    reading: Reading | None = None) -> dict[Kind, list[Path]]:
     """The .sql files of the role's two migrations directories ([roles.ROLE.migrations]; a
     directory that does not exist yet holds none), by kind, sorted by name."""
     decl = role.migrations
     if decl is None:
         return {}
+    seen = reading or Reading()
     where = {Kind.REGULAR: decl.regular, Kind.POST_DEPLOYMENT: decl.post_deployment}
-    return {kind: sorted(p for p in (ctx.root / path).glob("*.sql") if p.is_file())
-            for kind, path in where.items()}
+    return {kind: seen.listed(ctx.root / path, "*.sql") for kind, path in where.items()}
 
 
 def carried(ctx: Context, role: Role) -> tuple[Migration, ...]:
@@ -102,17 +130,30 @@ def role_document(role: Role) -> bytes:
     }, sort_keys=True).encode()
 
 
-def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str) -> str:
-    inputs = {name: path.read_bytes() for name, path in files(ctx, role).items()}
-    inputs.update(_platform(ctx, target, role, base_id, packer_version))
-    inputs["role"] = role_document(role)
-    return inputs_digest(inputs)
+def digest_of(ctx: Context, target: Target, role: Role, base_id: str, packer_version: str,
+              reading: Reading | None = None) -> str:
+    """The image's inputs digest: inputs_digest of its files, platform and role document
+    (hashed_inputs_digest of their hashes, which is the same; a shared reading hashes a file
+    once for all the roles that use it)."""
+    seen = reading or Reading()
+    hashes = {name: seen.sha256(path) for name, path in files(ctx, role, seen).items()}
+    hashes["template"] = seen.sha256(template_for(ctx, target, role))
+    hashes.update({name: hashlib.sha256(value).digest()
+                   for name, value in _made_on(target, base_id, packer_version).items()})
+    hashes["role"] = hashlib.sha256(role_document(role)).digest()
+    return hashed_inputs_digest(hashes)
 
 
 def _platform(ctx: Context, target: Target, role: Role, base_id: str,
               packer_version: str) -> dict[str, bytes]:
-    return {"template": template_for(ctx, target, role).read_bytes(), "base": base_id.encode(),
-            "packer": packer_version.encode(), "target": target.kind.encode()}
+    return {"template": template_for(ctx, target, role).read_bytes(),
+            **_made_on(target, base_id, packer_version)}
+
+
+def _made_on(target: Target, base_id: str, packer_version: str) -> dict[str, bytes]:
+    """The platform's inputs that are no file (_platform adds the template)."""
+    return {"base": base_id.encode(), "packer": packer_version.encode(),
+            "target": target.kind.encode()}
 
 
 def platform_digest(ctx: Context, target: Target, role: Role, base_id: str,
@@ -158,12 +199,13 @@ def wanted_digests(ctx: Context) -> dict[str, str]:
     version = packer_version(ctx)
     digests: dict[str, str] = {}
     base_ids: dict[str, str] = {}
+    reading = Reading()  # the lib files, the template: read once for all the roles
     for role in ctx.fleet.roles.values():
         if not bakeable(role):
             continue
         if role.base not in base_ids:
             base_ids[role.base] = base_image(ctx, role.base)
-        digests[role.name] = digest_of(ctx, target, role, base_ids[role.base], version)
+        digests[role.name] = digest_of(ctx, target, role, base_ids[role.base], version, reading)
     return digests
 
 
