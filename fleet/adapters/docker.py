@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.adapters import process
+from fleet.adapters import docker_engine, process
 from fleet.errors import DependencyDown
 
 
@@ -51,27 +51,22 @@ DAEMON_DOWN = "Cannot connect to the Docker daemon"
 
 
 def image(ref: str) -> Image | None:
-    """Inspect an image; None if it does not exist."""
-    result = process.run(["docker", "image", "inspect", ref], check=False, timeout=10)
-    if result.returncode != 0:
-        if DAEMON_DOWN in result.stderr:
-            raise DependencyDown("dockerd is not running", "run `fleet lab up` to start it")
+    """Inspect an image; None if it does not exist. Asks the local daemon's Engine API, or
+    when that cannot be asked (docker_engine.NoAnswer), the CLI."""
+    try:
+        data = docker_engine.image(ref)
+    except docker_engine.NoAnswer:
+        result = process.run(["docker", "image", "inspect", ref], check=False, timeout=10)
+        if result.returncode != 0 and DAEMON_DOWN in result.stderr:
+            raise DependencyDown("dockerd is not running",
+                                 "run `fleet lab up` to start it") from None
+        data = json.loads(result.stdout)[0] if result.returncode == 0 else None
+    if data is None:
         return None
-    data = json.loads(result.stdout)[0]
     labels = data["Config"]["Labels"] or {}
     driver = data["GraphDriver"]
     return Image(data["Id"], tuple(data["RepoTags"]), data["Created"], dict(labels),
-                 _layers(driver))
-
-
-def _layers(driver: dict[str, Any]) -> tuple[Path, ...]:
-    """Every layer directory of an overlay2 GraphDriver, UpperDir first; () for another
-    driver. LowerDir is absent for an image of a single layer."""
-    if driver["Name"] != "overlay2":
-        return ()
-    data = driver["Data"]
-    lower = data.get("LowerDir") or ""  # omitted for a single-layer image
-    return (Path(data["UpperDir"]), *(Path(d) for d in lower.split(":") if d))
+                 docker_engine.layers(driver))
 
 
 def container_layer(name: str) -> Path | None:
@@ -80,7 +75,7 @@ def container_layer(name: str) -> Path | None:
     result = process.run(["docker", "container", "inspect", name], check=False, timeout=10)
     if result.returncode != 0:
         return None
-    layers = _layers(json.loads(result.stdout)[0]["GraphDriver"])
+    layers = docker_engine.layers(json.loads(result.stdout)[0]["GraphDriver"])
     return layers[0] if layers else None
 
 def import_tarball(tarball: Path, ref: str, changes: list[str]) -> str:
