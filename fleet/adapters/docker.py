@@ -1,4 +1,5 @@
-"""Docker through its CLI: daemon info, networks, images, lab containers."""
+"""Docker through its CLI (image inspection through the Engine API first: docker_engine):
+daemon info, networks, images, lab containers."""
 
 from __future__ import annotations
 
