@@ -112,6 +112,13 @@ class Members:
         self._thread.join()
 
 
+def busy_seconds() -> float:
+    """CPU-seconds the whole host has spent busy so far (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def single_boots(ctx: Context, image: str, repeats: int) -> list[float]:
     """Boot one node alone (in staging), repeatedly: container start -> every check passing."""
     web = ctx.fleet.roles["web"]
@@ -177,6 +184,7 @@ def main() -> None:
 
         rollouts: list[tuple[bool, float, int]] = []   # (passed, seconds, applies)
         under_load: list[float] = []
+        busy: list[float] = []  # the host's CPU-seconds busy during each rollout measured
         try:
             for version in ("v1", "v2"):  # v2: the same image under a new version, new nodes
                 report = bake.bake(ctx, ["web"], version=version, say=quiet)
@@ -200,11 +208,12 @@ def main() -> None:
                 for i in range(args.repeats):
                     version = "v2" if current == "v1" else "v1"  # a failed rollout rolled back
                     with Watcher(ctx, "canary") as watch:
-                        start = time.monotonic()
+                        start, cpu = time.monotonic(), busy_seconds()
                         try:
                             rolled = promote.promote(ctx, version, "canary", ["web"], say=quiet,
                                                      max_surge=args.max_surge)
                             rollouts.append((True, time.monotonic() - start, rolled.steps))
+                            busy.append(busy_seconds() - cpu)
                             current = version
                         except FleetError as exc:
                             print(f"rollout {i + 1} failed: {exc.line()}")
@@ -234,6 +243,12 @@ def main() -> None:
     print(f"lower bound ceil(N/B) x boot              {bound:6.2f} s")
     print(f"rollouts passed                           {len(passed)} of {len(rollouts)}")
     print(f"nodes alive at once (most)                {members.most_alive}")
+    cores = os.cpu_count() or 1
+    if busy:
+        print(f"host CPU busy during the rollouts         "
+              f"{statistics.median(busy) / statistics.median(s for _, s, _ in passed) / cores:.0%}"
+              f" of {cores} cores ({statistics.median(busy):.1f} CPU-s; "
+              f"{statistics.median(busy) / n:.2f} per node replaced)")
     print(f"flaps (running nodes marked failed)       {len(members.flapped)}"
           + (f": {', '.join(sorted(members.flapped)[:5])}" if members.flapped else ""))
     if passed:
@@ -246,7 +261,9 @@ def main() -> None:
     print(json.dumps({"n": n, "b": b, "crowd": args.crowd, "max_surge": args.max_surge,
                       "boot": round(boot, 3),
                       "bound": round(bound, 3), "passed": len(passed), "runs": len(rollouts),
-                      "most_alive": members.most_alive, "flaps": len(members.flapped),
+                      "most_alive": members.most_alive,
+                      "cpu_busy": round(statistics.median(busy), 2) if busy else None,
+                      "flaps": len(members.flapped),
                       "rollouts": [round(s, 3) for _, s, _ in rollouts]}))
 
 
