@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,7 +188,12 @@ def scenario(copy: ClusterLab) -> None:
         again = copy.run("promote", "v2", "--to", "canary", "--role", "api", "--wait")
         assert again.code == 0, (f"the promotion failed when {killed} died ({err.strip()[-300:]})"
                                  f" and its rerun too: {again.stderr}")
-        print(f"the promotion needed a rerun after {killed} died: {err.strip()[-300:]}")
+        said = err.strip().splitlines()[-1] if err.strip() else ""
+        output = Path(said.rsplit("output in ", 1)[-1]) if "output in " in said else None
+        errors = [line.strip(" │") for line in
+                  (output.read_text().splitlines() if output and output.exists() else [])
+                  if "Error" in line]
+        print(f"the promotion needed a rerun after {killed} died: {said}; Terraform: {errors}")
     floor.stop()
     assert channel(copy) == "v2", "the channel is not at v2 after the promotion"
     assert floor.samples and min(floor.samples) >= NODES // 2, \

@@ -36,7 +36,7 @@ FOLLOWER_500 = ("Unexpected response code: 500 (rpc error getting client: failed
 
 
 def test_a_state_lock_lost_to_an_election_is_told_apart() -> None:
-    from fleet.adapters.terraform import released_in_election, unlocked_for_election
+    from fleet.adapters.terraform import only_unlock_failed, unlocked_for_election
 
     not_taken = f"╷\n│ Error: Error acquiring the state lock\n│ \n│ Error message: {FOLLOWER_500}\n╵\n"
     not_released = (f"╷\n│ Error: Error releasing the state lock\n│ \n│ Error message: "
@@ -44,8 +44,11 @@ def test_a_state_lock_lost_to_an_election_is_told_apart() -> None:
                     "state\n╵\n")
     held = "╷\n│ Error: Error acquiring the state lock\n│ \n│ Lock Info:\n│   ID: 1234\n╵\n"
     failed = f"│ Error: local-exec provisioner error\n{not_released}"
-    assert unlocked_for_election(not_taken) and not released_in_election(not_taken)
-    assert released_in_election(not_released) and not unlocked_for_election(not_released)
-    assert not unlocked_for_election(held) and not released_in_election(held), \
+    assert unlocked_for_election(not_taken) and not only_unlock_failed(not_taken)
+    assert only_unlock_failed(not_released) and not unlocked_for_election(not_released)
+    assert not unlocked_for_election(held) and not only_unlock_failed(held), \
         "a lock another run holds is waited for, never run through"
-    assert not released_in_election(failed), "an apply that failed stays failed"
+    assert not only_unlock_failed(failed), "an apply that failed stays failed"
+    server_gone = not_released.replace(FOLLOWER_500, "Unexpected response code: 500 (rpc error "
+                                       "making call: EOF)")
+    assert only_unlock_failed(server_gone), "a release lost for any reason: the work is done"
