@@ -185,14 +185,14 @@ def scenario(copy: ClusterLab) -> None:
     assert kill.code == 0, f"lab kill {killed}: {kill.stderr}"
     _, err = rolling.communicate(timeout=300)
     if rolling.returncode != 0:  # a step that lost its server: running it again carries on
-        again = copy.run("promote", "v2", "--to", "canary", "--role", "api", "--wait")
-        assert again.code == 0, (f"the promotion failed when {killed} died ({err.strip()[-300:]})"
-                                 f" and its rerun too: {again.stderr}")
         said = err.strip().splitlines()[-1] if err.strip() else ""
         output = Path(said.rsplit("output in ", 1)[-1]) if "output in " in said else None
-        errors = [line.strip(" │") for line in
+        errors = [line.strip(" │") for line in  # read before the rerun writes it again
                   (output.read_text().splitlines() if output and output.exists() else [])
                   if "Error" in line]
+        again = copy.run("promote", "v2", "--to", "canary", "--role", "api", "--wait")
+        assert again.code == 0, (f"the promotion failed when {killed} died ({said}; "
+                                 f"Terraform: {errors}) and its rerun too: {again.stderr}")
         print(f"the promotion needed a rerun after {killed} died: {said}; Terraform: {errors}")
     floor.stop()
     assert channel(copy) == "v2", "the channel is not at v2 after the promotion"
