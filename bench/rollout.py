@@ -246,7 +246,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     if busy:
         print(f"host CPU busy during the rollouts         "
-              f"{statistics.median(busy) / statistics.median(s for _, s, _ in passed) / cores:.0%}"
+              f"{statistics.median(busy) / statistics.median(s for s, _ in passed) / cores:.0%}"
               f" of {cores} cores ({statistics.median(busy):.1f} CPU-s; "
               f"{statistics.median(busy) / n:.2f} per node replaced)")
     print(f"flaps (running nodes marked failed)       {len(members.flapped)}"
