@@ -200,3 +200,10 @@ def test_which_settled_rollouts_are_the_rollback_asked_for() -> None:
     assert settles_rollback(replace(done, purpose=Purpose.ROLLBACK)), "a rollback done is"
     assert not settles_rollback(replace(undone, purpose=Purpose.ROLLBACK)), \
         "a rollback undone is not: it is asked for again"
+
+
+def test_an_environment_takes_a_surge() -> None:
+    text = EXAMPLE.read_text().replace("batch_size = 1\n", "batch_size = 1\nmax_surge = 2\n", 1)
+    surged = parse(text)
+    assert surged.environments[0].max_surge == 2, "max_surge is read from fleet.toml"
+    assert FLEET.environments[0].max_surge == 0, "absent: one batch, the default shape"
