@@ -187,9 +187,9 @@ def scenario(copy: ClusterLab) -> None:
     if rolling.returncode != 0:  # a step that lost its server: running it again carries on
         said = err.strip().splitlines()[-1] if err.strip() else ""
         output = Path(said.rsplit("output in ", 1)[-1]) if "output in " in said else None
-        errors = [line.strip(" │") for line in  # read before the rerun writes it again
-                  (output.read_text().splitlines() if output and output.exists() else [])
-                  if "Error" in line]
+        logs = sorted(output.glob("*.log")) if output and output.is_dir() else []
+        errors = [line.strip(" │") for log in logs  # read before the rerun writes them again
+                  for line in log.read_text().splitlines() if "Error" in line]
         again = copy.run("promote", "v2", "--to", "canary", "--role", "api", "--wait")
         assert again.code == 0, (f"the promotion failed when {killed} died ({said}; "
                                  f"Terraform: {errors}) and its rerun too: {again.stderr}")
