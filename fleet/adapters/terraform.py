@@ -57,8 +57,9 @@ class Workspace:
         # output to files: a fleet killed mid-apply must not take Terraform down with it
         output = self.data_dir / "output"
         result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
-        for _ in range(3):  # Consul electing a leader as the run began: nothing was done yet
-            if result.returncode == 0 or not unlocked_for_election(result.stderr):
+        for _ in range(3):  # Consul electing a leader as the run began or while it ran
+            if (result.returncode == 0 or only_unlock_failed(result.stderr)
+                    or not cut_by_election(result.stderr)):
                 break
             time.sleep(2)
             result = process.run(argv, check=False, env=self.env(), timeout=timeout, outlive=output)
@@ -301,6 +302,15 @@ def unlocked_for_election(stderr: str) -> bool:
     """Whether Terraform failed to take its state lock because Consul was electing a leader:
     nothing was read or changed, so the same run may simply be made again."""
     return "Error acquiring the state lock" in stderr and any(e in stderr for e in ELECTION)
+
+
+def cut_by_election(stderr: str) -> bool:
+    """Whether a run failed because Consul had no leader for a moment: as it began (its lock
+    not taken: nothing done yet), or while it ran (its state not saved; a node's agent
+    refusing the token it was just handed, which no server could resolve, fails that node's
+    create). The same run made again finishes the work: Terraform adopts what it made and
+    replaces what failed (the module's create provisioner adopts a node running its image)."""
+    return any(e in stderr for e in ELECTION)
 
 
 def only_unlock_failed(stderr: str) -> bool:

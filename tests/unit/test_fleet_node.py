@@ -114,3 +114,38 @@ def test_weigh_replaces_a_held_back_declaration_and_declared_keeps_it(
     assert node.main(["weigh", "--declared"]) == 0
     assert sent[-1]["tags"] == ["fleet:gitlab", "weight:0"], sent[-1]
     assert sent[-1]["weights"] == {"passing": 1, "warning": 0}
+
+
+def test_a_reload_refused_for_its_token_is_asked_again_then_given_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """During an election no server resolves a token just minted, and the agent answers 403:
+    login asks again; a token still refused after RELOAD_WAIT fails with the agent's answer."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = [403, 403, 200]
+    asked: list[str] = []
+
+    class Agent(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            asked.append(self.headers["X-Consul-Token"])
+            self.send_response(answers.pop(0) if answers else 403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    node = load()
+    node.AGENT = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(node.time, "sleep", lambda _s: None)
+    try:
+        node.reload_agent("t0k3n")
+        assert asked == ["t0k3n"] * 3, "asked until the agent took it"
+        node.RELOAD_WAIT = 0
+        with pytest.raises(node.Failed, match="refused its reload: 403"):
+            node.reload_agent("t0k3n")
+    finally:
+        server.shutdown()

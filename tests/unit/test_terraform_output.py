@@ -36,7 +36,11 @@ FOLLOWER_500 = ("Unexpected response code: 500 (rpc error getting client: failed
 
 
 def test_a_state_lock_lost_to_an_election_is_told_apart() -> None:
-    from fleet.adapters.terraform import only_unlock_failed, unlocked_for_election
+    from fleet.adapters.terraform import (
+        cut_by_election,
+        only_unlock_failed,
+        unlocked_for_election,
+    )
 
     not_taken = f"╷\n│ Error: Error acquiring the state lock\n│ \n│ Error message: {FOLLOWER_500}\n╵\n"
     not_released = (f"╷\n│ Error: Error releasing the state lock\n│ \n│ Error message: "
@@ -52,3 +56,12 @@ def test_a_state_lock_lost_to_an_election_is_told_apart() -> None:
     server_gone = not_released.replace(FOLLOWER_500, "Unexpected response code: 500 (rpc error "
                                        "making call: EOF)")
     assert only_unlock_failed(server_gone), "a release lost for any reason: the work is done"
+    cut = ("╷\n│ Error: Failed to save state\n│ \n│ Error saving state: " + FOLLOWER_500 +
+           "\n╵\n╷\n│ Error: local-exec provisioner error\n│ \n│ Error running command 'set -e"
+           "\n│ fleet: error: node n-2 could not log in: fleet-node: the consul agent refused "
+           "its reload: 403 Forbidden\n╵\n" + not_released)
+    assert cut_by_election(cut) and not only_unlock_failed(cut), \
+        "a run cut short by an election is made again, not counted done"
+    assert cut_by_election(not_taken) and not cut_by_election(held)
+    assert not cut_by_election("│ Error: local-exec provisioner error\n"), \
+        "a run that failed by itself is not made again"
