@@ -154,6 +154,8 @@ def one_round(file: Path, ctx: Context) -> dict[str, float]:
         command.join()
         time.sleep(3)
     run(file, "lab", "start", killed)
+    for line in loop.failed:
+        print(f"  failed while {killed} was down: {line}", flush=True)
     return {"election": elected, "stall": loop.stall(killed_at), "median": base.median(),
             "command": timed[0] - before, "failed": float(len(loop.failed)),
             "killed": float(killed.rsplit("-", 1)[1])}

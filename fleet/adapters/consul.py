@@ -91,7 +91,7 @@ class Consul(Admin):
         self.addresses = addresses
         self._token, self._timeout = token, timeout
         self._servers = Servers(addresses, timeout, {"X-Consul-Token": token} if token else {},
-                                _leaderless, lambda body: b"leadership lost" in body)
+                                _leaderless, _maybe_applied)
         self._clients: dict[int, Any] = {}
 
     @property
@@ -360,9 +360,24 @@ def _leaderless(status: int, body: bytes) -> bool:
     the dead one cannot reach it), or have lost their quorum: the request was not carried
     out, or (leadership lost mid-commit) may have been, which only a request that may be
     sent again is (Servers)."""
-    return status == 500 and any(said in body for said in (
+    return status == 500 and (any(said in body for said in (
         b"No cluster leader", b"leadership lost", b"raft is already shutdown",
-        b"rpc error getting client", b"failed to get conn"))
+        b"rpc error getting client", b"failed to get conn")) or _forward_lost(body))
+
+
+def _forward_lost(body: bytes) -> bool:
+    """A follower's forward to the leader cut as the leader died (`rpc error making call:
+    ... broken pipe`, `EOF`, `stream closed`: its connection or multiplexed stream): not an
+    answer of the leader's, such as an invalid session's, which the same words begin."""
+    return b"rpc error making call" in body and any(cut in body for cut in (
+        b"EOF", b"broken pipe", b"connection reset", b"connection refused", b"stream closed",
+        b"session shutdown", b"use of closed network connection", b"i/o timeout"))
+
+
+def _maybe_applied(body: bytes) -> bool:
+    """A leaderless answer after which the request may have been carried out: leadership
+    lost mid-commit, or a forward cut after it was sent."""
+    return b"leadership lost" in body or _forward_lost(body)
 
 
 def _blocking(index: int, wait: str) -> dict[str, str]:

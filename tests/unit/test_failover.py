@@ -54,6 +54,11 @@ class Server:
                     if outer.mode == "vanishing":
                         self.close_connection = True
                         return None  # written, never answered
+                    if outer.mode == "cut":  # the follower's forward cut as the leader died
+                        return self.send(500, b"rpc error making call: write tcp 10.0.0.2:5->"
+                                              b"10.0.0.1:8310: write: broken pipe")
+                    if outer.mode == "refusing":  # the leader's own refusal, same words first
+                        return self.send(500, b"rpc error making call: invalid session")
                     return self.send(200, json.dumps(ok).encode())
                 if key in store:
                     value, index = store[key]
@@ -90,7 +95,8 @@ def refused_address() -> str:
 
 @pytest.fixture
 def servers() -> Iterator[dict[str, Server]]:
-    made = {m: Server(m) for m in ("leader", "leaderless", "vanishing", "forwarding")}
+    made = {m: Server(m) for m in ("leader", "leaderless", "vanishing", "forwarding", "cut",
+                                   "refusing")}
     yield made
     for s in made.values():
         s.httpd.server_close()
@@ -126,6 +132,21 @@ def test_a_cas_write_taken_by_a_vanished_server_is_not_written_twice(servers: di
     assert leader.seen == ["PUT /v1/kv/history?cas=0", "GET /v1/kv/history"], \
         "sent again once, its check-and-set failed, then it was read back"
     assert consul.put("history", b"event 2", cas=0) is False, "a real conflict stays one"
+
+
+def test_a_forward_cut_as_the_leader_died_is_sent_on_and_not_written_twice(
+        servers: dict[str, Server]) -> None:
+    cut, leader = servers["cut"], servers["leader"]
+    leader.store = cut.store  # the dead leader had applied it: the new one has it
+    consul = Consul((cut.address, leader.address))
+    assert consul.put("history", b"event 1", cas=0) is True, "found written, not an error"
+    assert leader.seen == ["PUT /v1/kv/history?cas=0", "GET /v1/kv/history"], \
+        "sent on once, its check-and-set failed, then it was read back"
+    refusing = Consul((servers["refusing"].address, leader.address))
+    with pytest.raises(Exception, match="invalid session"):
+        refusing.put("history", b"event 2", cas=0)
+    assert servers["refusing"].seen == ["PUT /v1/kv/history?cas=0"], \
+        "the leader's own refusal is an answer, not a lost leader: not sent on"
 
 
 def test_a_cluster_without_quorum_is_one_line(servers: dict[str, Server]) -> None:
