@@ -375,8 +375,7 @@ def _forward_lost(body: bytes) -> bool:
 
 
 def _maybe_applied(body: bytes) -> bool:
-    """A leaderless answer after which the request may have been carried out: leadership
-    lost mid-commit, or a forward cut after it was sent."""
+    """After this leaderless answer the request may have been carried out (Servers)."""
     return b"leadership lost" in body or _forward_lost(body)
 
 
