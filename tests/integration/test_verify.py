@@ -152,7 +152,7 @@ def test_vagrant_up_status_ssh_destroy_from_the_repo_root(fleet_copy: FleetCopy,
         assert hostname == f"{copy.name}-web-vagrant-v1-0"
         assert json.loads(body)["version"] == "v1"
     finally:
-        # the docker provider destroys machines side by side when asked (each stop waits ~6 s
+        # the docker provider destroys machines side by side when asked (each stop waits ~1.5 s
         # for its node to leave Consul); plain `destroy -f` takes them one after another
         destroy = run("destroy", "-f", "--parallel")
     assert destroy.returncode == 0, destroy.stderr

@@ -149,3 +149,63 @@ def test_a_reload_refused_for_its_token_is_asked_again_then_given_up(
             node.reload_agent("t0k3n")
     finally:
         server.shutdown()
+
+
+def fake_agent(monkeypatch: pytest.MonkeyPatch, node: Any, listed: list[bool],
+               leave: Any) -> list[str]:
+    """The local agent as leave sees it: /v1/agent/self, the catalog's serfHealth for the node
+    (listed[0] at first, then each following answer), and PUT /v1/agent/leave (leave())."""
+    calls: list[str] = []
+
+    def call(method: str, path: str, token: str, body: Any = None, timeout: float = 5) -> bytes:
+        calls.append(f"{method} {path}")
+        if path == "/v1/agent/self":
+            return b'{"Config": {"NodeName": "n1"}}'
+        if path == "/v1/health/node/n1":
+            shown = listed.pop(0) if len(listed) > 1 else listed[0]
+            return json.dumps([{"CheckID": "serfHealth"}] if shown else []).encode()
+        assert (method, path) == ("PUT", "/v1/agent/leave")
+        leave()
+        return b""
+
+    monkeypatch.setattr(node, "stored_token", lambda: "token")
+    monkeypatch.setattr(node, "agent_call", call)
+    return calls
+
+
+def test_leave_returns_once_the_servers_call_the_node_left(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import threading
+    import time
+
+    node = load()
+    held = threading.Event()  # the agent's own leave, still waiting out its 3 s
+    calls = fake_agent(monkeypatch, node, [True, True, False], held.wait)
+    start = time.monotonic()
+    assert node.main(["leave"]) == 0, "a leave the servers took is a success"
+    held.set()
+    assert time.monotonic() - start < 2, "leave waits for the servers, not the agent's delay"
+    assert "PUT /v1/agent/leave" in calls, "the agent was asked to leave"
+    assert "the servers call this node left" in capsys.readouterr().out
+
+
+def test_leave_of_a_node_never_listed_waits_for_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    node = load()
+    left = []
+    fake_agent(monkeypatch, node, [False], lambda: left.append(True))
+    assert node.main(["leave"]) == 0, "the agent left"
+    assert left == [True], "no serfHealth to watch: the agent's own leave is waited for"
+
+
+def test_a_refused_leave_fails_so_that_fleet_init_sends_term(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    node = load()
+
+    def refuse() -> None:
+        raise OSError("HTTP Error 403: Forbidden")
+
+    fake_agent(monkeypatch, node, [True], refuse)
+    assert node.main(["leave"]) == 1, "a refused leave fails: fleet-init then sends TERM"
+    monkeypatch.setattr(node, "CONSUL_CONFIG", str(tmp_path / "acl.json"))
+    monkeypatch.setattr(node, "stored_token", lambda: None)
+    assert node.main(["leave"]) == 1, "no token: nothing to ask, fleet-init sends TERM"

@@ -122,8 +122,8 @@ resource "terraform_data" "node" {
 
   provisioner "local-exec" {
     # Like a cloud instance's termination, a node drains after the apply returns: renamed
-    # at once (its name is free for a new node), then SIGTERM makes its agent leave Consul,
-    # which alone takes Consul ~3.5 s, and the container goes.
+    # at once (its name is free for a new node), then SIGTERM makes its agent leave Consul
+    # (~1.5 s: fleet-init goes once the servers call it left) and the container goes.
     # A node that cannot leave by itself would stay in Consul as a failed member, in the
     # catalog, for 72 h: one killed (kill -9, docker rm -f, stopped past the timeout), one
     # without its Consul token (its agent refuses `consul leave`: 403), or one whose leave
