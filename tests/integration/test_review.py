@@ -166,10 +166,18 @@ def test_review_apps_live_and_die(lab: Any, fleet_copy: FleetCopy) -> None:
         victim = names[0]
         proc = subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "env",
                                  "destroy", victim], cwd=ROOT, env={**os.environ, **fleet_copy.env},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(4)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        said = []
+        for line in proc.stderr:  # killed as its teardown begins: mid-destroy, however fast
+            said.append(line)
+            if f"{victim}: destroying" in line:
+                break
         proc.kill()
         proc.wait()
+        assert any("destroying" in line for line in said), f"the destroy never began: {said}"
+        listed = {e["name"] for e in fleet_copy.run("env", "list", "--json").json()}
+        assert victim in listed, "the killed destroy had already finished: nothing to rerun"
         rerun = fleet_copy.run("env", "destroy", victim)
         assert rerun.code == 0, f"the rerun did not finish the destroy: {rerun.stderr[-600:]}"
         names.remove(victim)
