@@ -18,6 +18,11 @@ import sys
 TIMEOUT = 300.0  # seconds a delivery may take (Vault or Consul waiting out an election)
 
 
+def whole_command(whole: list[str], request: list[str]) -> None:
+    """No desk to answer: the whole command (`fleet secrets deliver`) delivers instead."""
+    os.execvp(whole[0], [*whole, *request])
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 5:
         print("usage: deliver_client.py SOCKET WHOLE-COMMAND... NODE ROLE ENV", file=sys.stderr)
@@ -27,8 +32,8 @@ def main(argv: list[str]) -> int:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(TIMEOUT)
         conn.connect(path)
-    except OSError:  # no fleet keeps the desk open: the whole command delivers
-        os.execvp(whole[0], [*whole, *request])
+    except OSError:  # no fleet keeps the desk open
+        whole_command(whole, request)
     try:
         with conn:
             conn.sendall((" ".join(request) + "\n").encode())
@@ -40,7 +45,7 @@ def main(argv: list[str]) -> int:
     try:
         said = json.loads(reply)
     except ValueError:  # the fleet process went away mid-delivery: deliver afresh
-        os.execvp(whole[0], [*whole, *request])
+        whole_command(whole, request)
     if said.get("ok"):
         print(said.get("said", ""))
         return 0
