@@ -13,15 +13,16 @@ from typing import Any
 
 def jsonable(value: Any) -> Any:
     """Result objects as plain JSON: dataclasses, enums, paths; secrets as ***."""
-    import dataclasses
-
+    if type(value) in _PLAIN:  # most of a large result: its strings and numbers, at once
+        return value
     from fleet.model.secret import Secret
 
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        for name in dir(type(value)):  # derived facts (ok, healthy) belong in the result too
-            if isinstance(getattr(type(value), name), property):
-                out[name] = jsonable(getattr(value, name))
+    shape = _shape(type(value))
+    if shape is not None:
+        fields, derived = shape
+        out = {name: jsonable(getattr(value, name)) for name in fields}
+        for name in derived:  # derived facts (ok, healthy) belong in the result too
+            out[name] = jsonable(getattr(value, name))
         return out
     if isinstance(value, Enum):
         return value.value
@@ -34,6 +35,22 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # exactly these: an Enum is a str too
+_SHAPES: dict[type, tuple[tuple[str, ...], tuple[str, ...]] | None] = {}
+
+
+def _shape(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """A dataclass's field names and its properties' (in dir() order), None for any other
+    type: worked out once a type, not once an object (a 10,000-node status has hundreds)."""
+    if cls not in _SHAPES:
+        import dataclasses
+
+        _SHAPES[cls] = None if not dataclasses.is_dataclass(cls) else (
+            tuple(f.name for f in dataclasses.fields(cls)),
+            tuple(n for n in dir(cls) if isinstance(getattr(cls, n), property)))
+    return _SHAPES[cls]
 
 
 def emit_json(value: Any) -> None:
