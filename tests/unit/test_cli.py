@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli.main import cli, main
+from fleet.cli.main import every_command, main
 from tests.conftest import EXAMPLE
 
 
@@ -24,7 +24,7 @@ def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 
 def all_commands() -> list[list[str]]:
     found = []
-    for name, command in cli.commands.items():
+    for name, command in every_command().items():
         sub = getattr(command, "commands", None)
         if sub:
             found += [[name, child] for child in sub]
@@ -130,3 +130,25 @@ def test_interrupt_exits_130(capsys: pytest.CaptureFixture[str],
     code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
     assert code == 130
     assert "interrupted" in err
+
+
+def test_each_family_registers_the_commands_main_imports_it_for() -> None:
+    """fleet/cli/main.py imports a command family's module only when one of its commands runs
+    (FAMILIES): each module with a register() is listed there, with exactly its commands."""
+    import importlib
+
+    import click
+
+    from fleet.cli.main import FAMILIES
+
+    here = Path(__file__).resolve().parents[2] / "fleet" / "cli"
+    modules = {p.stem for p in here.glob("*.py")
+               if "\ndef register(group: click.Group)" in p.read_text()}
+    assert set(FAMILIES) <= modules, f"no such module: {set(FAMILIES) - modules}"
+    for name in sorted(modules):
+        group = click.Group()
+        importlib.import_module(f"fleet.cli.{name}").register(group)
+        if name in FAMILIES:
+            assert set(group.commands) == set(FAMILIES[name]), f"{name}: {sorted(group.commands)}"
+        else:  # a family of subcommands another family's group takes in (fleet/cli/envdata.py)
+            assert not set(group.commands) & set(every_command()), f"{name} is not in FAMILIES"

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from fleet.cli import envdata
-from fleet.cli.main import cli, main
+from fleet.cli.main import cli, every_command, main
 from tests.conftest import EXAMPLE
 
 
@@ -18,7 +18,7 @@ from tests.conftest import EXAMPLE
 def env_group(monkeypatch: pytest.MonkeyPatch) -> click.Group:
     """`fleet env` with refresh and rebuild added (a bare group while there is none yet),
     undone after the test."""
-    group = cli.commands.get("env") or click.Group(name="env")
+    group = every_command().get("env") or click.Group(name="env")
     assert isinstance(group, click.Group)
     monkeypatch.setitem(cli.commands, "env", group)
     monkeypatch.setattr(group, "commands", dict(group.commands))
