@@ -78,7 +78,8 @@ def reads(quick: bool) -> list[Figure]:
     print("--- status, history and plan at 10,000 nodes", file=sys.stderr, flush=True)
     try:
         with synthetic_fleet(10_000, 50, read_bench.EVENTS) as s:
-            return read_bench.measure(s, 3 if quick else 5) + plan.measure(s)
+            return (read_bench.measure(s, 5 if quick else read_bench.RUNS)
+                    + plan.measure(s, 5 if quick else plan.PAIRS))
     except Exception as exc:  # one part failing leaves the others' figures
         return missing(names, "", f"failed: {type(exc).__name__}: {exc}"[:160])
 

@@ -1,6 +1,6 @@
 """Read commands at scale: `fleet status` and `fleet history --limit 50` of a fleet of 10,000
 registered nodes, each against bare `python -c pass` run side by side with it (one run of
-each in turn, RUNS times; medians).
+each in turn, RUNS times, 9 by default; medians).
 
 The fleet (50 cattle roles x 3 environments, and 2,000 rollout-step events in its history)
 is set up in the lab's Consul by bench/synthetic.py and removed afterwards. The commands are
@@ -24,11 +24,12 @@ from figures import Figure, below, emit, side_by_side
 from synthetic import ROOT, Synthetic, synthetic_fleet
 
 EVENTS = 2_000
+RUNS = 9  # of each command, each beside a run of bare Python
 COMMANDS = {"status": ["status", "--json"], "history --limit 50": ["history", "--limit", "50",
                                                                     "--json"]}
 
 
-def measure(s: Synthetic, runs: int = 5) -> list[Figure]:
+def measure(s: Synthetic, runs: int = RUNS) -> list[Figure]:
     figures = []
     for name, args in COMMANDS.items():
         argv = [str(ROOT / ".venv/bin/fleet"), "-f", str(s.ctx.file), *args]
@@ -43,7 +44,7 @@ def measure(s: Synthetic, runs: int = 5) -> list[Figure]:
 
 def main() -> None:
     nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else RUNS
     with synthetic_fleet(nodes, 50, EVENTS) as s:
         figures = measure(s, runs)
     emit(figures)
