@@ -1,27 +1,26 @@
 """What the HTTP API adapters (Consul, Vault) share: a server that does not answer, and a
 plain keep-alive client for reads.
 
-Reads go through the standard library's http.client (Http), not requests: a read command
-(status, history, plan) would otherwise spend ~75 ms of its start importing requests and
-urllib3. The clients' libraries (py-consul, hvac) stay for what they do beyond a read.
+Reads go through Http, not requests: a read command (status, history, plan) would otherwise
+spend ~75 ms of its start importing requests and urllib3; and over plain http through Plain,
+not the standard library's http.client (~12 ms more). The clients' libraries (py-consul, hvac)
+stay for what they do beyond a read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from fleet.errors import Unreachable
-
-if TYPE_CHECKING:
-    from http.client import HTTPConnection
 
 
 @contextlib.contextmanager
@@ -68,6 +67,133 @@ def _lost(service: str, exc: NoServer, what: str, env_var: str) -> tuple[str, st
             f"start them with `fleet lab up` or set {env_var}")
 
 
+class Connection(Protocol):
+    """What Http asks of a connection: http.client.HTTPConnection's request, getresponse and
+    close (Plain, or http.client's own for https and a Unix socket)."""
+
+    def request(self, method: str, url: str, body: bytes | None = ...,
+                headers: Mapping[str, str] = ...) -> None: ...
+    def getresponse(self) -> Response: ...
+    def close(self) -> None: ...
+
+
+class Response(Protocol):
+    @property
+    def status(self) -> int: ...
+    def read(self) -> bytes: ...
+    def getheaders(self) -> list[tuple[str, str]]: ...
+
+
+class BadAnswer(Exception):
+    """What came back is no HTTP/1.1 answer (http.client's HTTPException, for Plain)."""
+
+
+LINE = 65536  # the longest status or header line Plain reads, as http.client's _MAXLINE
+
+
+class Plain:
+    """HTTP/1.1 over a plain TCP connection, kept alive: the part of http.client that a client
+    of Consul's and OpenBao's APIs uses, without importing it (its ssl and email modules are
+    ~12 ms of a read command's start, issue 19). Every answer is read whole: Content-Length,
+    chunked, or up to the connection's end."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock: socket.socket | None = None
+        self.file: BinaryIO | None = None
+        self.method = ""
+
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: Mapping[str, str] = {}) -> None:
+        if self.sock is None:
+            # an ASCII host as bytes: getaddrinfo encodes a str with the idna codec, an import
+            host = self.host.encode() if self.host.isascii() else self.host
+            self.sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
+            self.file = self.sock.makefile("rb")
+        lines = [f"{method} {url} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 "Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items())]
+        if body is not None or method in ("PUT", "POST", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        self.method = method
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+
+    def getresponse(self) -> PlainResponse:
+        assert self.file is not None
+        status, headers = 100, []
+        while 100 <= status < 200:  # an interim answer (100 Continue) comes before the answer
+            line = self.file.readline(LINE + 1)
+            if not line:
+                raise ConnectionResetError("the server closed the connection")
+            version, _, rest = line.partition(b" ")
+            if not version.startswith(b"HTTP/") or not rest[:3].isdigit():
+                raise BadAnswer(f"status line {line[:80]!r}")
+            status, headers = int(rest[:3]), self._headers()
+        said = {k.lower(): v for k, v in headers}
+        if self.method == "HEAD" or status in (204, 304):
+            body = b""
+        elif "chunked" in said.get("transfer-encoding", "").lower():
+            body = self._chunks()
+        elif "content-length" in said:
+            body = self._exactly(int(said["content-length"]))
+        else:  # up to the end of the connection
+            body = self.file.read()
+            said["connection"] = "close"
+        if said.get("connection", "").lower() == "close":
+            self.close()
+        return PlainResponse(status, body, headers)
+
+    def _headers(self) -> list[tuple[str, str]]:
+        assert self.file is not None
+        found = []
+        while (line := self.file.readline(LINE + 1)) not in (b"\r\n", b"\n", b""):
+            name, colon, value = line.decode("latin-1").partition(":")
+            if not colon or len(line) > LINE:
+                raise BadAnswer(f"header line {line[:80]!r}")
+            found.append((name.strip(), value.strip()))
+        return found
+
+    def _exactly(self, size: int) -> bytes:
+        assert self.file is not None
+        data = self.file.read(size)
+        if len(data) < size:
+            raise ConnectionResetError(f"the answer ended after {len(data)} of {size} bytes")
+        return data
+
+    def _chunks(self) -> bytes:
+        assert self.file is not None
+        parts: list[bytes] = []
+        while True:
+            line = self.file.readline(LINE + 1)
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise BadAnswer(f"chunk size {line[:80]!r}") from None
+            if size == 0:
+                self._headers()  # the trailer, if any, up to the blank line
+                return b"".join(parts)
+            parts.append(self._exactly(size))
+            self._exactly(2)  # the chunk's CRLF
+
+    def close(self) -> None:
+        for part in (self.file, self.sock):
+            if part is not None:
+                part.close()
+        self.sock = self.file = None
+
+
+@dataclass(frozen=True)
+class PlainResponse:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+    def read(self) -> bytes:
+        return self.body
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return self.headers
+
+
 class Http:
     """Keep-alive HTTP/1.1 to one server (one connection per thread) with fixed headers.
     request() may send a request twice when a kept-alive connection turns out closed: use it
@@ -81,12 +207,13 @@ class Http:
         self.headers = dict(headers)
         self._local = threading.local()
 
-    def _connection(self) -> HTTPConnection:
+    def _connection(self) -> Connection:
+        """Plain for http, http.client for https."""
+        if not self.https:
+            return Plain(self.host, self.port or 80, self.timeout)
         import http.client
 
-        if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body) of one request; OSError when the server does not answer."""
@@ -96,10 +223,10 @@ class Http:
     def exchange(self, method: str, path: str,
                  body: bytes | None = None) -> tuple[int, bytes, Mapping[str, str]]:
         """(status, body, headers) of one request; OSError when the server does not answer."""
-        import http.client
-
+        client = sys.modules.get("http.client")  # imported only if a connection is its
+        bad = (BadAnswer, getattr(client, "HTTPException", BadAnswer))
         for attempt in (1, 2):
-            conn: HTTPConnection | None = getattr(self._local, "conn", None)
+            conn: Connection | None = getattr(self._local, "conn", None)
             reused = conn is not None
             if conn is None:
                 conn = self._local.conn = self._connection()
@@ -107,11 +234,11 @@ class Http:
                 conn.request(method, path, body, self.headers)
                 response = conn.getresponse()
                 return response.status, response.read(), dict(response.getheaders())
-            except (http.client.HTTPException, OSError) as exc:
+            except (*bad, OSError) as exc:
                 conn.close()
                 self._local.conn = None
-                closed = isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
-                                          ConnectionResetError))
+                # (http.client's RemoteDisconnected is a ConnectionResetError)
+                closed = isinstance(exc, (BrokenPipeError, ConnectionResetError))
                 if closed and reused and attempt == 1:
                     continue  # the server closed a kept-alive connection: once more, anew
                 if isinstance(exc, OSError):
