@@ -223,13 +223,13 @@ class Http:
     def exchange(self, method: str, path: str,
                  body: bytes | None = None) -> tuple[int, bytes, Mapping[str, str]]:
         """(status, body, headers) of one request; OSError when the server does not answer."""
-        client = sys.modules.get("http.client")  # imported only if a connection is its
-        bad = (BadAnswer, getattr(client, "HTTPException", BadAnswer))
         for attempt in (1, 2):
             conn: Connection | None = getattr(self._local, "conn", None)
             reused = conn is not None
             if conn is None:
                 conn = self._local.conn = self._connection()
+            client = sys.modules.get("http.client")  # imported only if a connection is its
+            bad = (BadAnswer, getattr(client, "HTTPException", BadAnswer))
             try:
                 conn.request(method, path, body, self.headers)
                 response = conn.getresponse()
