@@ -203,11 +203,11 @@ class Consul(Admin):
     def _health(self, service: str, tag: str) -> builtins.list[dict[str, Any]]:
         return self._read(f"health of {service}", f"/v1/health/service/{service}", {"tag": tag}) or []
 
-    def node_checks(self, node: str) -> builtins.list[NodeCheck]:
+    def node_checks(self, node: str, *, members_only: bool = True) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
-        joined, or it has left: see MEMBER_CHECK)."""
+        joined, or it has left: see MEMBER_CHECK), unless members_only is False."""
         items = self._read(f"health of node {node}", f"/v1/health/node/{node}") or []
-        if not any(i["CheckID"] == MEMBER_CHECK for i in items):
+        if members_only and not any(i["CheckID"] == MEMBER_CHECK for i in items):
             return []
         return [NodeCheck(i["CheckID"], i["Name"], i["ServiceName"], Health(i["Status"]),
                           i["Output"]) for i in items]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fleet.model.definition import Fleet, Role
@@ -102,6 +102,46 @@ def gone(listed: Iterable[str], members: Mapping[str, bool],
         elif member and containers is not None and node not in containers:
             found[node] = NO_CONTAINER
     return found
+
+
+MEMBER_STATUS = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}  # Consul's serf status
+SHOWN = 3      # nodes a gate's failure describes; the rest are counted
+OUTPUT = 80    # characters of a check's output it quotes
+
+
+def not_passing(names: Iterable[str], checks: Mapping[str, Sequence[tuple[str, str, str, str]]],
+                members: Mapping[str, int], shown: int = SHOWN) -> str:
+    """What Consul says of the nodes (names, in order) a gate waited for in vain, in one line:
+    "NODE: WHY; NODE: WHY; N more". checks: node -> its checks in the catalog, (check ID,
+    name, status, output), the member check (serfHealth) among them when the leader
+    registered the node; members: node -> serf status (MEMBER_STATUS), every member the
+    server knows. A node is, first of what holds:
+    - not in the catalog at all (its agent never synced, or it was taken out);
+    - in it without serfHealth: its agent registered its services, but the leader has not
+      registered the node as a member (it missed the join, or the member left);
+    - a member whose serfHealth, or else one of its services' checks, is not passing."""
+    said = []
+    for node in names:
+        found = checks.get(node, ())
+        member = members.get(node)
+        status = f"member {MEMBER_STATUS.get(member, str(member))}" if member else "no member"
+        serf = [c for c in found if c[0] == "serfHealth"]
+        failing = [c for c in serf if c[2] != "passing"] or [
+            c for c in found if c[2] != "passing"]
+        if not found:
+            why = "not in Consul's catalog"
+        elif not serf:
+            why = "services registered, but the leader has not registered the node (no serfHealth)"
+        elif failing:
+            _, name, state, output = failing[0]
+            text = " ".join(output.split())
+            text = text if len(text) <= OUTPUT else text[:OUTPUT - 3] + "..."
+            why = f"{name} {state}" + (f": {text}" if text else "")
+        else:
+            why = "passing now"
+        said.append(f"{node}: {why} ({status})")
+    more = len(said) - shown
+    return "; ".join(said[:shown] + ([f"{more} more"] if more > 0 else []))
 
 
 def upstream_services(fleet: Fleet, role: Role) -> list[str]:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from fleet.adapters import terraform
 from fleet.adapters.consul import Consul, Instance
 from fleet.errors import FleetError
+from fleet.model import nodes
 from fleet.model.nodes import Node, upstreams, with_watches
 from fleet.model.secret import Secret
 from fleet.services import delivery, topology
@@ -149,6 +150,20 @@ def health_of(instances: Iterable[Instance], env: str, role: str) -> Health:
         per_node[inst.node] = (inst.meta["version"], ok and inst.passing)
     return Health({n: v for n, (v, ok) in per_node.items() if ok},
                   {n: v for n, (v, ok) in per_node.items() if not ok})
+
+
+def not_passing(ctx: Context, names: list[str]) -> str:
+    """What Consul says now of these nodes, which a gate waited for in vain, in one line
+    (model.nodes.not_passing): not in its catalog, not registered by its leader, or which check
+    fails and how, with each one's member status. Asked only once a gate has failed."""
+    client = ctx.consul()
+    try:
+        members = client.members()
+        checks = {n: [(c.check_id, c.name, c.status.value, c.output)
+                      for c in client.node_checks(n, members_only=False)] for n in names}
+    except FleetError as exc:
+        return f"Consul could not say why ({exc.line()})"
+    return nodes.not_passing(names, checks, members)
 
 
 MARK_AFTER = 3.0  # seconds a joined node may wait for the leader before fleet marks it

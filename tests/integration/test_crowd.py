@@ -17,8 +17,10 @@ bench/rollout.py 20 5 --repeats 10 measures the same at length beside the exampl
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +71,68 @@ class Members:
         self._thread.join()
 
 
+STUCK_AFTER = 45.0  # seconds a running rolled node may fail its checks before it is captured
+
+
+class Stuck:
+    """While the rollback to v1 runs (the nodes taking back v1's names), capture, once, each
+    v1 node whose container runs but that has not passed for STUCK_AFTER seconds: what Consul
+    says of it (member list, its checks), its agent's and fleet-node's logs and the server's
+    lines that name it. Printed when the test fails: the name-reuse flake's evidence."""
+
+    def __init__(self, ctx: Any, consul: Consul, server_log: Path) -> None:
+        self.ctx, self.consul, self.server_log = ctx, consul, server_log
+        self.names = names_of(ctx, "v1")
+        self.since: dict[str, float] = {}
+        self.captured: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(2.0):
+            try:
+                passing = set(cattle.health(self.ctx, ["web"], "canary", "web").passing)
+                running = set(docker.lab_containers())
+            except FleetError:
+                continue
+            now = time.monotonic()
+            for name in self.names - passing - set(self.captured):
+                if name not in running:
+                    self.since.pop(name, None)
+                elif now - self.since.setdefault(name, now) > STUCK_AFTER:
+                    self.captured[name] = self.capture(name)
+            for name in passing:
+                self.since.pop(name, None)
+
+    def capture(self, name: str) -> str:
+        def sh(*argv: str) -> str:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+            return (done.stdout + done.stderr)[-6000:]
+        members = {n: s for n, s in self.consul.members().items()
+                   if n.startswith(f"{self.ctx.fleet.name}-web-canary-")}
+        server = [line for line in self.server_log.read_text(errors="replace").splitlines()
+                  if name in line][-40:]
+        return "\n".join([
+            f"==== {name}: not passing for {STUCK_AFTER:.0f}s; members (1 alive, 2 leaving, "
+            f"3 left, 4 failed) {members}",
+            "checks: " + cattle.not_passing(self.ctx, [name]),
+            "-- node's consul.log:", sh("docker", "exec", name, "tail", "-n", "80",
+                                        "/var/log/consul.log"),
+            "-- node's fleet-node.log:", sh("docker", "exec", name, "tail", "-n", "40",
+                                            "/var/log/fleet-node.log"),
+            "-- server log lines naming it:", *server])
+
+    def __enter__(self) -> Stuck:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for text in self.captured.values():
+            print(text)
+
+
 def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> None:
     fleet_copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n"
                     "[roles.web.", f"count = {{ canary = {ROLLED}, staging = 1, production = 2 }}"
@@ -96,7 +160,9 @@ def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> 
             roll(fleet_copy, ctx, "v2", timings, "--max-surge", str(2 * BATCH))
             surged = members.most_alive
             fresh_flaps = set(members.flapped)
-            roll(fleet_copy, ctx, "v1", timings)  # back: v1's node names are taken back
+            with Stuck(ctx, management, lab.state_dir / "lab" / "consul.log") as stuck:
+                roll(fleet_copy, ctx, "v1", timings)  # back: v1's node names are taken back
+            print("stuck on the way back:", sorted(stuck.captured))
         print(timings, {"most alive": members.most_alive, "before": before,
                         "flaps": sorted(members.flapped)})
         assert members.most_alive >= before + CROWD + ROLLED, (

@@ -125,8 +125,13 @@ class Promoter:
                                         self.step_timeout)
         if met:
             return True, ""
+        # the nodes of the group as last applied, those not passing named with Consul's word
+        count = self.state.desired(env)[0].get(role, {}).get(version, 0)
+        stuck = [n for n in (node_model.node_name(self.ctx.fleet.name, role, env, version, i)
+                             for i in range(count)) if n not in seen.passing]
         return False, (f"{role}:{version} in {env}: {seen.passing_of(version)} of {target} "
-                       f"node(s) passing after {self.step_timeout:.0f}s")
+                       f"node(s) passing after {self.step_timeout:.0f}s"
+                       + (f": {cattle.not_passing(self.ctx, stuck)}" if stuck else ""))
 
     def gate_step(self, rollout: Rollout, step: int, targets: dict[str, str],
                   before: bool) -> tuple[bool, str]:
