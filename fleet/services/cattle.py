@@ -195,7 +195,9 @@ def mark_joined(ctx: Context, services: list[str], env: str, role: str) -> list[
     that left under a minute before (a rollback brings a version's node names back): memberlist
     updates the old entry's address, and the leader registers the node only at its next full
     reconcile, up to a minute later, while the rollout's step waits for it. A node Consul calls
-    anything but alive is left alone."""
+    anything but alive is left alone: one called failed just after it took a name back (a
+    rumour of the old node's leave, at a higher incarnation, taken as news of it) joins the
+    servers again by itself, which refutes it (packer/base/fleet-node's stay_member)."""
     client = ctx.consul()
     tag = f"fleet:{ctx.fleet.name}"
     waiting = {(node, address) for service in services

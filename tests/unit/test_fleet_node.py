@@ -209,3 +209,41 @@ def test_a_refused_leave_fails_so_that_fleet_init_sends_term(
     monkeypatch.setattr(node, "CONSUL_CONFIG", str(tmp_path / "acl.json"))
     monkeypatch.setattr(node, "stored_token", lambda: None)
     assert node.main(["leave"]) == 1, "no token: nothing to ask, fleet-init sends TERM"
+
+
+def test_a_node_the_servers_call_failed_joins_them_again_until_it_is_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """stay_member: a node taking back a name just left is called failed by a rumour of the
+    old node's leave; it joins the servers again (a push-pull: it hears it and refutes it)
+    after two looks in a row, and stops watching once it passed MEMBER_SETTLED seconds."""
+    node = load()
+    clock = [0.0]
+    monkeypatch.setattr(node.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(node.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setenv("FLEET_CONSUL_JOIN", "172.30.0.2")
+    seen = iter(["passing", "critical", "critical", "critical", "", None, "", "passing"]
+                + ["passing"] * 100)
+    calls: list[tuple[str, str]] = []
+
+    def agent_call(method: str, path: str, token: str, body: Any = None,
+                   timeout: float = 5) -> bytes:
+        calls.append((method, path))
+        if path == "/v1/agent/self":
+            return json.dumps({"Config": {"NodeName": "web-canary-v1-0"}}).encode()
+        if path.startswith("/v1/health/node/web-canary-v1-0"):
+            status = next(seen)
+            if status is None:
+                raise OSError("agent busy")
+            return json.dumps([{"CheckID": "serfHealth", "Status": status}] if status
+                              else [{"CheckID": "service:web", "Status": "passing"}]).encode()
+        assert (method, path) == ("PUT", "/v1/agent/join/172.30.0.2"), path
+        return b""
+
+    monkeypatch.setattr(node, "agent_call", agent_call)
+    node.stay_member("token")
+    joins = [i for i, call in enumerate(calls) if call[1].startswith("/v1/agent/join/")]
+    looks = sum(1 for _, path in calls if path.startswith("/v1/health/node/"))
+    # critical twice: a join; critical, no serfHealth: a join (an unanswered look is no count)
+    assert len(joins) == 2, calls
+    assert clock[0] < 30 + node.MEMBER_SETTLED, clock
+    assert looks == 8 + node.MEMBER_SETTLED // node.MEMBER_EVERY, looks

@@ -78,6 +78,9 @@ resource "terraform_data" "node" {
     # this name: a rollback brings a version's names back) is pruned before the new one joins:
     # joining over it, the new member was often not marked alive by the leader until its next
     # full reconcile, a minute later, and the rollout's step waited that minute for it.
+    # The pruned node's leave may still be gossiped for seconds after, at a higher incarnation
+    # than the new node's first: the servers then call the new node failed, which it refutes
+    # only once it hears it; fleet-node joins the servers again until they call it alive.
     # Then the node gets its Vault credentials (an adopted one too: its first delivery may be
     # what the cut-short apply missed): `fleet secrets deliver` hands it a RoleID and a
     # response-wrapped single-use SecretID over `docker exec` stdin, so neither is in this
