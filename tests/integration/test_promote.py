@@ -138,6 +138,11 @@ def test_failing_nodes_are_rolled_back_by_themselves(lab: Any, fleet_copy: Fleet
         assert run.code == 1
         assert "failed and was rolled back" in run.stderr
         assert "web:broken in canary: 0 of 1 node(s) passing after 8s" in run.stderr
+        # and which node, with what Consul says of it (which case depends on how far it got
+        # booting in 8 s: not in the catalog yet, or its web check critical)
+        broken = f"{fleet_copy.name}-web-canary-broken-0: "
+        assert broken in run.stderr, run.stderr
+        print(run.stderr.splitlines()[-1])
         assert "canary runs web v1" in run.stderr
         want = {f"{fleet_copy.name}-web-canary-v1-0": "v1"}
         assert settles(fleet_copy, "canary", want) == want
@@ -149,6 +154,7 @@ def test_failing_nodes_are_rolled_back_by_themselves(lab: Any, fleet_copy: Fleet
         assert kinds[-4:] == ["rollback", "rollback-step", "gate", "rolled-back"], kinds
         failed_gate = [e for e in events(fleet_copy, "canary") if e["event"] == "gate"][-2]
         assert failed_gate["passed"] is False and "0 of 1 node(s) passing" in failed_gate["detail"]
+        assert broken in failed_gate["detail"], failed_gate
     finally:
         teardown(fleet_copy)
 
