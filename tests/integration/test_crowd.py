@@ -85,6 +85,7 @@ class Stuck:
         self.names = names_of(ctx, "v1")
         self.since: dict[str, float] = {}
         self.captured: dict[str, str] = {}
+        self.rejoined: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -131,6 +132,11 @@ class Stuck:
         self._thread.join()
         for text in self.captured.values():
             print(text)
+        for name in sorted(self.names):  # the nodes that joined the servers again (fleet-node)
+            log = subprocess.run(["docker", "exec", name, "cat", "/var/log/fleet-node.log"],
+                                 capture_output=True, text=True, timeout=30, check=False).stdout
+            self.rejoined += [f"{name}: {line}" for line in log.splitlines() if "again" in line]
+        print("joined the servers again:", self.rejoined)
 
 
 def test_a_20_node_rollout_in_a_crowded_lab(lab: Any, fleet_copy: FleetCopy) -> None:
