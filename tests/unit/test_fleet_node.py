@@ -87,7 +87,7 @@ def test_drain_without_a_token_asks_nothing_of_the_agent(
     fleet-init goes on to its leave."""
     node = load()
     monkeypatch.setattr(node, "CONSUL_CONFIG", str(tmp_path / "consul" / "acl.json"))
-    monkeypatch.setattr(node.urllib.request, "urlopen",
+    monkeypatch.setattr("urllib.request.urlopen",
                         lambda *a, **k: pytest.fail("drain called the agent without a token"))
     assert node.main(["drain"]) == 0
 
@@ -211,40 +211,63 @@ def test_a_refused_leave_fails_so_that_fleet_init_sends_term(
     assert node.main(["leave"]) == 1, "no token: nothing to ask, fleet-init sends TERM"
 
 
-def test_a_node_the_servers_call_failed_joins_them_again_until_it_is_alive(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """stay_member: a node taking back a name just left is called failed by a rumour of the
-    old node's leave; it joins the servers again (a push-pull: it hears it and refutes it)
-    after two looks in a row not passing (then four, eight...: a leader that missed the join
-    is not helped by it), and stops watching once it passed MEMBER_SETTLED seconds."""
+def test_the_first_token_of_a_boot_is_stored_for_the_agent_to_start_with_and_not_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """fleet-init starts the agent only once the token is there: the first login only stores
+    it (no wait for a join, no reload, whose restart of every watch is CPU a boot pays); a
+    later one (a rotation) reloads the agent that runs with the earlier token."""
     node = load()
-    clock = [0.0]
-    monkeypatch.setattr(node.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(node.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
-    monkeypatch.setenv("FLEET_CONSUL_JOIN", "172.30.0.2")
-    seen = iter(["passing", "critical", "critical", "critical", "", None, "", "", "",
-                 "passing"] + ["passing"] * 100)
-    calls: list[tuple[str, str]] = []
+    config = tmp_path / "consul" / "acl.json"
+    monkeypatch.setattr(node, "CONSUL_CONFIG", str(config))
+    monkeypatch.setenv("FLEET_CONSUL_JOIN", "172.30.7.1")
+    reloaded: list[str] = []
+    monkeypatch.setattr(node, "leader_known", lambda wait: True)
+    monkeypatch.setattr(node, "reload_agent", reloaded.append)
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"consul_token": "first"})))
+    assert node.main(["login"]) == 0
+    assert reloaded == [], "the first token is not a reload: the agent starts with it"
+    assert "the agent starts with it" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"consul_token": "second"})))
+    assert node.main(["login"]) == 0
+    assert reloaded == ["second"], "a rotated token reloads the running agent"
+    assert node.stored_token() == "second"
 
-    def agent_call(method: str, path: str, token: str, body: Any = None,
-                   timeout: float = 5) -> bytes:
-        calls.append((method, path))
-        if path == "/v1/agent/self":
-            return json.dumps({"Config": {"NodeName": "web-canary-v1-0"}}).encode()
-        if path.startswith("/v1/health/node/web-canary-v1-0"):
-            status = next(seen)
-            if status is None:
-                raise OSError("agent busy")
-            return json.dumps([{"CheckID": "serfHealth", "Status": status}] if status
-                              else [{"CheckID": "service:web", "Status": "passing"}]).encode()
-        assert (method, path) == ("PUT", "/v1/agent/join/172.30.0.2"), path
-        return b""
 
-    monkeypatch.setattr(node, "agent_call", agent_call)
-    node.stay_member("token")
-    joins = [i for i, call in enumerate(calls) if call[1].startswith("/v1/agent/join/")]
-    looks = sum(1 for _, path in calls if path.startswith("/v1/health/node/"))
-    # critical twice: a join; then four looks (an unanswered one is no count): the next
-    assert len(joins) == 2, calls
-    assert clock[0] <= 10 * node.MEMBER_EVERY + node.MEMBER_SETTLED, clock
-    assert looks == 10 + node.MEMBER_SETTLED // node.MEMBER_EVERY, looks
+def test_stop_drains_then_leaves_and_a_failed_drain_does_not_keep_it_from_leaving(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    node = load()
+    done: list[str] = []
+
+    def drain() -> None:
+        done.append("drain")
+        raise node.Failed("could not take the node's services out of consul: refused")
+
+    monkeypatch.setattr(node, "drain", drain)
+    monkeypatch.setattr(node, "leave", lambda: done.append("leave"))
+    assert node.main(["stop"]) == 0, "the leave went: stop succeeds"
+    assert done == ["drain", "leave"], done
+    assert "could not take the node's services out" in capsys.readouterr().err
+
+    def refused() -> None:
+        raise node.Failed("the consul agent refused its leave: 403")
+
+    monkeypatch.setattr(node, "leave", refused)
+    assert node.main(["stop"]) == 1, "a refused leave fails stop: fleet-init then sends TERM"
+
+
+def test_a_watch_handler_run_imports_no_http_client() -> None:
+    """Each run of a watch handler is a Python start on the node: -IS (no site) and urllib
+    imported only where HTTP is spoken keep it cheap."""
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "packer/base/fleet-node"
+    assert path.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    probe = (f"import sys; sys.argv = ['fleet-node']; src = open({str(path)!r}).read(); "
+             "exec(compile(src.replace('if __name__ == \"__main__\":', 'if False:'), "
+             "'fleet-node', 'exec')); print(sorted(m for m in sys.modules if m.startswith("
+             "('urllib', 'http', 'tempfile', 'threading'))))")
+    found = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert found == "[]", f"imported at start: {found}"
