@@ -127,6 +127,8 @@ def exited(path: Path, parents: dict[int, int], roots: set[int]
     count: collections.Counter[str] = collections.Counter()
     others = 0.0
     for pid, comm, spent in records:
+        if pid == os.getpid():  # this benchmark's own (its whole run so far): not a node's
+            continue
         if ours(pid, comm):
             if spent > 0.3 and os.environ.get("NODE_CPU_DEBUG"):
                 chain, up = [], pid
