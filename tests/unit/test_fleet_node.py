@@ -271,3 +271,32 @@ def test_a_watch_handler_run_imports_no_http_client() -> None:
     found = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
                            text=True, check=True).stdout.strip()
     assert found == "[]", f"imported at start: {found}"
+
+
+def test_agent_reloads_only_when_a_watch_has_not_run_since_the_join(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watch that asked before the join failed and waits 5 s: a reload restarts it. Where
+    every watch's handler has run, a reload would only run each again."""
+    node = load()
+    services = tmp_path / "services.json"
+    services.write_text(json.dumps({"services": [], "watches": [
+        {"type": "service", "service": "postgres", "args": []},
+        {"type": "service", "service": "redis", "args": []}]}))
+    upstreams = tmp_path / "upstreams"
+    upstreams.mkdir()
+    monkeypatch.setattr(node, "SERVICES", str(services))
+    monkeypatch.setattr(node, "UPSTREAMS", str(upstreams))
+    monkeypatch.setattr(node, "WATCH_GRACE", 0.2)
+    monkeypatch.setattr(node, "stored_token", lambda: "t0k3n")
+    monkeypatch.setattr(node, "leader_known", lambda wait: True)
+    reloaded: list[str] = []
+    monkeypatch.setattr(node, "reload_agent", reloaded.append)
+    (upstreams / "postgres.json").write_text("{}")
+    assert node.main(["agent"]) == 0
+    assert reloaded == ["t0k3n"], "redis's watch never ran: the agent is reloaded"
+    (upstreams / "redis.json").write_text("{}")
+    assert node.main(["agent"]) == 0
+    assert reloaded == ["t0k3n"], "every watch ran: no second reload"
+    services.write_text(json.dumps({"services": []}))
+    assert node.main(["agent"]) == 0
+    assert reloaded == ["t0k3n"], "a node that watches nothing needs no reload"
