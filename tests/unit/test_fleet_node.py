@@ -291,6 +291,8 @@ def test_agent_reloads_only_when_a_watch_has_not_run_since_the_join(
     monkeypatch.setattr(node, "leader_known", lambda wait: True)
     reloaded: list[str] = []
     monkeypatch.setattr(node, "reload_agent", reloaded.append)
+    watched: list[str] = []  # stay_member has its own test below
+    monkeypatch.setattr(node, "stay_member", watched.append)
     (upstreams / "postgres.json").write_text("{}")
     assert node.main(["agent"]) == 0
     assert reloaded == ["t0k3n"], "redis's watch never ran: the agent is reloaded"
@@ -300,3 +302,43 @@ def test_agent_reloads_only_when_a_watch_has_not_run_since_the_join(
     services.write_text(json.dumps({"services": []}))
     assert node.main(["agent"]) == 0
     assert reloaded == ["t0k3n"], "a node that watches nothing needs no reload"
+    assert watched == ["t0k3n"] * 3, "each boot then watches that the servers call it alive"
+
+
+def test_a_node_the_servers_call_failed_joins_them_again_until_it_is_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """stay_member: a node taking back a name just left is called failed by a rumour of the
+    old node's leave; it joins the servers again (a push-pull: it hears it and refutes it)
+    after two looks in a row not passing (then four, eight...: a leader that missed the join
+    is not helped by it), and stops watching once it passed MEMBER_SETTLED seconds."""
+    node = load()
+    clock = [0.0]
+    monkeypatch.setattr(node.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(node.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setenv("FLEET_CONSUL_JOIN", "172.30.0.2")
+    seen = iter(["passing", "critical", "critical", "critical", "", None, "", "", "",
+                 "passing"] + ["passing"] * 100)
+    calls: list[tuple[str, str]] = []
+
+    def agent_call(method: str, path: str, token: str, body: Any = None,
+                   timeout: float = 5) -> bytes:
+        calls.append((method, path))
+        if path == "/v1/agent/self":
+            return json.dumps({"Config": {"NodeName": "web-canary-v1-0"}}).encode()
+        if path.startswith("/v1/health/node/web-canary-v1-0"):
+            status = next(seen)
+            if status is None:
+                raise OSError("agent busy")
+            return json.dumps([{"CheckID": "serfHealth", "Status": status}] if status
+                              else [{"CheckID": "service:web", "Status": "passing"}]).encode()
+        assert (method, path) == ("PUT", "/v1/agent/join/172.30.0.2"), path
+        return b""
+
+    monkeypatch.setattr(node, "agent_call", agent_call)
+    node.stay_member("token")
+    joins = [i for i, call in enumerate(calls) if call[1].startswith("/v1/agent/join/")]
+    looks = sum(1 for _, path in calls if path.startswith("/v1/health/node/"))
+    # critical twice: a join; then four looks (an unanswered one is no count): the next
+    assert len(joins) == 2, calls
+    assert clock[0] <= 10 * node.MEMBER_EVERY + node.MEMBER_SETTLED, clock
+    assert looks == 10 + node.MEMBER_SETTLED // node.MEMBER_EVERY, looks
