@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 PREFIX = "figures: "
 
@@ -97,3 +99,27 @@ def table(figures: list[Figure]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True))
                      + (f"  {r[4]}" if r[4] else "") for r in rows)
+
+
+def example_copy(root: Path, name: str) -> str:
+    """The example fleet's packer, cookbooks and terraform copied under root, and its
+    fleet.toml's text under the fleet name given (own KV prefix and image tags), for the
+    caller to edit and write to root / "fleet.toml"."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    for part in ("packer", "cookbooks", "terraform"):
+        shutil.copytree(repo / part, root / part)
+    return (repo / "fleet.toml").read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
+
+
+def remove_copy(ctx: Any, lab: Any, name: str) -> None:
+    """What example_copy's fleet (ctx) left on the lab: its nodes, web images and KV."""
+    from fleet.adapters import docker
+    from fleet.services import cattle
+
+    for env in ctx.fleet.env_names():
+        cattle.apply(ctx, env, [])
+    for tag, _ in docker.images(f"fleet-{name}-web"):
+        docker.remove_image(f"fleet-{name}-web:{tag}")
+    lab.consul().delete_tree(f"fleet/{name}/")

@@ -25,7 +25,6 @@ import collections
 import contextlib
 import ctypes
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -38,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleet.adapters import docker  # noqa: E402  (after the path is set)
+from figures import example_copy, remove_copy  # noqa: E402  (bench/ is the script's dir)
+
 from fleet.model.nodes import group  # noqa: E402
 from fleet.services import cattle  # noqa: E402
 from fleet.services.catalog import Catalog  # noqa: E402
@@ -216,9 +216,7 @@ def main() -> None:
     name = f"cpu{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for part in ("packer", "cookbooks", "terraform"):
-            shutil.copytree(ROOT / part, root / part)
-        text = (ROOT / "fleet.toml").read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
+        text = example_copy(root, name)
         (root / "fleet.toml").write_text(text)
         ctx: Context = load(root / "fleet.toml", {**os.environ, **token_environ(lab)})
         try:
@@ -270,11 +268,7 @@ def main() -> None:
                       idle_rate, acct, node_roots)
                 phase("removed", args.k, remove, idle_rate, acct, node_roots)
         finally:
-            for env in ctx.fleet.env_names():
-                cattle.apply(ctx, env, [])
-            for tag, _ in docker.images(f"fleet-{name}-web"):
-                docker.remove_image(f"fleet-{name}-web:{tag}")
-            lab.consul().delete_tree(f"fleet/{name}/")
+            remove_copy(ctx, lab, name)
 
 
 if __name__ == "__main__":

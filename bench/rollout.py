@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from figures import example_copy, remove_copy  # noqa: E402  (bench/ is the script's dir)
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
 from fleet.errors import FleetError  # noqa: E402
@@ -167,9 +168,7 @@ def main() -> None:
     name = f"bench{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for part in ("packer", "cookbooks", "terraform"):
-            shutil.copytree(ROOT / part, root / part)
-        text = (ROOT / "fleet.toml").read_text().replace('name = "gitlab"', f'name = "{name}"', 1)
+        text = example_copy(root, name)
         text = text.replace("count = { canary = 1, staging = 1, production = 2 }\n\n[roles.web.",
                             f"count = {{ canary = {n}, staging = 1, production = 2 }}\n\n"
                             "[roles.web.", 1)
@@ -223,11 +222,7 @@ def main() -> None:
                     began = {x: docker.started_at(x) for x in new_nodes}  # a node of an earlier run is gone
                     under_load += [watch.first_passing[x] - s for x, s in began.items() if s is not None]
         finally:
-            for env in ctx.fleet.env_names():
-                cattle.apply(ctx, env, [])
-            for tag, _ in docker.images(f"fleet-{name}-web"):
-                docker.remove_image(f"fleet-{name}-web:{tag}")
-            lab.consul().delete_tree(f"fleet/{name}/")
+            remove_copy(ctx, lab, name)
     boot = statistics.median(boots)
     bound = math.ceil(n / b) * boot
     passed = [(s, k) for ok, s, k in rollouts if ok]
