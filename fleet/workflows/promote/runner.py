@@ -126,7 +126,11 @@ class Promoter:
         if met:
             return True, ""
         # the nodes of the group as last applied, those not passing named with Consul's word
-        count = self.state.desired(env)[0].get(role, {}).get(version, 0)
+        # (a Consul that cannot say leaves the reason as it was: the gate failed all the same)
+        try:
+            count = self.state.desired(env)[0].get(role, {}).get(version, 0)
+        except FleetError:
+            count = 0
         stuck = [n for n in (node_model.node_name(self.ctx.fleet.name, role, env, version, i)
                              for i in range(count)) if n not in seen.passing]
         return False, (f"{role}:{version} in {env}: {seen.passing_of(version)} of {target} "
