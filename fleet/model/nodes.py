@@ -115,13 +115,15 @@ def not_passing(names: Iterable[str], checks: Mapping[str, Sequence[tuple[str, s
     "NODE: WHY; NODE: WHY; N more". checks: node -> its checks in the catalog, (check ID,
     name, status, output), the member check (serfHealth) among them when the leader
     registered the node; members: node -> serf status (MEMBER_STATUS), every member the
-    server knows. A node is, first of what holds:
+    server knows; only the first `shown` nodes need their checks. A node is, first of what
+    holds:
     - not in the catalog at all (its agent never synced, or it was taken out);
     - in it without serfHealth: its agent registered its services, but the leader has not
       registered the node as a member (it missed the join, or the member left);
     - a member whose serfHealth, or else one of its services' checks, is not passing."""
+    names = list(names)
     said = []
-    for node in names:
+    for node in names[:shown]:  # the rest are only counted
         found = checks.get(node, ())
         member = members.get(node)
         status = f"member {MEMBER_STATUS.get(member, str(member))}" if member else "no member"
@@ -140,8 +142,8 @@ def not_passing(names: Iterable[str], checks: Mapping[str, Sequence[tuple[str, s
         else:
             why = "passing now"
         said.append(f"{node}: {why} ({status})")
-    more = len(said) - shown
-    return "; ".join(said[:shown] + ([f"{more} more"] if more > 0 else []))
+    more = len(names) - shown
+    return "; ".join(said + ([f"{more} more"] if more > 0 else []))
 
 
 def upstream_services(fleet: Fleet, role: Role) -> list[str]:

@@ -160,7 +160,8 @@ def not_passing(ctx: Context, names: list[str]) -> str:
     try:
         members = client.members()
         checks = {n: [(c.check_id, c.name, c.status.value, c.output)
-                      for c in client.node_checks(n, members_only=False)] for n in names}
+                      for c in client.node_checks(n, members_only=False)]
+                  for n in names[:nodes.SHOWN]}  # the rest are only counted
     except FleetError as exc:
         return f"Consul could not say why ({exc.line()})"
     return nodes.not_passing(names, checks, members)

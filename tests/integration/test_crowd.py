@@ -38,31 +38,25 @@ pytestmark = pytest.mark.lab
 CROWD, ROLLED, BATCH = 21, 20, 5
 
 
-class Members:
-    """Consul's members, polled in a thread: the most lab nodes alive at once (every fleet's:
-    the example fleet's too; not the server), and the running nodes gossip marked failed."""
+class Polled:
+    """look() in a thread, every EVERY seconds, while the `with` block runs."""
 
-    def __init__(self, consul: Consul) -> None:
-        self.consul = consul
-        self.most_alive = 0
-        self.flapped: set[str] = set()
+    EVERY = 0.5
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                nodes = {n: s for n, s in self.consul.members().items()
-                         if n != topology.SERVER_NODE}
-            except FleetError:
-                nodes = {}
-            self.most_alive = max(self.most_alive, sum(1 for s in nodes.values() if s == 1))
-            failed = {n for n, s in nodes.items() if s == 4}
-            if failed:
-                self.flapped |= failed & set(docker.lab_containers())
-            time.sleep(0.5)
+    def _run(self) -> None:
+        while True:
+            self.look()
+            if self._stop.wait(self.EVERY):
+                return
 
-    def __enter__(self) -> Members:
+    def look(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
         self._thread.start()
         return self
 
@@ -71,39 +65,61 @@ class Members:
         self._thread.join()
 
 
+class Members(Polled):
+    """Consul's members, polled in a thread: the most lab nodes alive at once (every fleet's:
+    the example fleet's too; not the server), and the running nodes gossip marked failed."""
+
+    def __init__(self, consul: Consul) -> None:
+        super().__init__()
+        self.consul = consul
+        self.most_alive = 0
+        self.flapped: set[str] = set()
+
+    def look(self) -> None:
+        try:
+            nodes = {n: s for n, s in self.consul.members().items()
+                     if n != topology.SERVER_NODE}
+        except FleetError:
+            nodes = {}
+        self.most_alive = max(self.most_alive, sum(1 for s in nodes.values() if s == 1))
+        failed = {n for n, s in nodes.items() if s == 4}
+        if failed:
+            self.flapped |= failed & set(docker.lab_containers())
+
+
 STUCK_AFTER = 45.0  # seconds a running rolled node may fail its checks before it is captured
 
 
-class Stuck:
+class Stuck(Polled):
     """While the rollback to v1 runs (the nodes taking back v1's names), capture, once, each
     v1 node whose container runs but that has not passed for STUCK_AFTER seconds: what Consul
     says of it (member list, its checks), its agent's and fleet-node's logs and the server's
     lines that name it. Printed when the test fails: the name-reuse flake's evidence."""
 
+    EVERY = 2.0
+
     def __init__(self, ctx: Any, consul: Consul, server_log: Path) -> None:
+        super().__init__()
         self.ctx, self.consul, self.server_log = ctx, consul, server_log
         self.names = names_of(ctx, "v1")
         self.since: dict[str, float] = {}
         self.captured: dict[str, str] = {}
         self.rejoined: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
-        while not self._stop.wait(2.0):
-            try:
-                passing = set(cattle.health(self.ctx, ["web"], "canary", "web").passing)
-                running = set(docker.lab_containers())
-            except FleetError:
-                continue
-            now = time.monotonic()
-            for name in self.names - passing - set(self.captured):
-                if name not in running:
-                    self.since.pop(name, None)
-                elif now - self.since.setdefault(name, now) > STUCK_AFTER:
-                    self.captured[name] = self.capture(name)
-            for name in passing:
+    def look(self) -> None:
+        try:
+            passing = set(cattle.health(self.ctx, ["web"], "canary", "web").passing)
+            running = set(docker.lab_containers())
+        except FleetError:
+            return
+        now = time.monotonic()
+        for name in self.names - passing - set(self.captured):
+            if name not in running:
                 self.since.pop(name, None)
+            elif now - self.since.setdefault(name, now) > STUCK_AFTER:
+                self.captured[name] = self.capture(name)
+        for name in passing:
+            self.since.pop(name, None)
 
     def capture(self, name: str) -> str:
         def sh(*argv: str) -> str:
@@ -123,13 +139,8 @@ class Stuck:
                                             "/var/log/fleet-node.log"),
             "-- server log lines naming it:", *server])
 
-    def __enter__(self) -> Stuck:
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__exit__(*exc)
         for text in self.captured.values():
             print(text)
         for name in sorted(self.names):  # the nodes that joined the servers again (fleet-node)
