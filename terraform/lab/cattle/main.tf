@@ -81,6 +81,15 @@ resource "terraform_data" "node" {
     # The pruned node's leave may still be gossiped for seconds after, at a higher incarnation
     # than the new node's first: the servers then call the new node failed, which it refutes
     # only once it hears it; fleet-node joins the servers again until they call it alive.
+    # A member of the same name that did not leave by itself (alive, leaving or failed: a
+    # killed node that apply's repair or the reconciler replaces) keeps its address: the new
+    # node is started at it when it is free. Consul's memberlist refuses a name at a new
+    # address ('Conflicting address') until the old member has been dead for 30 s
+    # (DeadNodeReclaimTime, not a setting), and its probes find a dead agent only after the
+    # suspicion timeout: a killed node's replacement waited up to a minute to be a member, while
+    # the old member's status stood for it. At the old address the new agent answers the
+    # probes and refutes what is said of the old one as soon as it joins. Docker hands out
+    # addresses in turn, so the old one is usually free; when it is not, the node gets another.
     # Then the node gets its Vault credentials (an adopted one too: its first delivery may be
     # what the cut-short apply missed): `fleet secrets deliver` hands it a RoleID and a
     # response-wrapped single-use SecretID over `docker exec` stdin, so neither is in this
@@ -97,11 +106,18 @@ resource "terraform_data" "node" {
           docker stop -t 10 ${self.input.name} >/dev/null 2>&1 || true
           docker rm -f ${self.input.name} >/dev/null 2>&1 || true
         fi
-        case "$(consul members 2>/dev/null | awk -v node=${self.input.name} '$1 == node { print $3 }')" in
-          left | failed) consul force-leave -prune ${self.input.name} >/dev/null 2>&1 || true ;;
+        member=$(consul members 2>/dev/null | awk -v node=${self.input.name} \
+          '$1 == node { split($2, at, ":"); print $3, at[1] }')
+        pin=
+        case "$member" in
+          left\ * | failed\ *) consul force-leave -prune ${self.input.name} >/dev/null 2>&1 || true ;;
         esac
-        docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
-          --network ${self.input.network} --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
+        case "$member" in
+          alive\ * | leaving\ * | failed\ *) pin="--ip $(echo "$member" | cut -d' ' -f2)" ;;
+        esac
+        run() {
+          docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
+          --network ${self.input.network} "$@" --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
           --label fleet.lab=1 --label fleet.name=${var.fleet} --label fleet.role=${self.input.role} \
           --label fleet.env=${self.input.env} --label fleet.version=${self.input.version} \
           -e "FLEET_CONSUL_JOIN=${self.input.join}" -e FLEET_CONSUL_DATACENTER=lab \
@@ -109,6 +125,11 @@ resource "terraform_data" "node" {
           -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
           %{if var.authorized_keys != ""}-v "${var.authorized_keys}:/root/.ssh/authorized_keys:ro"%{endif} \
           ${self.input.image} >/dev/null
+        }
+        if [ -z "$pin" ] || ! run $pin 2>/dev/null; then
+          [ -z "$pin" ] || docker rm -f ${self.input.name} >/dev/null 2>&1 || true
+          run
+        fi
       fi
       %{if var.deliver != ""}${var.deliver} ${self.input.name} ${self.input.role} ${self.input.env}%{endif}
     EOT
