@@ -229,6 +229,13 @@ def scenario(copy: ClusterLab) -> None:
     stopped = [s.name for s in topology.consul_servers(copy.ctx)][1:]
     for name in stopped:
         assert copy.run("lab", "kill", name).code == 0, f"lab kill {name}"
+    # a leader keeps answering reads (Consul's default consistency) until its lease runs out
+    # without a quorum (about a second): what a user meets after that is asked of the commands
+    left = Consul(topology.consul_servers(copy.ctx)[0].http, timeout=2)
+    deadline = time.monotonic() + 30
+    while left.leader():
+        assert time.monotonic() < deadline, "the last Consul server still names a leader"
+        time.sleep(0.2)
     commands = (("status",), ("plan",), ("history", "canary"),
                 ("promote", "v1", "--to", "canary", "--role", "api"))
     with ThreadPoolExecutor(len(commands)) as pool:  # each waits out the failover on its own
