@@ -78,6 +78,11 @@ def up(ctx: Context, progress: Progress) -> LabReport:
     to be started, and with it the lab's nodes, each node that came back without its
     credentials gets them again (fleet.services.credentials.redeliver)."""
     p = paths(ctx)
+    with processes.exclusive(p, progress):
+        return _up(ctx, p, progress)
+
+
+def _up(ctx: Context, p: Paths, progress: Progress) -> LabReport:
     p.lab.mkdir(parents=True, exist_ok=True)
     net = network(ctx)
     actions = docker_up(p, progress)
@@ -105,10 +110,11 @@ def down(ctx: Context, progress: Progress) -> LabReport:
     before anything stops, while another fleet has nodes on servers this directory owns
     (fleet/workflows/lab/sharing.py)."""
     p = paths(ctx)
-    sharing.require_alone(ctx, p, "down")
-    if not sharing.owns_servers(p):
-        progress("the lab's servers were not started from here: they keep running")
-    actions = _stop(p, progress)
+    with processes.exclusive(p, progress):
+        sharing.require_alone(ctx, p, "down")
+        if not sharing.owns_servers(p):
+            progress("the lab's servers were not started from here: they keep running")
+        actions = _stop(p, progress)
     return LabReport(status(ctx, tools=False).parts, tuple(actions))
 
 
@@ -128,6 +134,11 @@ def reset(ctx: Context, progress: Progress, *, delete_volumes: bool = False) -> 
     on it. Elsewhere: remove this fleet alone (its nodes, its Consul tokens and KV, its
     .fleet/lab), the shared lab staying up. Pet data volumes only with delete_volumes."""
     p = paths(ctx)
+    with processes.exclusive(p, progress):
+        return _reset(ctx, p, progress, delete_volumes)
+
+
+def _reset(ctx: Context, p: Paths, progress: Progress, delete_volumes: bool) -> LabReport:
     sharing.require_alone(ctx, p, "reset")
     if not sharing.owns_servers(p):
         actions = sharing.reset_own(ctx, p, progress)

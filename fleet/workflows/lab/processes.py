@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,6 +37,22 @@ def local(address: str, what: str) -> None:
 
 
 # ---- processes the lab owns -------------------------------------------------------------
+
+@contextlib.contextmanager
+def exclusive(p: Paths, progress: Progress) -> Iterator[None]:
+    """One `lab up`, `down` or `reset` at a time in this directory: two `lab up` side by side
+    each started OpenBao, one of them could not take its port and exited, and the PID file kept
+    the one that exited, so that a later `lab reset` left the running server behind (and took
+    its data directory from under it). The lock file sits beside .fleet/lab, which reset removes."""
+    p.lab.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.lab.parent / "lab.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for another `fleet lab` command in this directory to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
 
 def recorded_pid(p: Paths, name: str, exe: str) -> int | None:
     try:
