@@ -11,6 +11,7 @@ pet's `db_password` in Vault (fleet/postgres/<env>); a pet role's settings `data
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from fleet.adapters import postgres
@@ -47,6 +48,23 @@ def database_env(ctx: Context, env: str) -> str:
 def target(ctx: Context, role: Role, env: str) -> Target:
     """Where role's migrations run for env: the first instance of its database pet in the
     environment owning env's pets, with that pet's password."""
+    owner, pet, instance = database_pet(ctx, role, env)
+    found = credentials.vault(ctx).kv_get(ctx.fleet.secrets_mount,
+                                          secrets_model.kv_path(pet.name, owner))
+    if not found or PASSWORD_KEY not in found:
+        raise FleetError(f"{pet.name}'s {PASSWORD_KEY} in {owner} is not in Vault: "
+                         f"{role.name}'s migrations cannot log in",
+                         f"fleet secrets put {pet.name} {PASSWORD_KEY} --env {owner}")
+    settings = pet.settings
+    db = postgres.Database(topology.container(ctx, instance), PORT,
+                           str(settings.get("database", "gitlab")),
+                           str(settings.get("user", "gitlab")), Secret(found[PASSWORD_KEY]))
+    return Target(role.name, owner, instance, db)
+
+
+def database_pet(ctx: Context, role: Role, env: str) -> tuple[str, Role, str]:
+    """(the environment owning env's pets, the database's pet role, the instance role's
+    migrations run against): the first of that role's instances there."""
     decl = role.migrations
     if decl is None:
         raise FleetError(f"{role.name} declares no migrations")
@@ -56,17 +74,7 @@ def target(ctx: Context, role: Role, env: str) -> Target:
     if not instances:
         raise FleetError(f"{owner} has no {pet.name} instance for {role.name}'s migrations",
                          f"list one in roles.{pet.name}.instances.{owner}")
-    found = credentials.vault(ctx).kv_get(ctx.fleet.secrets_mount,
-                                          secrets_model.kv_path(pet.name, owner))
-    if not found or PASSWORD_KEY not in found:
-        raise FleetError(f"{pet.name}'s {PASSWORD_KEY} in {owner} is not in Vault: "
-                         f"{role.name}'s migrations cannot log in",
-                         f"fleet secrets put {pet.name} {PASSWORD_KEY} --env {owner}")
-    settings = pet.settings
-    db = postgres.Database(topology.container(ctx, instances[0]), PORT,
-                           str(settings.get("database", "gitlab")),
-                           str(settings.get("user", "gitlab")), Secret(found[PASSWORD_KEY]))
-    return Target(role.name, owner, instances[0], db)
+    return owner, pet, instances[0]
 
 
 # What a database that is still coming up answers: its server not listening yet, or its
@@ -122,10 +130,18 @@ class Schema:
     error: str = ""            # why the database could not be read ('' when it was)
 
 
-def schema(ctx: Context, role: Role, env: str, image: ImageRecord) -> Schema:
+def schema(ctx: Context, role: Role, env: str, image: ImageRecord,
+           running: Collection[str] | None = None) -> Schema:
     """Pending migrations of image and the point of no return of env's database; a database
-    that cannot be read is said, not raised (status and plan show everything else anyway)."""
+    that cannot be read is said, not raised (status and plan show everything else anyway).
+    running: the lab's running containers, when the caller has listed them: a database pet
+    not among them is said to be so, not asked (a plan before the first apply)."""
     try:
+        if running is not None:
+            owner, pet, instance = database_pet(ctx, role, env)
+            if topology.container(ctx, instance) not in running:
+                return Schema((), "", f"{pet.name} {instance} in {owner} is not running "
+                                      "(fleet apply creates or starts it)")
         t = target(ctx, role, env)
         ran = applied(ctx, t, image)
     except FleetError as exc:

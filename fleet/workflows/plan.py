@@ -32,7 +32,7 @@ container is removed with `docker rm -f`), or a member whose container is gone
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -350,7 +350,7 @@ def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None)
         pets=_pets(runs, converged, records),
         moved=moved,
     )
-    said = schemas(ctx, chosen, images)
+    said = schemas(ctx, chosen, images, started)
     return Reading(replace(plan_diff(desired, actual), migrations=said), channels)
 
 
@@ -367,17 +367,18 @@ def _pets(runs: Mapping[str, tuple[str, str]], converged: Mapping[str, str],
     return found
 
 
-def schemas(ctx: Context, envs: Iterable[str],
-            images: Mapping[str, ImageRecord | None]) -> dict[str, str]:
+def schemas(ctx: Context, envs: Iterable[str], images: Mapping[str, ImageRecord | None],
+            running: Collection[str] | None = None) -> dict[str, str]:
     """For each role whose newest image carries migrations, in each environment: what its
-    promotion would run there and the database's point of no return (services.database)."""
+    promotion would run there and the database's point of no return (services.database);
+    running: the lab's running containers, if listed."""
     said: dict[str, str] = {}
     for role in ctx.fleet.roles.values():
         image = images.get(role.name)
         if role.migrations is None or image is None or not image.migrations:
             continue
         for env in envs:
-            s = database.schema(ctx, role, env, image)
+            s = database.schema(ctx, role, env, image, running)
             said[f"{env}/{role.name}"] = (
                 f"cannot read {database.database_env(ctx, env)}'s database: {s.error}" if s.error
                 else f"{image.version} would run {', '.join(s.pending) or 'no migration'}; point "

@@ -253,3 +253,14 @@ def test_require_rehearsal_admits_pending_migrations_only_with_a_fresh_pass(
     fake_database[0] = RAN_V2
     crossing = migrate.problems(p, "production", "v1", ["web"], rollback=True)
     assert len(crossing) == 1 and "point of no return" in crossing[0], crossing
+
+
+def test_a_plan_before_the_database_pet_runs_says_so_without_asking_it() -> None:
+    ctx = load(EXAMPLE)
+    web = ctx.fleet.role("web")
+    said = database.schema(ctx, web, "staging", V1, running=set())
+    owner = database.database_env(ctx, "staging")
+    instance = ctx.fleet.role("postgres").instances[owner][0]
+    assert said.error == (f"postgres {instance} in {owner} is not running (fleet apply creates "
+                          "or starts it)"), said
+    assert said.pending == () and said.point_of_no_return == ""
