@@ -53,15 +53,9 @@ def eventually(read: Callable[[], T], expected: T, timeout: float = 20) -> T:
 @pytest.fixture(scope="session")
 def lab() -> Any:
     """The example fleet's lab, up; yields its Context."""
-    import fcntl
-    import tempfile
-
     from fleet.services.context import load
 
-    # one `lab up` at a time: pytest-xdist's workers each start a session (scripts/test.sh)
-    with open(Path(tempfile.gettempdir()) / "fleet-tests-lab-up.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        result = fleet("lab", "up")
+    result = fleet("lab", "up")
     assert result.code == 0, result.stderr
     return load(EXAMPLE)
 

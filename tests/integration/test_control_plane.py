@@ -33,7 +33,7 @@ from fleet.services import cattle, topology
 from tests.conftest import ROOT
 from tests.integration.cluster import ClusterLab
 
-pytestmark = [pytest.mark.lab, pytest.mark.alone]  # lab-wide or heavy: run by itself (scripts/test.sh)
+pytestmark = pytest.mark.lab
 
 NODES = 4
 SECRET = "s3cret-over-three-nodes"

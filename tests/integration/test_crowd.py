@@ -33,7 +33,7 @@ from fleet.services import cattle, topology
 from fleet.services.context import load
 from tests.conftest import FleetCopy
 
-pytestmark = [pytest.mark.lab, pytest.mark.alone]  # lab-wide or heavy: run by itself (scripts/test.sh)
+pytestmark = pytest.mark.lab
 
 CROWD, ROLLED, BATCH = 21, 20, 5
 

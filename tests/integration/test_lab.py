@@ -16,7 +16,7 @@ from fleet.model import vault_policy
 from fleet.services import topology
 from tests.conftest import eventually, fleet
 
-pytestmark = [pytest.mark.lab, pytest.mark.alone]  # lab-wide or heavy: run by itself (scripts/test.sh)
+pytestmark = pytest.mark.lab
 
 
 def parts(run_json: Any) -> dict[str, dict[str, str]]:

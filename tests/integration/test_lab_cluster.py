@@ -23,7 +23,7 @@ from fleet.services.context import load
 from tests.conftest import EXAMPLE, eventually
 from tests.integration.cluster import NETWORK, ClusterLab
 
-pytestmark = [pytest.mark.lab, pytest.mark.alone]  # lab-wide or heavy: run by itself (scripts/test.sh)
+pytestmark = pytest.mark.lab
 
 
 def parts(lab: ClusterLab) -> dict[str, dict[str, str]]:

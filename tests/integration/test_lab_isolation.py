@@ -19,7 +19,7 @@ from fleet.workflows import lab as lab_workflow
 from fleet.workflows.lab import sharing
 from tests.conftest import ROOT, FleetCopy, fleet
 
-pytestmark = [pytest.mark.lab, pytest.mark.alone]  # lab-wide or heavy: run by itself (scripts/test.sh)
+pytestmark = pytest.mark.lab
 
 
 def base_image(ctx: Context) -> str:
