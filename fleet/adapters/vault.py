@@ -82,7 +82,7 @@ class Vault:
                 return fn(*args, **kwargs)
             except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError) as exc:
                 if len(self.addresses) > 1 and _leaderless(exc):
-                    raise Leaderless(str(exc)) from exc
+                    raise Leaderless(str(exc), _commit_failed(exc)) from exc
                 raise
             except OSError as exc:  # requests' errors are OSErrors
                 if "refused" in str(exc).lower():
@@ -374,6 +374,15 @@ class Vault:
 
 
 def _leaderless(exc: Exception) -> bool:
-    """A node that cannot serve now while another may: sealed, or no active node (elected)."""
+    """A node that cannot serve now while another may: sealed, no active node (elected), or
+    its raft storage failed to commit what the request wrote (a leader changing or slow under
+    load: seen in a 3-node lab on a role-id read, which OpenBao may write through)."""
     said = str(exc).lower()
-    return "sealed" in said or "active" in said or "leader" in said or "standby" in said
+    return ("sealed" in said or "active" in said or "leader" in said or "standby" in said
+            or _commit_failed(exc))
+
+
+def _commit_failed(exc: Exception) -> bool:
+    """OpenBao's raft storage could not commit the request's write: it may or may not stand,
+    so only a request that may be sent again is (Servers)."""
+    return "transaction commit failed" in str(exc).lower()

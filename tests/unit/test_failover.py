@@ -40,6 +40,11 @@ class Server:
                 outer.seen.append(f"{self.command} {self.path}")
                 if outer.mode == "leaderless":
                     return self.send(500, b"No cluster leader")
+                if outer.mode == "commit-failed":  # OpenBao's raft storage under load
+                    return self.send(500, json.dumps({"errors": [
+                        "1 error occurred:\n\t* transaction commit failed\n\n"]}).encode())
+                if outer.mode == "vault":  # an OpenBao node that answers
+                    return self.send(200, json.dumps({"data": {"role_id": "r-1"}}).encode())
                 if outer.mode == "forwarding":  # a follower still sending to the dead leader
                     return self.send(500, b"rpc error getting client: failed to get conn: "
                                           b"dial tcp 10.0.0.1:8310: connect: connection refused")
@@ -96,7 +101,7 @@ def refused_address() -> str:
 @pytest.fixture
 def servers() -> Iterator[dict[str, Server]]:
     made = {m: Server(m) for m in ("leader", "leaderless", "vanishing", "forwarding", "cut",
-                                   "refusing")}
+                                   "refusing", "commit-failed", "vault")}
     yield made
     for s in made.values():
         s.httpd.server_close()
@@ -181,3 +186,17 @@ def test_a_write_that_may_not_be_repeated_is_not(servers: dict[str, Server]) -> 
     with pytest.raises(OSError):
         pool.request("PUT", "/v1/kv/once", b"x", resend=False)
     assert leader.seen == [], "never sent to a second server"
+
+
+def test_an_openbao_node_that_failed_to_commit_is_passed_over(servers: dict[str, Server]) -> None:
+    """A read OpenBao's raft storage could not commit (it may write through a read) goes to
+    the next node; one node alone says it in one line."""
+    from fleet.adapters.vault import Vault
+    from fleet.errors import FleetError
+
+    failing, node = servers["commit-failed"], servers["vault"]
+    assert Vault([failing.address, node.address], "t").role_id("web", "approle") == "r-1"
+    assert failing.seen == ["GET /v1/auth/approle/role/web/role-id"], failing.seen
+    with pytest.raises(FleetError) as alone:
+        Vault(failing.address, "t").role_id("web", "approle")
+    assert "transaction commit failed" in alone.value.line(), alone.value.line()
