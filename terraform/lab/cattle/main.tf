@@ -113,7 +113,7 @@ resource "terraform_data" "node" {
           left\ * | failed\ *) consul force-leave -prune ${self.input.name} >/dev/null 2>&1 || true ;;
         esac
         case "$member" in
-          alive\ * | leaving\ * | failed\ *) pin="--ip $(echo "$member" | cut -d' ' -f2)" ;;
+          alive\ * | leaving\ * | failed\ *) pin="--ip $${member#* }" ;;
         esac
         run() {
           docker run -d --pull never --name ${self.input.name} --hostname ${self.input.name} \
