@@ -29,6 +29,7 @@ Choices, for whoever runs it:
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -102,7 +103,24 @@ def _up(ctx: Context, p: Paths, progress: Progress) -> LabReport:
     if processes.recorded_pid(p, "boots", boots.EXE) is None:
         processes.start(p, "boots", boots.argv(ctx))
         actions.append("started the reboot watcher")
-    return LabReport(status(ctx, tools=False).parts, tuple(actions))
+    return LabReport(_settled(ctx).parts, tuple(actions))
+
+
+# How long `lab up`'s last look waits for a part that was up a moment ago to answer again
+SETTLE_S = 20.0
+
+
+def _settled(ctx: Context) -> LabReport:
+    """The lab's parts once every one is up, or as they stand after SETTLE_S. Every server
+    was seen serving before this look, but a Consul server that rejoined a moment ago can
+    start an election (no leader for a second or two) and a loaded host can miss a probe's
+    2 s: one look would call that server down."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        report = status(ctx, tools=False)
+        if report.healthy or time.monotonic() >= deadline:
+            return report
+        time.sleep(0.5)
 
 
 def down(ctx: Context, progress: Progress) -> LabReport:

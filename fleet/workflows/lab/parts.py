@@ -44,10 +44,12 @@ class LabReport:
 
     def error(self) -> FleetError | None:
         """Parts not up (`lab up` and `lab status` fail with it; `lab down` does not)."""
-        down = [p.name for p in self.parts if p.state is not PartState.UP]
+        hint = "; run `fleet lab up`"  # said once, below
+        down = [f"{p.name} ({p.detail.removesuffix(hint)})" if p.detail else p.name
+                for p in self.parts if p.state is not PartState.UP]
         if not down:
             return None
-        return FleetError(f"lab part(s) not up: {', '.join(down)}",
+        return FleetError(f"lab part(s) not up: {'; '.join(down)}",
                           "run `fleet lab up` (or scripts/setup.sh for a missing tool)")
 
 
