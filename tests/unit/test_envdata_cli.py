@@ -1,6 +1,7 @@
 """fleet env refresh / rebuild on the command line (fleet/cli/envdata.py): registered here on
 the `fleet env` group for the test, as fleet/cli/env.py is to do with envdata.register.
-Refusals that need no lab: one line, exit 1."""
+Refusals: one line, exit 1. They read the lab's Consul (an ephemeral environment recorded
+there could bear the name given), so that test takes the lab."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_register_adds_refresh_and_rebuild(env_group: click.Group) -> None:
     (("env", "refresh", "staging", "--from", "prod"), 'unknown environment "prod"'),
     (("env", "rebuild", "nowhere"), 'unknown environment "nowhere"'),
 ])
+@pytest.mark.lab
+@pytest.mark.usefixtures("lab")
 def test_refusals_are_one_line(env_group: click.Group, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
                                says: str) -> None:
