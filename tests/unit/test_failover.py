@@ -103,7 +103,8 @@ def servers() -> Iterator[dict[str, Server]]:
     made = {m: Server(m) for m in ("leader", "leaderless", "vanishing", "forwarding", "cut",
                                    "refusing", "commit-failed", "vault")}
     yield made
-    for s in made.values():
+    for s in made.values():  # shut down first: serve_forever on a closed socket spins, and
+        s.httpd.shutdown()   # the spinning threads held the GIL for the rest of the session
         s.httpd.server_close()
 
 
