@@ -131,8 +131,10 @@ def rollout() -> list[Figure]:
             continue
         seconds = statistics.median(result["rollouts"])
         ratio = seconds / result["bound"]
-        cpu = (f"; host CPU {result['cpu_busy'] / seconds / (os.cpu_count() or 1):.0%} busy"
-               if result.get("cpu_busy") else "")
+        cores = os.cpu_count() or 1
+        cpu = (f"; host CPU {result['cpu_busy'] / seconds / cores:.0%} busy, every core busy "
+               f"{result['cpu_busy'] / cores / result['bound']:.2f}x" if result.get("cpu_busy")
+               else "")
         figures.append(Figure(row, round(ratio, 3), "x", f"<= {limit}x", ratio <= limit,
                               f"{seconds:.1f} s / bound {result['bound']:.1f} s{cpu}"))
     return [*figures, *not_here]

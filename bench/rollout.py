@@ -8,6 +8,10 @@ has every check of the node passing, on single nodes booted alone (the median of
 
 Target: the rollout within 1.3x of the lower bound, for N = 20, B = 5.
 
+It also prints the host's CPU-seconds spent during the rollout (/proc/stat: every process,
+the lab's servers and other nodes included) and the time they take with every core busy: a
+floor that no rollout doing the same work reaches on this host, whatever it overlaps.
+
 --max-surge M rolls with fleet promote --max-surge M (2 x B: the next batch boots while the one
 before is gated; the bound is the same).
 
@@ -249,6 +253,9 @@ def main() -> None:
               f"{statistics.median(busy) / statistics.median(s for s, _ in passed) / cores:.0%}"
               f" of {cores} cores ({statistics.median(busy):.1f} CPU-s; "
               f"{statistics.median(busy) / n:.2f} per node replaced)")
+        floor = statistics.median(busy) / cores
+        print(f"those CPU-s with every core busy          {floor:6.2f} s  = {floor / bound:.2f}x "
+              f"the bound (no rollout spending them is faster on this host)")
     print(f"flaps (running nodes marked failed)       {len(members.flapped)}"
           + (f": {', '.join(sorted(members.flapped)[:5])}" if members.flapped else ""))
     if passed:
