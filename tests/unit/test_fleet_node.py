@@ -342,3 +342,48 @@ def test_a_node_the_servers_call_failed_joins_them_again_until_it_is_alive(
     assert len(joins) == 2, calls
     assert clock[0] <= 10 * node.MEMBER_EVERY + node.MEMBER_SETTLED, clock
     assert looks == 10 + node.MEMBER_SETTLED // node.MEMBER_EVERY, looks
+
+
+@pytest.mark.parametrize("holder_alive", [False, True])
+def test_an_agent_whose_gossip_shut_down_is_started_afresh_once_the_name_is_free(
+        monkeypatch: pytest.MonkeyPatch, holder_alive: bool) -> None:
+    """stay_member's join answered as an agent that lost a name conflict answers (HTTP 500,
+    serf's "can't Join after Leave or Shutdown"): no join can help, so revive waits until the
+    servers have called the name's other holder failed for RECLAIM_WAIT seconds (a holder seen
+    passing again starts the count anew), then asks fleet-init (PID 1) for a new agent with
+    SIGUSR1, once. While the holder stays alive, nothing is restarted."""
+    import signal
+    import urllib.error
+
+    node = load()
+    clock = [0.0]
+    monkeypatch.setattr(node.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(node.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setenv("FLEET_CONSUL_JOIN", "172.30.0.2")
+    # two looks not passing make stay_member join; then what revive sees
+    seen = iter(["critical", "critical"] + (["passing"] * 200 if holder_alive
+                                            else ["passing", "critical"] + ["critical"] * 200))
+    joins: list[float] = []
+
+    def agent_call(method: str, path: str, token: str, body: Any = None,
+                   timeout: float = 5) -> bytes:
+        if path == "/v1/agent/self":
+            return json.dumps({"Config": {"NodeName": "git-canary-v1-0"}}).encode()
+        if path.startswith("/v1/health/node/git-canary-v1-0"):
+            return json.dumps([{"CheckID": "serfHealth", "Status": next(seen)}]).encode()
+        assert (method, path) == ("PUT", "/v1/agent/join/172.30.0.2"), path
+        joins.append(clock[0])
+        raise urllib.error.HTTPError(path, 500, "Internal Server Error", None,  # type: ignore[arg-type]
+                                     io.BytesIO(b"Serf can't Join after Leave or Shutdown"))
+
+    signals: list[tuple[int, int, float]] = []
+    monkeypatch.setattr(node, "agent_call", agent_call)
+    monkeypatch.setattr(node.os, "kill", lambda pid, sig: signals.append((pid, sig, clock[0])))
+    node.stay_member("token")
+    assert joins == [node.MEMBER_EVERY], "one join, after two looks not passing"
+    if holder_alive:
+        assert signals == [], "the name's holder is alive: no new agent"
+        assert clock[0] >= node.MEMBER_WATCH, "it looked until the watch's end"
+        return
+    # looks at 5 (passing: the count starts anew), 10 (critical), ... 45 = 10 + RECLAIM_WAIT
+    assert signals == [(1, signal.SIGUSR1, 2 * node.MEMBER_EVERY + node.RECLAIM_WAIT)], signals
