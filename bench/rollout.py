@@ -249,11 +249,11 @@ def main() -> None:
     print(f"nodes alive at once (most)                {members.most_alive}")
     cores = os.cpu_count() or 1
     if busy:
+        spent = statistics.median(busy)
         print(f"host CPU busy during the rollouts         "
-              f"{statistics.median(busy) / statistics.median(s for s, _ in passed) / cores:.0%}"
-              f" of {cores} cores ({statistics.median(busy):.1f} CPU-s; "
-              f"{statistics.median(busy) / n:.2f} per node replaced)")
-        floor = statistics.median(busy) / cores
+              f"{spent / statistics.median(s for s, _ in passed) / cores:.0%}"
+              f" of {cores} cores ({spent:.1f} CPU-s; {spent / n:.2f} per node replaced)")
+        floor = spent / cores
         print(f"those CPU-s with every core busy          {floor:6.2f} s  = {floor / bound:.2f}x "
               f"the bound (no rollout spending them is faster on this host)")
     print(f"flaps (running nodes marked failed)       {len(members.flapped)}"
