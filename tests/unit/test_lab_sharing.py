@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fleet.adapters import docker
+from fleet.errors import FleetError
 from fleet.model.nodes import Node
 from fleet.model.verification import container_labels
 from fleet.services import topology
@@ -73,3 +76,46 @@ def test_every_lab_module_labels_its_nodes_with_the_fleet() -> None:
         assert "--label fleet.name=" in text, module
     machines = (ROOT / "terraform" / "lab" / "machines" / "main.tf").read_text()
     assert "docker volume create --label fleet.lab=1 --label fleet.name=" in machines
+
+
+def _lab_with(monkeypatch: pytest.MonkeyPatch, looks: list[list[docker.LabNode]]) -> list[int]:
+    """A lab this directory owns whose docker ps answers looks, one after another (the last
+    one again and again); returns the count of looks taken."""
+    taken = [0]
+
+    def lab_nodes(network: str = "") -> list[docker.LabNode]:
+        taken[0] += 1
+        return looks[min(taken[0], len(looks)) - 1]
+
+    monkeypatch.setattr(sharing, "owns_servers", lambda p: True)
+    monkeypatch.setattr(docker, "server_version", lambda: "24.0")
+    monkeypatch.setattr(docker, "lab_nodes", lab_nodes)
+    monkeypatch.setattr(sharing.time, "sleep", lambda s: None)
+    return taken
+
+
+def _node(name: str, fleet: str = "other") -> docker.LabNode:
+    return docker.LabNode(name, fleet, "web", "canary", True)
+
+
+def test_another_fleets_draining_nodes_are_waited_for_before_a_refusal(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ctx = load(ROOT / "fleet.toml", {})
+    mine = _node("gitlab-web-canary-v1-0", "gitlab")
+    draining = [mine, _node("other-web-01.draining"), _node("other-web-02.draining")]
+    said: list[str] = []
+    taken = _lab_with(monkeypatch, [draining, draining, [mine]])
+    sharing.require_alone(ctx, topology.Paths(tmp_path), "reset", said.append)
+    assert taken[0] == 3, "looked again until they were gone"
+    assert said == ["waiting up to 40 s for 2 draining node(s) of other fleets to go"]
+
+    # still there when the wait is over: refused, naming them
+    _lab_with(monkeypatch, [draining])
+    with pytest.raises(FleetError, match=r"other \(2 node\(s\), e\.g\. other-web-01\.draining"):
+        sharing.require_alone(ctx, topology.Paths(tmp_path), "reset", said.append, wait=0)
+
+    # a node that runs is refused at once: nothing waits for it
+    taken = _lab_with(monkeypatch, [[_node("other-web-01.draining"), _node("other-web-02")]])
+    with pytest.raises(FleetError, match="lab down refused"):
+        sharing.require_alone(ctx, topology.Paths(tmp_path), "down", said.append)
+    assert taken[0] == 1

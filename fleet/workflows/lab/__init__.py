@@ -129,7 +129,7 @@ def down(ctx: Context, progress: Progress) -> LabReport:
     (fleet/workflows/lab/sharing.py)."""
     p = paths(ctx)
     with processes.exclusive(p, progress):
-        sharing.require_alone(ctx, p, "down")
+        sharing.require_alone(ctx, p, "down", progress)
         if not sharing.owns_servers(p):
             progress("the lab's servers were not started from here: they keep running")
         actions = _stop(p, progress)
@@ -157,7 +157,7 @@ def reset(ctx: Context, progress: Progress, *, delete_volumes: bool = False) -> 
 
 
 def _reset(ctx: Context, p: Paths, progress: Progress, delete_volumes: bool) -> LabReport:
-    sharing.require_alone(ctx, p, "reset")
+    sharing.require_alone(ctx, p, "reset", progress)
     if not sharing.owns_servers(p):
         actions = sharing.reset_own(ctx, p, progress)
         actions += (sharing.delete_volumes(ctx, progress) if delete_volumes

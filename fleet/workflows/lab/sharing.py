@@ -22,11 +22,16 @@ data, or recorded their PIDs, owns them: it ran the first `lab up`. Choices:
   and only this fleet's: labelled with its name, or named after one of its pets' instances.
   Docker refuses to remove a volume a container still uses.
 - With dockerd down, no node can be seen: nothing is refused on their account.
+- A node of another fleet that is draining away (renamed NAME.draining by its destroy: it
+  stops, leaves Consul and is removed by itself, ~20 s at most) is waited for, up to
+  DRAIN_WAIT, before a refusal on its account: right after that fleet's apply or reset the
+  lab is about to be free, and a refusal would only make the user run the command again.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable
 
 from fleet.adapters import docker
@@ -39,6 +44,8 @@ from fleet.workflows.lab import boots, processes
 from fleet.workflows.lab.processes import Progress
 
 SERVERS = (("openbao", "bao"), ("consul", "consul"), ("dockerd", "dockerd"))
+DRAIN_WAIT = 40  # seconds another fleet's draining nodes are waited for (docker stop's 10 s
+#                  grace, the leave's 5 s, the catalog's deregistration: ~20 s, twice over)
 
 
 def servers(p: Paths) -> list[tuple[str, str]]:
@@ -77,11 +84,27 @@ def refusal(command: str, fleets: dict[str, list[str]]) -> FleetError:
         "gone, `docker rm -f` its containers: label fleet.name=NAME)")
 
 
-def require_alone(ctx: Context, p: Paths, command: str) -> None:
-    """Refuse to take the shared servers while another fleet has nodes on them."""
+def draining_only(fleets: dict[str, list[str]]) -> bool:
+    """Whether every node of the other fleets is draining away (it goes by itself)."""
+    return all(n.endswith(".draining") for nodes in fleets.values() for n in nodes)
+
+
+def require_alone(ctx: Context, p: Paths, command: str, progress: Progress,
+                  wait: float = DRAIN_WAIT) -> None:
+    """Refuse to take the shared servers while another fleet has nodes on them; nodes that
+    are only draining away are waited for first, up to wait seconds."""
     if not owns_servers(p) or docker.server_version() is None:
         return
-    found = others(ctx.fleet.name, docker.lab_nodes(topology.network(ctx).name))
+    network = topology.network(ctx).name
+    deadline = time.monotonic() + wait
+    found = others(ctx.fleet.name, docker.lab_nodes(network))
+    if found and draining_only(found):
+        count = sum(len(n) for n in found.values())
+        progress(f"waiting up to {wait:.0f} s for {count} draining node(s) of other fleets "
+                 "to go")
+        while found and draining_only(found) and time.monotonic() < deadline:
+            time.sleep(1)
+            found = others(ctx.fleet.name, docker.lab_nodes(network))
     if found:
         raise refusal(command, found)
 
