@@ -25,6 +25,10 @@ class Image:
         """overlay2: the directory holding what the newest layer changed."""
         return self.layers[0] if self.layers else None
 
+    @property
+    def layers_on_disk(self) -> bool:  # overlay2: every layer a directory, read in place
+        return bool(self.layers) and all(d.is_dir() for d in self.layers)
+
 def server_version() -> str | None:
     """The daemon's version, None when no daemon answers."""
     result = process.run(["docker", "version", "--format", "{{.Server.Version}}"],

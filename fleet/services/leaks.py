@@ -97,6 +97,6 @@ def scan_whole(image: docker.Image, needles: dict[bytes, str]) -> list[secretsca
     """Every file of an image. On overlay2 each layer's directory is read in place (a file a
     later layer deleted is read too: a false alarm at worst, never a miss); elsewhere through
     `docker export`."""
-    if image.layers and all(d.is_dir() for d in image.layers):
+    if image.layers_on_disk:
         return [f for layer in image.layers for f in scan_tree(layer, needles)]
     return scan_image(image.id, needles)

@@ -322,7 +322,7 @@ def scan(ctx: Context, consul: Consul | None = None, also: Iterable[Path] = ()) 
         if image is None:
             continue  # an AMI, or removed from Docker: nothing of it here
         images.append(record.ref)
-        if image.layers and all(d.is_dir() for d in image.layers):
+        if image.layers_on_disk:
             for layer in image.layers:  # overlay2: a layer images share is read once
                 layers.setdefault(layer, record.ref)
         else:

@@ -96,15 +96,15 @@ def require_alone(ctx: Context, p: Paths, command: str, progress: Progress,
     if not owns_servers(p) or docker.server_version() is None:
         return
     network = topology.network(ctx).name
-    deadline = time.monotonic() + wait
-    found = others(ctx.fleet.name, docker.lab_nodes(network))
-    if found and draining_only(found):
-        count = sum(len(n) for n in found.values())
-        progress(f"waiting up to {wait:.0f} s for {count} draining node(s) of other fleets "
-                 "to go")
-        while found and draining_only(found) and time.monotonic() < deadline:
-            time.sleep(1)
-            found = others(ctx.fleet.name, docker.lab_nodes(network))
+    deadline, said = time.monotonic() + wait, False
+    while ((found := others(ctx.fleet.name, docker.lab_nodes(network)))
+           and draining_only(found) and time.monotonic() < deadline):
+        if not said:
+            count = sum(len(n) for n in found.values())
+            progress(f"waiting up to {wait:.0f} s for {count} draining node(s) of other "
+                     "fleets to go")
+            said = True
+        time.sleep(1)
     if found:
         raise refusal(command, found)
 
