@@ -1,7 +1,8 @@
 """Consul through py-consul: KV with check-and-set, sessions, health and ACL policies and tokens.
 Its dicts stop here. Reads (KV, health, the leader) go over the standard library's HTTP
 (adapters/http.Http): a read command then never imports py-consul and requests, ~75 ms of
-its start; py-consul is made on the first write, session, watch or ACL call."""
+its start; py-consul is made on the first write, session, watch or ACL call. A whole fleet's
+health checks are read by the FleetChecks mixin (adapters/consul_checks.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from fleet.adapters.consul_admin import MEMBER_CHECK, Admin
+from fleet.adapters.consul_checks import FleetChecks
 from fleet.adapters.http import Answer, Leaderless, Servers, answering
 from fleet.errors import Denied, FleetError
 
@@ -57,15 +59,6 @@ TXN_OPS = 64  # operations in one transaction, Consul's limit
 
 
 @dataclass(frozen=True)
-class TaggedNodes:
-    """What one read of the health checks says of a fleet's nodes (Consul.nodes_by_tags)."""
-
-    by_tags: dict[tuple[str, ...], set[str]]  # a service's tag list -> nodes with its check
-    members: dict[str, bool]                  # node -> its MEMBER_CHECK passes (a failed
-                                              # member: False); a node without one is absent
-
-
-@dataclass(frozen=True)
 class NodeCheck:
     """One health check on one node: the node's own (serfHealth) or one of its services'."""
 
@@ -76,7 +69,7 @@ class NodeCheck:
     output: str
 
 
-class Consul(Admin):
+class Consul(Admin, FleetChecks):
     """A Consul HTTP API client with one token, knowing every server of the cluster (one
     address or several: see adapters/http.Servers for how a request moves between them)."""
 
@@ -263,17 +256,10 @@ class Consul(Admin):
     def checks_index(self, tag: str, index: int = 0,
                      wait: str = "") -> tuple[int, frozenset[tuple[str, str, str]]]:
         """(index, {(node, check, status)}) of tag's services' checks and serfHealths; kv_index's wait."""
-        answer = self._send(f"watch checks tagged {tag}", "GET", "/v1/health/state/any", {
+        answer, items = self._checks(f"watch checks tagged {tag}", "any", {
             "filter": f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"',
             **_blocking(index, wait)})
-        items = json.loads(answer.body) or []
-        return _index(answer), frozenset((i["Node"], i["CheckID"], i["Status"]) for i in items)
-
-    def failing(self, tag: str) -> builtins.list[tuple[str, tuple[str, ...]]]:
-        """(node, service tags) of each critical check of a service tagged tag: one request."""
-        items = self._read(f"critical checks tagged {tag}", "/v1/health/state/critical",
-                           {"filter": f'"{tag}" in ServiceTags'})
-        return [(str(i["Node"]), tuple(str(t) for t in i["ServiceTags"])) for i in items or []]
+        return _index(answer), frozenset((i.Node, i.CheckID, i.Status) for i in items)
 
     def delete(self, key: str) -> None:
         self._send(f"delete {key}", "DELETE", f"/v1/kv/{key}")
@@ -288,47 +274,6 @@ class Consul(Admin):
 
     def delete_tree(self, prefix: str) -> None:
         self._send(f"delete {prefix}", "DELETE", f"/v1/kv/{prefix}", {"recurse": "true"})
-
-    def nodes_by_tags(self, tag: str) -> TaggedNodes:
-        """The nodes with a service check whose service carries tag, grouped by the service's
-        tag list, and every member's serfHealth: every node of a large fleet in one request
-        (a filter on /v1/health/state/any), and no object per node, which fleet plan would
-        pay for. (serfHealth checks carry no service tags, so they are read for every member
-        of the datacenter: one small check each.)"""
-        items = self._read(f"checks tagged {tag}", "/v1/health/state/any", {
-            "filter": f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"'}) or []
-        found: dict[tuple[str, ...], set[str]] = {}
-        members: dict[str, bool] = {}
-        for item in items:
-            if item["CheckID"] == MEMBER_CHECK:
-                members[item["Node"]] = item["Status"] == Health.PASSING
-            else:
-                found.setdefault(tuple(item["ServiceTags"]), set()).add(item["Node"])
-        return TaggedNodes(found, members)
-
-    def service_checks(self, tag: str) -> tuple[builtins.list[tuple[str, str, tuple[str, ...],
-                                                                    bool]], dict[str, bool]]:
-        """What instances() makes each instance's health of, for every service carrying tag at
-        once, in one request (a filter on /v1/health/state/any), without the services' meta,
-        addresses and weights (10,000 nodes: 6 MB with their serfHealths; instances() of every
-        service, 9 MB): each check of such a service as (node, service, its tags, passing), and
-        node -> whether every check of the node itself passes, for the members (a node without
-        MEMBER_CHECK is absent). A service without a check is not seen (model.nodes gives one)."""
-        items = self._read(f"checks tagged {tag}", "/v1/health/state/any", {
-            "filter": f'"{tag}" in ServiceTags or ServiceID == ""'}) or []
-        checks: builtins.list[tuple[str, str, tuple[str, ...], bool]] = []
-        add, passes = checks.append, str(Health.PASSING)
-        node_ok: dict[str, bool] = {}
-        members: set[str] = set()
-        for item in items:
-            node, passing = item["Node"], item["Status"] == passes
-            if item["ServiceID"]:
-                add((node, item["ServiceName"], tuple(item["ServiceTags"]), passing))
-            else:
-                node_ok[node] = node_ok.get(node, True) and passing
-                if item["CheckID"] == MEMBER_CHECK:
-                    members.add(node)
-        return checks, {n: ok for n, ok in node_ok.items() if n in members}
 
     def instances_in(self, service: str, tag: str, envs: Sequence[str],
                      weight_not: int | None = None) -> builtins.list[Instance]:

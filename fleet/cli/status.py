@@ -41,7 +41,7 @@ def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None
     gc.freeze()
     from fleet.workflows import status as workflow
 
-    views.STATUS.show(workflow.status(session.live_context(), list(envs)), as_json)
+    views.STATUS.show(workflow.status(session.context(), list(envs)), as_json)
 
 
 def register(group: click.Group) -> None:

@@ -1,4 +1,9 @@
-"""Large answers decoded at once, with the cyclic garbage collector paused.
+"""Large answers: read while the command does something else, and decoded at once with the
+cyclic garbage collector paused.
+
+A large read begun early (Early) runs in a thread of its own: while the server works out
+its answer (~50 ms of Consul's for a 10,000-node fleet's health checks) and the thread waits
+for it without the interpreter lock, the command goes on with its other reads and imports.
 
 Decoding a 10,000-node fleet's health (tens of thousands of dicts and lists, none in a
 cycle) otherwise wakes the collector every 700 objects made, and its older generations' passes
@@ -10,8 +15,12 @@ the collector runs again as soon as the read is done.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -25,3 +34,26 @@ def decoding() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+class Early(Generic[T]):
+    """read() begun in a daemon thread at once; result() waits for it, and raises its error
+    if it failed (a command that fails meanwhile does not wait: the thread ends with it)."""
+
+    def __init__(self, read: Callable[[], T]) -> None:
+        self._found: list[T] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(read,), daemon=True)
+        self._thread.start()
+
+    def _run(self, read: Callable[[], T]) -> None:
+        try:
+            self._found.append(read())
+        except BaseException as exc:  # handed to the thread that waits for it
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found[0]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet.adapters import consul_checks
 from fleet.adapters.consul import Consul, Instance
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
@@ -16,6 +17,7 @@ from fleet.model.promotion import floor
 from fleet.services import bulk
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context
+from fleet.services.environments import live
 from fleet.services.state import FleetState
 
 
@@ -43,27 +45,32 @@ class RoleStatus:
 
 
 def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
-    """Each cattle role in each environment (all by default). What is read does not grow with
+    """Each cattle role in each environment (all by default; ctx as fleet.toml has it, the
+    ephemeral environments Consul records are added here). What is read does not grow with
     the environments or roles asked about: every check of the fleet's services and every
     member's node checks (one request: Consul.service_checks, which says each node's role,
-    environment, version and health), every channel and every desired group (one request
-    each), the database of a role with migrations, and, only where a canary environment is
-    shown, its and the last environment's instances of each service with their Weights (one
-    request a service, READERS at a time): the traffic share."""
-    fleet = ctx.fleet
-    for env in envs:
-        fleet.environment(env)
-    shown = envs or list(fleet.env_names())
+    environment, version and health; sent first, and worked out by Consul while the rest is
+    read: bulk.Early), the ephemeral environments, every channel and every desired group (one
+    request each), the database of a role with migrations, and, only where a canary
+    environment is shown, its and the last environment's instances of each service with their
+    Weights (one request a service, READERS at a time): the traffic share."""
     consul = ctx.consul()
-    state = FleetState(consul, fleet.kv_prefix)
-    catalog = Catalog(consul, fleet.kv_prefix)
-    roles = [r for r in fleet.roles.values() if r.cls is RoleClass.CATTLE]
-    tag = f"fleet:{fleet.name}"
-    last = fleet.env_names()[-1]
-    weighed = [e for e in shown if e != last and fleet.environment(e).canary_weight > 0]
-    channels, every_desired = state.channels(), state.every_desired()
+    tag = f"fleet:{ctx.fleet.name}"
     with bulk.decoding():
-        checks, members = consul.service_checks(tag)
+        reading = bulk.Early(lambda: consul.service_checks(tag))
+        consul_checks.decoder()  # its import, while Consul works
+        ctx = live(ctx)
+        fleet = ctx.fleet
+        for env in envs:
+            fleet.environment(env)
+        shown = envs or list(fleet.env_names())
+        state = FleetState(consul, fleet.kv_prefix)
+        catalog = Catalog(consul, fleet.kv_prefix)
+        roles = [r for r in fleet.roles.values() if r.cls is RoleClass.CATTLE]
+        last = fleet.env_names()[-1]
+        weighed = [e for e in shown if e != last and fleet.environment(e).canary_weight > 0]
+        channels, every_desired = state.channels(), state.every_desired()
+        checks, members = reading.result()
     health = tally(checks, members, roles)
     instances: dict[str, list[Instance]] = {}
     serving: dict[tuple[str, str], int] = {}

@@ -10,12 +10,15 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from fleet.adapters import consul_checks
 from fleet.adapters.consul import Consul, Instance
+from fleet.errors import FleetError
 from fleet.model.definition import parse
 from fleet.services.cattle import health_of
 from fleet.workflows.status import passing_instances, tally
@@ -171,3 +174,44 @@ def test_decoding_pauses_the_collector_and_leaves_it_as_found() -> None:
     with pytest.raises(ValueError), bulk.decoding():
         raise ValueError
     assert gc.isenabled(), "running again after a failed read"
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "consul" / "health-state-any.json"
+
+
+def test_checks_decode_consuls_answer_to_the_fields_read() -> None:
+    """The lab's real answer (the example fleet deployed: its cattle's and pets' service
+    checks, every member's serfHealth) decoded to the five fields fleet reads, each as the
+    standard library reads it."""
+    body = GOLDEN.read_bytes()
+    found = consul_checks.checks("checks tagged fleet:gitlab", body)
+    want = json.loads(body)
+    assert len(found) == len(want) == 41, "every check"
+    assert [(c.Node, c.CheckID, c.Status, c.ServiceID, c.ServiceName, c.ServiceTags)
+            for c in found] == [(w["Node"], w["CheckID"], w["Status"], w["ServiceID"],
+                                 w["ServiceName"], tuple(w["ServiceTags"])) for w in want]
+    assert {c.CheckID for c in found if not c.ServiceID} == {"serfHealth"}, \
+        "a node's own check has no service"
+
+
+def test_checks_take_null_tags_and_refuse_what_is_no_check_list() -> None:
+    null_tags = b'[{"Node": "n1", "CheckID": "c", "Status": "passing", "ServiceTags": null}]'
+    [only] = consul_checks.checks("x", null_tags)
+    assert (only.ServiceID, only.ServiceTags) == ("", ()), "no service, no tags"
+    assert consul_checks.checks("x", b"null") == [], "Consul's null: no checks"
+    for body in (b'{"error": "x"}', b"<html>", b'[{"Node": 1}]'):
+        with pytest.raises(FleetError, match="checks tagged fleet:x is not a list of health"):
+            consul_checks.checks("checks tagged fleet:x", body)
+
+
+def test_early_hands_over_the_result_or_the_error() -> None:
+    from fleet.services import bulk
+
+    assert bulk.Early(lambda: 42).result() == 42
+
+    def fails() -> int:
+        raise FleetError("Consul at x refused")
+
+    reading = bulk.Early(fails)
+    with pytest.raises(FleetError, match="refused"):
+        reading.result()
