@@ -10,6 +10,7 @@ Exit codes: 0 ok; 1 a failure (bad config, a dependency down, a command that fai
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import MutableMapping
@@ -119,4 +120,10 @@ def main() -> None:
         click.echo(f"fleet: internal error: {type(exc).__name__}: {exc} "
                    f"(traceback in {path}; please report it)", err=True)
         code = 1
+    # The command is done. What the process holds is frozen, so that the interpreter's last
+    # collections at exit walk none of it (~35 ms of `fleet plan` at 10,000 nodes: issue 19).
+    # Its memory is freed by reference counting as ever when the modules are torn down; a
+    # reference cycle left over is the operating system's to free, and no output waits on
+    # one: what fleet writes is flushed by the block that writes it.
+    gc.freeze()
     sys.exit(code if isinstance(code, int) else 0)
