@@ -43,9 +43,13 @@ def plan_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[s
                  snowflakes: tuple[str, ...], detailed_exitcode: bool, out: Path | None,
                  as_json: bool) -> None:
     """Everything that differs between fleet.toml, the channels and what runs."""
+    from fleet.services import bulk
+
+    ctx = session.live_context()
+    nodes = bulk.fleet_nodes(ctx)  # Consul works its answer out while the plan is imported
     from fleet.workflows import plan as workflow
 
-    reading = workflow.plan(session.live_context(), envs, _options(allow_replace, snowflakes))
+    reading = workflow.plan(ctx, envs, _options(allow_replace, snowflakes), nodes)
     views.PLAN.show(reading.plan, as_json)
     if out is not None:
         out.write_text(reading.plan.to_json())

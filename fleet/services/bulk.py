@@ -18,7 +18,11 @@ import gc
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from fleet.adapters.consul_checks import TaggedNodes
+    from fleet.services.context import Context
 
 T = TypeVar("T")
 
@@ -57,3 +61,17 @@ class Early(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._found[0]
+
+
+def fleet_nodes(ctx: Context) -> Early[TaggedNodes]:
+    """Every node of the fleet by its services' tags, and the members' serfHealth
+    (Consul.nodes_by_tags: fleet plan's one large read), begun now: a command begins it before
+    it imports the code that will use it (fleet plan: ~75 ms of imports at 10,000 nodes, while
+    Consul works out its ~50 ms answer; issue 19)."""
+    consul, tag = ctx.consul(), f"fleet:{ctx.fleet.name}"
+
+    def read() -> TaggedNodes:
+        with decoding():
+            return consul.nodes_by_tags(tag)
+
+    return Early(read)
