@@ -97,8 +97,9 @@ class Plain:
     ~12 ms of a read command's start, issue 19). Every answer is read whole: Content-Length,
     chunked, or up to the connection's end."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, unix: str = "") -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self.unix = unix  # a Unix socket's path to talk to instead of host:port
         self.sock: socket.socket | None = None
         self.file: BinaryIO | None = None
         self.method = ""
@@ -106,9 +107,7 @@ class Plain:
     def request(self, method: str, url: str, body: bytes | None = None,
                 headers: Mapping[str, str] = {}) -> None:
         if self.sock is None:
-            # an ASCII host as bytes: getaddrinfo encodes a str with the idna codec, an import
-            host = self.host.encode() if self.host.isascii() else self.host
-            self.sock = socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
+            self.sock = self._connect()
             self.file = self.sock.makefile("rb")
         lines = [f"{method} {url} HTTP/1.1", f"Host: {self.host}:{self.port}",
                  "Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items())]
@@ -116,6 +115,20 @@ class Plain:
             lines.append(f"Content-Length: {len(body or b'')}")
         self.method = method
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+
+    def _connect(self) -> socket.socket:
+        if self.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.unix)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        # an ASCII host as bytes: getaddrinfo encodes a str with the idna codec, an import
+        host = self.host.encode() if self.host.isascii() else self.host
+        return socket.create_connection((host, self.port), self.timeout)  # type: ignore[arg-type]
 
     def getresponse(self) -> PlainResponse:
         assert self.file is not None
