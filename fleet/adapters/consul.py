@@ -11,12 +11,11 @@ import builtins
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
 
 from fleet.adapters.consul_admin import MEMBER_CHECK, Admin
-from fleet.adapters.consul_checks import FleetChecks
+from fleet.adapters.consul_checks import FleetChecks, Health
 from fleet.adapters.http import Answer, Leaderless, Servers, answering
 from fleet.errors import Denied, FleetError
 
@@ -41,13 +40,6 @@ class Instance:
     meta: dict[str, str]
     passing: bool      # every check of the instance and its node passes
     weight: int        # Weights.Passing
-
-
-class Health(StrEnum):
-    PASSING = "passing"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    MAINTENANCE = "maintenance"
 
 
 # The leader gives every member of the cluster this check, and takes it away with the node when

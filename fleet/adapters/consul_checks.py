@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Any, Protocol
 
@@ -20,7 +21,14 @@ from fleet.adapters.consul_admin import MEMBER_CHECK
 from fleet.adapters.http import Answer
 from fleet.errors import FleetError
 
-PASSING = "passing"  # Consul.Health.PASSING
+
+class Health(StrEnum):
+    """A check's Status."""
+
+    PASSING = "passing"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    MAINTENANCE = "maintenance"
 
 
 class Check(Protocol):
@@ -99,9 +107,10 @@ class FleetChecks:
             "filter": f'"{tag}" in ServiceTags or CheckID == "{MEMBER_CHECK}"'})
         found: dict[tuple[str, ...], set[str]] = {}
         members: dict[str, bool] = {}
+        passes = str(Health.PASSING)
         for item in items:
             if item.CheckID == MEMBER_CHECK:
-                members[item.Node] = item.Status == PASSING
+                members[item.Node] = item.Status == passes
             else:
                 found.setdefault(item.ServiceTags, set()).add(item.Node)
         return TaggedNodes(found, members)
@@ -117,11 +126,11 @@ class FleetChecks:
         _, items = self._checks(f"checks tagged {tag}", "any", {
             "filter": f'"{tag}" in ServiceTags or ServiceID == ""'})
         found: builtins.list[tuple[str, str, tuple[str, ...], bool]] = []
-        add = found.append
+        add, passes = found.append, str(Health.PASSING)
         node_ok: dict[str, bool] = {}
         members: set[str] = set()
         for item in items:
-            node, passing = item.Node, item.Status == PASSING
+            node, passing = item.Node, item.Status == passes
             if item.ServiceID:
                 add((node, item.ServiceName, item.ServiceTags, passing))
             else:

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet.adapters import docker, pytest, vagrant
-from fleet.adapters.consul import Consul, Health
+from fleet.adapters.consul import Consul
+from fleet.adapters.consul_checks import Health
 from fleet.errors import DependencyDown, FleetError
 from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
