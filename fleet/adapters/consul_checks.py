@@ -43,6 +43,12 @@ class Check(Protocol):
     ServiceTags: tuple[str, ...]
 
 
+# Consul.service_checks: each service check as (node, service, its tags, passes), and node ->
+# whether the node's own checks pass, for the members
+ServiceCheck = tuple[str, str, tuple[str, ...], bool]
+ServiceChecks = tuple[builtins.list[ServiceCheck], dict[str, bool]]
+
+
 @cache
 def decoder() -> Callable[[bytes], builtins.list[Any] | None]:
     """The decoder of a /v1/health/state answer, made (msgspec imported) on the first call: a
@@ -115,8 +121,7 @@ class FleetChecks:
                 found.setdefault(item.ServiceTags, set()).add(item.Node)
         return TaggedNodes(found, members)
 
-    def service_checks(self, tag: str) -> tuple[builtins.list[tuple[str, str, tuple[str, ...],
-                                                                    bool]], dict[str, bool]]:
+    def service_checks(self, tag: str) -> ServiceChecks:
         """What instances() makes each instance's health of, for every service carrying tag at
         once, in one request (a filter on /v1/health/state/any), without the services' meta,
         addresses and weights (10,000 nodes: 6 MB with their serfHealths; instances() of every
@@ -125,7 +130,7 @@ class FleetChecks:
         MEMBER_CHECK is absent). A service without a check is not seen (model.nodes gives one)."""
         _, items = self._checks(f"checks tagged {tag}", "any", {
             "filter": f'"{tag}" in ServiceTags or ServiceID == ""'})
-        found: builtins.list[tuple[str, str, tuple[str, ...], bool]] = []
+        found: builtins.list[ServiceCheck] = []
         add, passes = found.append, str(Health.PASSING)
         node_ok: dict[str, bool] = {}
         members: set[str] = set()

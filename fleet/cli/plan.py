@@ -45,8 +45,9 @@ def plan_command(session: Session, envs: tuple[str, ...], allow_replace: tuple[s
     """Everything that differs between fleet.toml, the channels and what runs."""
     from fleet.services import bulk
 
+    # every node of the fleet, begun before fleet.toml is loaded and the plan's code imported
+    nodes = bulk.declared_read(session.file, bulk.FLEET_NODES)
     ctx = session.live_context()
-    nodes = bulk.fleet_nodes(ctx)  # Consul works its answer out while the plan is imported
     from fleet.workflows import plan as workflow
 
     reading = workflow.plan(ctx, envs, _options(allow_replace, snowflakes), nodes)

@@ -39,9 +39,13 @@ def fleet_status(session: Session, envs: tuple[str, ...], as_json: bool) -> None
     # it ends: frozen, the garbage collector no longer walks it, in its passes during a large
     # fleet's read nor at exit (~9 ms of a 10,000-node status: issue 19)
     gc.freeze()
+    from fleet.services import bulk
+
+    # the fleet's checks, begun before the model's and the workflow's code is imported
+    checks = bulk.declared_read(session.file, bulk.FLEET_CHECKS)
     from fleet.workflows import status as workflow
 
-    views.STATUS.show(workflow.status(session.context(), list(envs)), as_json)
+    views.STATUS.show(workflow.status(session.context(), list(envs), checks), as_json)
 
 
 def register(group: click.Group) -> None:

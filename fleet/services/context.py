@@ -1,4 +1,9 @@
-"""Where a command runs: the fleet definition, its directory, and the endpoints it talks to."""
+"""Where a command runs: the fleet definition, its directory, and the endpoints it talks to.
+
+The model's code (fleet.model.definition and what it imports: ~40 ms, most of it making its
+dataclasses) is imported by load(), not by this module: a command whose first large read only
+needs the fleet's Consul and name (declared_consul) begins it before that import (issue 19).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,19 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleet.adapters.consul import Consul
 from fleet.errors import ConfigError
 from fleet.model import servers
-from fleet.model.definition import Fleet, parse
 from fleet.model.secret import Secret
 
 if TYPE_CHECKING:  # imported where used: a read of Consul alone (status, history) needs neither
     from fleet.adapters.vault import Vault  # (~3 ms of their start)
+    from fleet.model.definition import Fleet
+
+# A Consul and a fleet on it: the servers, the token and the fleet's name
+ConsulOf = tuple[tuple[str, ...], str | None, str]
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,12 @@ class Context:
                      timeout=timeout)
 
     @property
+    def consul_of(self) -> ConsulOf:
+        """The servers, token and fleet name this context reads Consul with."""
+        return (self.consul_addrs, self.consul_token.reveal() if self.consul_token else None,
+                self.fleet.name)
+
+    @property
     def state_dir(self) -> Path:
         """Local lab state, keys and logs: .fleet/ beside fleet.toml, never committed. A
         checkout whose .fleet is a link to another's (a git worktree) shares that lab: the
@@ -94,14 +108,15 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     VAULT_TOKEN override it as they do for the consul and vault CLIs. Without them, if this
     directory has a lab, fleet's operator tokens are used: Consul's and Vault's (never the
     lab's Consul management nor Vault root token, which only `fleet lab up` uses)."""
+    from fleet.model.definition import parse
+
     env = os.environ if environ is None else environ
     file = file.resolve()
     fleet = parse(read_text(file), file.name)
-    consul_addrs = _servers(env.get("CONSUL_HTTP_ADDR"), fleet.consul, fleet.lab_servers)
+    consul_addrs, consul_token = _consul(env, file, fleet.consul, fleet.lab_servers)
     vault_addrs = _servers(env.get("VAULT_ADDR"), fleet.vault, fleet.lab_servers)
     lab = file.parent / ".fleet" / "lab"
     vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-operator.json", "token")
-    consul_token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(lab / "consul-acl.json", "operator")
     return Context(
         fleet=fleet,
         file=file,
@@ -110,6 +125,36 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
         vault_addrs=vault_addrs,
         vault_token=Secret(vault_token) if vault_token else None,
     )
+
+
+def declared_consul(file: Path, environ: Mapping[str, str] | None = None) -> ConsulOf | None:
+    """The Consul and fleet name that load() will resolve, read from fleet.toml's TOML before
+    it is validated or its model built, for a command to begin its large read while that
+    code is imported; None where the file does not plainly say them (load() then says what is
+    wrong). Whoever uses a read begun with it checks it against the loaded context's
+    consul_of: the file may change in between."""
+    import tomllib
+
+    env = os.environ if environ is None else environ
+    file = file.resolve()
+    try:
+        declared: dict[str, Any] = tomllib.loads(file.read_text())
+        fleet, targets = declared["fleet"], declared.get("targets", {})
+        lab = [t.get("servers", 1) for t in targets.values() if t.get("kind") == "lab"]
+        return (*_consul(env, file, str(fleet["consul"]), int(lab[0]) if lab else 1),
+                str(fleet["name"]))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, LookupError, AttributeError,
+            TypeError, ValueError, ConfigError):
+        return None
+
+
+def _consul(env: Mapping[str, str], file: Path, declared: str,
+            lab_servers: int) -> tuple[tuple[str, ...], str | None]:
+    """Consul's servers and the token to use: CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, else
+    fleet.toml's address(es) and the lab's operator token."""
+    token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(
+        file.parent / ".fleet" / "lab" / "consul-acl.json", "operator")
+    return _servers(env.get("CONSUL_HTTP_ADDR"), declared, lab_servers), token
 
 
 def _servers(override: str | None, declared: str, lab_servers: int) -> tuple[str, ...]:

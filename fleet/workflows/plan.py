@@ -290,8 +290,8 @@ def secrets_state(ctx: Context, envs: Iterable[str]) -> tuple[
 def plan(ctx: Context, envs: Iterable[str] = (), options: Options | None = None,
          nodes: bulk.Early[TaggedNodes] | None = None) -> Reading:
     """The whole plan of the environments (all by default); nodes: the fleet's health read, if
-    begun already (bulk.fleet_nodes)."""
-    reading_nodes = nodes or bulk.fleet_nodes(ctx)
+    begun already (bulk.declared_read)."""
+    reading_nodes = bulk.on(ctx, nodes, bulk.FLEET_NODES)
     options = options or Options()
     chosen = tuple(e.name for e in ctx.fleet.chosen_envs(envs))
     check_names(ctx, options)

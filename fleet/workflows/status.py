@@ -44,20 +44,22 @@ class RoleStatus:
         return sum(self.passing.values()) < self.floor
 
 
-def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
+def status(ctx: Context, envs: list[str],
+           checks_read: bulk.Early[consul_checks.ServiceChecks] | None = None) -> list[RoleStatus]:
     """Each cattle role in each environment (all by default; ctx as fleet.toml has it, the
     ephemeral environments Consul records are added here). What is read does not grow with
     the environments or roles asked about: every check of the fleet's services and every
     member's node checks (one request: Consul.service_checks, which says each node's role,
     environment, version and health; sent first, and worked out by Consul while the rest is
-    read: bulk.Early), the ephemeral environments, every channel and every desired group (one
+    read: bulk.Early, or checks_read if the command began it before loading fleet.toml:
+    bulk.declared_read), the ephemeral environments, every channel and every desired group (one
     request each), the database of a role with migrations, and, only where a canary
     environment is shown, its and the last environment's instances of each service with their
     Weights (one request a service, READERS at a time): the traffic share."""
     consul = ctx.consul()
     tag = f"fleet:{ctx.fleet.name}"
     with bulk.decoding():
-        reading = bulk.Early(lambda: consul.service_checks(tag))
+        reading = bulk.on(ctx, checks_read, bulk.FLEET_CHECKS)
         consul_checks.decoder()  # its import, while Consul works
         ctx = live(ctx)
         fleet = ctx.fleet
@@ -107,7 +109,7 @@ def status(ctx: Context, envs: list[str]) -> list[RoleStatus]:
     return out
 
 
-Check = tuple[str, str, tuple[str, ...], bool]  # Consul.service_checks: node, service, tags, passes
+Check = consul_checks.ServiceCheck
 
 
 def _role_checks(checks: Iterable[Check], members: Mapping[str, bool], roles: Iterable[Role]

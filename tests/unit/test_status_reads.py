@@ -215,3 +215,63 @@ def test_early_hands_over_the_result_or_the_error() -> None:
     reading = bulk.Early(fails)
     with pytest.raises(FleetError, match="refused"):
         reading.result()
+
+
+def test_declared_consul_is_what_load_resolves_and_none_for_a_file_that_does_not_say(
+        tmp_path: Path) -> None:
+    """status and plan begin their large read with fleet.toml's Consul before the file is
+    loaded (bulk.declared_read); the read is kept only where load() resolves the same."""
+    from fleet.services.context import declared_consul, load
+
+    three = EXAMPLE.read_text().replace('kind = "lab"', 'kind = "lab"\nservers = 3', 1)
+    assert three != EXAMPLE.read_text(), "the example has a lab target"
+    for name, text, env in [
+            ("as written", EXAMPLE.read_text(), {}),
+            ("a lab of three servers", three, {}),
+            ("the environment's Consul and token",
+             EXAMPLE.read_text(), {"CONSUL_HTTP_ADDR": "127.0.0.9:8600,127.0.0.10:8600",
+                                   "CONSUL_HTTP_TOKEN": "t"})]:
+        file = tmp_path / name / "fleet.toml"
+        file.parent.mkdir()
+        file.write_text(text)
+        assert declared_consul(file, env) == load(file, env).consul_of, name
+    assert load(tmp_path / "a lab of three servers" / "fleet.toml", {}).consul_addrs[2] == \
+        "http://127.0.0.3:8500", "three servers spread"
+    for name, text in [("no TOML", "[fleet\n"), ("no [fleet]", "[roles]\n"),
+                       ("no consul", '[fleet]\nname = "x"\n'),
+                       ("targets not tables", 'targets = 3\n[fleet]\nname = "x"\n'
+                                              'consul = "c:1"\n'),
+                       ("servers not a number", EXAMPLE.read_text().replace(
+                           'kind = "lab"', 'kind = "lab"\nservers = "many"', 1))]:
+        file = tmp_path / f"{name}.toml"
+        file.write_text(text)
+        assert declared_consul(file, {}) is None, name
+    assert declared_consul(tmp_path / "absent.toml", {}) is None, "no file"
+
+
+def test_a_read_begun_early_is_kept_only_for_the_loaded_fleets_consul(tmp_path: Path) -> None:
+    from fleet.services import bulk
+    from fleet.services.context import load
+
+    file = tmp_path / "fleet.toml"
+    file.write_text(EXAMPLE.read_text())
+    ctx = load(file, {"CONSUL_HTTP_TOKEN": "t"})
+    begun_for: list[str] = []
+
+    def read(consul: Consul, tag: str) -> str:
+        begun_for.append(tag)
+        return f"{consul.addresses[0]} {tag}"
+
+    same = bulk.fleet_read(ctx.consul_of, read)
+    assert bulk.on(ctx, same, read) is same, "begun for this fleet's Consul: kept"
+    assert same.result() == f"{ctx.consul_addr} fleet:{ctx.fleet.name}"
+    other = bulk.fleet_read((ctx.consul_addrs, "t", "another"), read)
+    again = bulk.on(ctx, other, read)
+    assert again is not other, "begun for another fleet: read again"
+    assert again.result() == same.result()
+    assert bulk.on(ctx, None, read).result() == same.result(), "none begun: begun now"
+    assert sorted(begun_for) == sorted([f"fleet:{ctx.fleet.name}"] * 3 + ["fleet:another"])
+
+    bad = bulk.fleet_read((("no-port",), None, "x"), read)
+    with pytest.raises(FleetError, match="has no host:port"):
+        bad.result()
