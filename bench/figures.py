@@ -114,12 +114,19 @@ def example_copy(root: Path, name: str) -> str:
 
 
 def remove_copy(ctx: Any, lab: Any, name: str) -> None:
-    """What example_copy's fleet (ctx) left on the lab: its nodes, web images and KV."""
+    """What example_copy's fleet (ctx) left on the lab: its nodes, web images and KV. The
+    images go once the nodes have drained away (an apply returns while they drain, as cloud
+    instances terminate): an image a container still uses is only untagged by `docker image
+    rm --force`, and stays behind, nameless, when the container goes."""
     from fleet.adapters import docker
     from fleet.services import cattle
 
     for env in ctx.fleet.env_names():
         cattle.apply(ctx, env, [])
+    deadline = time.monotonic() + 120
+    while (time.monotonic() < deadline
+           and any(n.startswith(f"{name}-") for n in docker.lab_containers())):
+        time.sleep(0.5)
     for tag, _ in docker.images(f"fleet-{name}-web"):
         docker.remove_image(f"fleet-{name}-web:{tag}")
     lab.consul().delete_tree(f"fleet/{name}/")
