@@ -78,6 +78,17 @@ def test_bake_records_provenance_and_then_is_cached(lab: Any, fleet_copy: FleetC
     assert again["results"][0]["seconds"] < 1.0
     assert catalog_keys(lab, fleet_copy) == [f"fleet/{fleet_copy.name}/catalog/web/v1"]
 
+    # The catalog wiped under its images (as `fleet lab reset` wipes Consul and keeps Docker's
+    # images): the bake builds v1 again, and the image the tag moves from, recorded nowhere
+    # now, goes rather than stay behind nameless
+    lab.consul().delete_tree(f"fleet/{fleet_copy.name}/catalog/")
+    code, rebuilt, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 0, err
+    assert rebuilt["results"][0]["outcome"] == "built"
+    new = rebuilt["results"][0]["artifact"]
+    assert new != result["artifact"] and images_of(fleet_copy, "web") == [("v1", new)]
+    assert docker.image(result["artifact"]) is None, "the displaced image is gone"
+
 
 def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: FleetCopy) -> None:
     code, first, err = bake(fleet_copy, "web", "--version", "v1")

@@ -27,6 +27,7 @@ is refused like any existing version.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -170,9 +171,22 @@ class Bakery:
             return self._needles
 
     def tag(self, role: str, version: str, artifact: str) -> str:
-        """Tag an image fleet-FLEET-ROLE:VERSION for people; return the tag."""
+        """Tag an image fleet-FLEET-ROLE:VERSION for people; return the tag.
+
+        The image the tag is taken from goes, if the catalog records it under no version and it
+        is left with no name: one a catalog wiped since left behind (`fleet lab reset` keeps
+        Docker's images), which would otherwise stay nameless for good. Never forced: Docker
+        keeps it while a container uses it."""
         name = f"{image_repository(self.ctx.fleet.name, role)}:{version}"
+        held = docker.image(name)
         docker.tag(artifact, name)
+        if held is None or held.id == artifact or self.catalog is None or any(
+                r.artifact == held.id for r in self.catalog.records(role)):
+            return name
+        left = docker.image(held.id)
+        if left is not None and not left.tags:
+            with contextlib.suppress(FleetError):  # refused: a container still uses it
+                docker.delete_image(held.id, ())
         return name
 
     def log_path(self, role: str) -> Path:
