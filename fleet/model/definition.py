@@ -176,8 +176,7 @@ class Fleet:
     @property
     def lab_servers(self) -> int:
         """How many Consul servers and OpenBao nodes the lab runs (1 without a lab target)."""
-        lab = [t for t in self.targets.values() if t.kind == "lab"]
-        return int(lab[0].settings.get("servers", 1)) if lab else 1
+        return servers.lab_count((t.kind, t.settings) for t in self.targets.values())
 
     def lab_target(self) -> Target:
         for target in self.targets.values():

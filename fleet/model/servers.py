@@ -17,7 +17,9 @@ always had, so a one-server lab is what it was.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from fleet.errors import ConfigError
@@ -35,6 +37,13 @@ def addresses(value: str) -> tuple[str, ...]:
     if not found:
         raise ConfigError(f"no address in {value!r}", fix="give http://HOST:PORT")
     return found
+
+
+def lab_count(targets: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+    """How many servers of each the lab runs, from fleet.toml's targets as (kind, settings):
+    the lab target's `servers`, 1 without one."""
+    return next((int(settings.get("servers", 1)) for kind, settings in targets if kind == "lab"),
+                1)
 
 
 def spread(address: str, n: int) -> tuple[str, ...]:

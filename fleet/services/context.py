@@ -113,9 +113,9 @@ def load(file: Path, environ: Mapping[str, str] | None = None) -> Context:
     env = os.environ if environ is None else environ
     file = file.resolve()
     fleet = parse(read_text(file), file.name)
-    consul_addrs, consul_token = _consul(env, file, fleet.consul, fleet.lab_servers)
+    lab = _lab_dir(file)
+    consul_addrs, consul_token = _consul(env, lab, fleet.consul, fleet.lab_servers)
     vault_addrs = _servers(env.get("VAULT_ADDR"), fleet.vault, fleet.lab_servers)
-    lab = file.parent / ".fleet" / "lab"
     vault_token = env.get("VAULT_TOKEN") or _lab_secret(lab / "openbao-operator.json", "token")
     return Context(
         fleet=fleet,
@@ -140,20 +140,23 @@ def declared_consul(file: Path, environ: Mapping[str, str] | None = None) -> Con
     try:
         declared: dict[str, Any] = tomllib.loads(file.read_text())
         fleet, targets = declared["fleet"], declared.get("targets", {})
-        lab = [t.get("servers", 1) for t in targets.values() if t.get("kind") == "lab"]
-        return (*_consul(env, file, str(fleet["consul"]), int(lab[0]) if lab else 1),
-                str(fleet["name"]))
+        lab_servers = servers.lab_count((t.get("kind"), t) for t in targets.values())
+        return *_consul(env, _lab_dir(file), str(fleet["consul"]), lab_servers), str(fleet["name"])
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, LookupError, AttributeError,
             TypeError, ValueError, ConfigError):
         return None
 
 
-def _consul(env: Mapping[str, str], file: Path, declared: str,
+def _lab_dir(file: Path) -> Path:
+    """Where the lab of the fleet in file keeps its state and tokens."""
+    return file.parent / ".fleet" / "lab"
+
+
+def _consul(env: Mapping[str, str], lab: Path, declared: str,
             lab_servers: int) -> tuple[tuple[str, ...], str | None]:
     """Consul's servers and the token to use: CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN, else
     fleet.toml's address(es) and the lab's operator token."""
-    token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(
-        file.parent / ".fleet" / "lab" / "consul-acl.json", "operator")
+    token = env.get("CONSUL_HTTP_TOKEN") or _lab_secret(lab / "consul-acl.json", "operator")
     return _servers(env.get("CONSUL_HTTP_ADDR"), declared, lab_servers), token
 
 

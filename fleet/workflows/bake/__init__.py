@@ -180,13 +180,12 @@ class Bakery:
         name = f"{image_repository(self.ctx.fleet.name, role)}:{version}"
         held = docker.image(name)
         docker.tag(artifact, name)
-        if held is None or held.id == artifact or self.catalog is None or any(
-                r.artifact == held.id for r in self.catalog.records(role)):
+        if (held is None or held.id == artifact or any(t != name for t in held.tags)
+                or self.catalog is None
+                or any(r.artifact == held.id for r in self.catalog.records(role))):
             return name
-        left = docker.image(held.id)
-        if left is not None and not left.tags:
-            with contextlib.suppress(FleetError):  # refused: a container still uses it
-                docker.delete_image(held.id, ())
+        with contextlib.suppress(FleetError):  # refused: a container still uses it
+            docker.delete_image(held.id, ())
         return name
 
     def log_path(self, role: str) -> Path:
