@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -81,6 +82,15 @@ def registered_id(copy: FleetCopy, node: str) -> str:
     return out[1].split()[1] if len(out) > 1 else ""
 
 
+def service_created(ctx: Any, node: str) -> int:
+    """The raft index at which the catalog registered the node's web service (0: none)."""
+    request = urllib.request.Request(f"{ctx.consul_addrs[0]}/v1/catalog/node/{node}",
+                                     headers={"X-Consul-Token": ctx.consul_token.reveal()})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        services = (json.load(response) or {}).get("Services") or {}
+    return max((s["CreateIndex"] for s in services.values() if s["Service"] == "web"), default=0)
+
+
 def node_id(node: str) -> str:
     """The node ID Terraform gives a node's agent: derived from its name (uuidv5, URL
     namespace), so that a node created again under its name is the same node to Consul."""
@@ -129,6 +139,7 @@ def test_cattle_are_reachable_seen_dead_replaced_and_leave_no_trace(
         # item 11: a host dies (its container removed): Consul still lists it, passing, for
         # minutes, but the plan sees it gone, and apply replaces it under its name
         step = time.monotonic()
+        dead = service_created(ctx, node0)
         subprocess.run(["docker", "rm", "-f", node0], check=True, capture_output=True)
         run, data = plan(fc)
         assert run.code == 2, "a node whose container is gone is no change to the plan"
@@ -144,6 +155,10 @@ def test_cattle_are_reachable_seen_dead_replaced_and_leave_no_trace(
             f"the replacement did not take {node0}'s name back: {members(consul, prefix)}"
         assert registered_id(fc, node0) == node_id(node0), \
             f"{node0}'s replacement is not the same node to Consul: {registered_id(fc, node0)}"
+        # the dead node's registration is gone before apply waits: the new agent registered
+        # the service again (the same one, it would only have updated its checks)
+        assert service_created(ctx, node0) > dead > 0, \
+            f"apply waited on the dead {node0}'s registration, still passing in the catalog"
         passing = cattle.health(ctx, ["web"], "canary", "web").passing
         assert passing == {node0: "v1", node1: "v1"}, f"the replacement does not pass: {passing}"
         run, data = plan(fc)

@@ -167,7 +167,10 @@ resource "terraform_data" "node" {
     # A node whose container is already gone (it died: fleet plan calls it drift, and apply
     # replaces it under the same name) is drained before the apply goes on, but one Consul
     # still calls alive is not marked leaving: its replacement, with the same node ID, takes
-    # the name back at once, which a leave would muddle. A watcher prunes it instead once
+    # the name back at once, which a leave would muddle. It is deregistered from the catalog
+    # all the same: its services stood there passing, and the new agent, finding them the
+    # same as its own, would only have updated their checks, so a wait for the replacement
+    # to pass was met by the dead node's registration. A watcher prunes the member once
     # Consul calls it failed or left (up to 10 min), unless a container of that name runs.
     # Otherwise the drain runs after the apply returns, and a node of the same name waits
     # for its container to go (see the create provisioner).
@@ -205,7 +208,7 @@ resource "terraform_data" "node" {
         case "$status:$how" in
           failed:* | left:*) consul force-leave -prune "$node" >/dev/null 2>&1 ;;
           alive:stopped) consul force-leave "$node" >/dev/null 2>&1; deregister ;;
-          leaving:stopped) deregister ;;
+          leaving:* | alive:gone) deregister ;;
         esac
         docker rm -f "$container" >/dev/null 2>&1
         exit 0
