@@ -118,6 +118,27 @@ def stage_migrations(ctx: Context, role: Role, into: Path) -> Path:
     return into
 
 
+LIB_DIR = "packer/scripts/lib"  # the helpers every role script sources from /tmp/fleet
+UPLOADED = "/tmp/fleet"          # where packer/lab-shell.pkr.hcl uploads stage_upload's folder
+MIGRATIONS = "role-migrations"   # in it: moved to /opt/fleet/migrations before the scripts run
+
+
+def stage_upload(ctx: Context, role: Role, into: Path) -> tuple[Path, list[str]]:
+    """What a lab bake uploads in one step: a folder holding packer/scripts/lib, the role's
+    scripts beside it (role-N-NAME, executable, in their order) and its migrations
+    (MIGRATIONS/, stage_migrations); and the paths the scripts have once it is UPLOADED."""
+    shutil.rmtree(into, ignore_errors=True)
+    shutil.copytree(ctx.root / LIB_DIR, into, ignore=shutil.ignore_patterns("__pycache__"))
+    stage_migrations(ctx, role, into / MIGRATIONS)
+    remote = []
+    for i, script in enumerate(role.provisioner.scripts):
+        name = f"role-{i}-{Path(script).name}"
+        shutil.copyfile(ctx.root / script, into / name)
+        (into / name).chmod(0o755)
+        remote.append(f"{UPLOADED}/{name}")
+    return into, remote
+
+
 def role_document(role: Role) -> bytes:
     """The role's settings that shape its image, canonically."""
     return json.dumps({

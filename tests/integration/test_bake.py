@@ -68,6 +68,16 @@ def test_bake_records_provenance_and_then_is_cached(lab: Any, fleet_copy: FleetC
              "    except OSError: time.sleep(0.1)"],
             capture_output=True, text=True, check=True)
         assert probe.stdout.strip() == "200"
+        # what the bake uploaded is gone but the migrations' folders, where fleet-migrate
+        # reads them (the copy has no db/: test_migrations bakes and runs real ones)
+        files = subprocess.run(
+            ["docker", "exec", container, "sh", "-c",
+             "ls /tmp/fleet /tmp/script_* /tmp/packer-* 2>&1; ls /opt/fleet/migrations/*"],
+            capture_output=True, text=True)
+        assert "No such file" in files.stdout and "/tmp/fleet:" not in files.stdout \
+            and "script_" not in files.stdout.replace("/tmp/script_*", ""), files.stdout
+        assert "/opt/fleet/migrations/regular:" in files.stdout \
+            and "/opt/fleet/migrations/post_deployment:" in files.stdout, files.stdout
     finally:
         docker.remove_container(container)
 
@@ -99,11 +109,22 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
     assert code == 1
     assert "web:v1 exists with other inputs" in err and "immutable" in err
 
+    # a second script, which runs after the first, with the same environment and lib
+    (fleet_copy.root / "packer/scripts/web-after.sh").write_text(
+        "#!/bin/sh\nset -eu\n. /tmp/fleet/common.sh\ntest -d /etc/gitlab\n"
+        'echo "$FLEET_ROLE after $(basename "$0")" > /etc/fleet-after\n')
+    fleet_copy.edit("fleet.toml", '"packer/scripts/web.sh"]',
+                    '"packer/scripts/web.sh", "packer/scripts/web-after.sh"]')
     code, second, err = bake(fleet_copy, "web", "--version", "v2")
     assert code == 0, err
     assert second["results"][0]["outcome"] == "built"
     assert second["results"][0]["digest"] != first["results"][0]["digest"]
     assert sorted(t for t, _ in images_of(fleet_copy, "web")) == ["v1", "v2"]
+    after = subprocess.run(["docker", "run", "--rm", "--entrypoint", "cat",
+                            second["results"][0]["artifact"], "/etc/fleet-after"],
+                           capture_output=True, text=True)
+    assert after.stdout == "web after role-1-web-after.sh\n", \
+        f"the second script did not run after the first: {after.stdout}{after.stderr}"
 
 
 def test_failing_provisioner_leaves_nothing_behind(lab: Any, fleet_copy: FleetCopy) -> None:

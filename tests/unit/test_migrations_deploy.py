@@ -113,6 +113,13 @@ def test_the_example_web_carries_its_migrations_and_they_are_bake_inputs(tmp_pat
     empty = bakeinputs.stage_migrations(ctx, ctx.fleet.role("api"), tmp_path / "api")
     assert {p.name for p in empty.iterdir()} == {"regular", "post_deployment"}, \
         "a role without migrations gets both directories, empty"
+    upload, scripts = bakeinputs.stage_upload(ctx, web, tmp_path / "upload")
+    assert scripts == ["/tmp/fleet/role-0-web.sh"], "the scripts' paths once uploaded"
+    assert (upload / "role-0-web.sh").stat().st_mode & 0o111, "the script is executable"
+    assert (upload / "common.sh").is_file() and not (upload / "__pycache__").exists(), \
+        "packer/scripts/lib beside it, without Python's caches"
+    assert [p.name for p in (upload / bakeinputs.MIGRATIONS / "regular").iterdir()] == [
+        "20261202120000_create_users.sql"], "and the migrations in one upload"
 
 
 def test_a_changed_migration_file_changes_the_inputs(tmp_path: Path) -> None:

@@ -276,13 +276,10 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     again = ", again: its image was pruned" if rebuild else ""
     say(role.name, f"building {role.name}:{version} (digest {digest[:12]}{again})")
     carried = to_record(bakeinputs.carried(ctx, role))  # a misnamed migration fails here
-    staged = bakeinputs.stage_migrations(ctx, role, log.parent / f"{log.stem}-migrations")
+    staged, scripts = bakeinputs.stage_upload(ctx, role, log.parent / f"{log.stem}-upload")
     variables: dict[str, packer.VarValue] = {
-        "migrations_dir": str(staged),
         "base_image": base_id, "role": role.name, "digest": digest,
-        "lib_dir": str(ctx.root / "packer/scripts/lib"),
-        "scripts": [str(ctx.root / s) for s in role.provisioner.scripts],
-        "environment": script_environment(role),
+        "upload_dir": str(staged), "scripts": scripts, "environment": script_environment(role),
     }
 
     def on_line(line: packer.Line) -> None:

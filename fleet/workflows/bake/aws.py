@@ -10,7 +10,7 @@ from pathlib import Path
 from fleet.adapters import chef, packer
 from fleet.errors import FleetError
 from fleet.model.definition import Role, Target
-from fleet.services.bakeinputs import cookbooks, missing_files, script_environment, template_for
+from fleet.services.bakeinputs import LIB_DIR, cookbooks, missing_files, script_environment, template_for
 from fleet.services.context import Context
 
 AWS_DEFAULTS = {"source_ami_owner": "136693071363", "source_ami_name": "debian-12-amd64-*",
@@ -55,7 +55,7 @@ def validate_aws(ctx: Context, aws: Target, role: Role, version: str, digest: st
         variables["cookbooks_dir"] = str(ctx.root / "cookbooks")
         variables["roles_dir"] = str(write_chef_role(ctx, role))
     else:
-        variables["lib_dir"] = str(ctx.root / "packer/scripts/lib")
+        variables["lib_dir"] = str(ctx.root / LIB_DIR)
         variables["scripts"] = [str(ctx.root / s) for s in role.provisioner.scripts]
         variables["environment"] = script_environment(role)
     packer.validate(template, variables, cwd=ctx.root)
