@@ -16,6 +16,10 @@ from fleet.model.migrations import Kind, Migration, carried_sql
 from fleet.services import baseimage, memo
 from fleet.services.context import Context
 
+LIB_DIR = "packer/scripts/lib"  # the helpers every role script sources from UPLOADED
+UPLOADED = "/tmp/fleet"          # where a bake (stage_upload) and a converge put them
+MIGRATIONS = "role-migrations"   # in a bake's upload: moved to /opt/fleet/migrations
+
 
 def image_repository(fleet: str, role: str) -> str:
     """fleet-FLEET-ROLE: one repository per fleet and role, so two fleets never share a tag.
@@ -77,7 +81,7 @@ class Reading:
 def files(ctx: Context, role: Role, reading: Reading | None = None) -> dict[str, Path]:
     """Every file the image is made from, by a stable name."""
     seen = reading or Reading()
-    files = {f"lib/{p.name}": p for p in seen.listed(ctx.root / "packer/scripts/lib", "*")}
+    files = {f"lib/{p.name}": p for p in seen.listed(ctx.root / LIB_DIR, "*")}
     files.update({f"script/{s}": ctx.root / s for s in role.provisioner.scripts})
     for book in cookbooks(ctx, role):
         files.update({f"cookbook/{p.relative_to(ctx.root / 'cookbooks')}": p
@@ -118,25 +122,29 @@ def stage_migrations(ctx: Context, role: Role, into: Path) -> Path:
     return into
 
 
-LIB_DIR = "packer/scripts/lib"  # the helpers every role script sources from /tmp/fleet
-UPLOADED = "/tmp/fleet"          # where packer/lab-shell.pkr.hcl uploads stage_upload's folder
-MIGRATIONS = "role-migrations"   # in it: moved to /opt/fleet/migrations before the scripts run
+def script_uploads(ctx: Context, role: Role) -> tuple[list[tuple[Path, str]],
+                                                     list[tuple[Path, str]]]:
+    """The files of packer/scripts/lib and the role's scripts (role-N-NAME, in their order),
+    each with the path it has on the machine: what a bake and a converge upload."""
+    lib = [(p, f"{UPLOADED}/{p.name}") for p in sorted((ctx.root / LIB_DIR).glob("*"))
+           if p.is_file()]
+    return lib, [(ctx.root / s, f"{UPLOADED}/role-{i}-{Path(s).name}")
+                 for i, s in enumerate(role.provisioner.scripts)]
 
 
 def stage_upload(ctx: Context, role: Role, into: Path) -> tuple[Path, list[str]]:
-    """What a lab bake uploads in one step: a folder holding packer/scripts/lib, the role's
-    scripts beside it (role-N-NAME, executable, in their order) and its migrations
-    (MIGRATIONS/, stage_migrations); and the paths the scripts have once it is UPLOADED."""
+    """What a lab bake uploads in one step: a folder holding script_uploads (the scripts made
+    executable) and the role's migrations (MIGRATIONS/, stage_migrations); and the paths the
+    role's scripts have once it is UPLOADED."""
     shutil.rmtree(into, ignore_errors=True)
-    shutil.copytree(ctx.root / LIB_DIR, into, ignore=shutil.ignore_patterns("__pycache__"))
     stage_migrations(ctx, role, into / MIGRATIONS)
-    remote = []
-    for i, script in enumerate(role.provisioner.scripts):
-        name = f"role-{i}-{Path(script).name}"
-        shutil.copyfile(ctx.root / script, into / name)
-        (into / name).chmod(0o755)
-        remote.append(f"{UPLOADED}/{name}")
-    return into, remote
+    lib, scripts = script_uploads(ctx, role)
+    for path, remote in lib:
+        shutil.copy2(path, into / Path(remote).name)
+    for path, remote in scripts:
+        shutil.copyfile(path, into / Path(remote).name)
+        (into / Path(remote).name).chmod(0o755)
+    return into, [remote for _, remote in scripts]
 
 
 def role_document(role: Role) -> bytes:

@@ -27,7 +27,7 @@ from fleet.model.definition import Role
 from fleet.model.grammar import RoleClass
 from fleet.services import topology
 from fleet.services.access import lab_hosts
-from fleet.services.bakeinputs import provision_digest, script_environment
+from fleet.services.bakeinputs import UPLOADED, provision_digest, script_environment, script_uploads
 from fleet.services.context import Context, who
 from fleet.services.state import FleetState
 from fleet.services.topology import container
@@ -113,18 +113,14 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     if not names:
         raise _nothing_in(ctx, role, envs, "instance")
     say(f"converging {role.name} on {', '.join(names)} over SSH")
-    uploads = [(p, f"/tmp/fleet/{p.name}") for p in
-               sorted((ctx.root / "packer/scripts/lib").glob("*")) if p.is_file()]
-    uploads += [(ctx.root / s, f"/tmp/fleet/role-{i}.sh")
-                for i, s in enumerate(role.provisioner.scripts)]
+    lib, role_scripts = script_uploads(ctx, role)
     env = " ".join(shlex.quote(pair) for pair in script_environment(role))
-    scripts = " && ".join(f"env {env} sh -eu /tmp/fleet/role-{i}.sh"
-                          for i in range(len(role.provisioner.scripts)))
-    command = f"{scripts}; code=$?; rm -rf /tmp/fleet; exit $code"
+    scripts = " && ".join(f"env {env} sh -eu {remote}" for _, remote in role_scripts)
+    command = f"{scripts}; code=$?; rm -rf {UPLOADED}; exit $code"
     hosts, down = lab_hosts(ctx, names)
-    prepared = ssh.run_group(hosts, "mkdir -p /tmp/fleet", limit=limit)
+    prepared = ssh.run_group(hosts, f"mkdir -p {UPLOADED}", limit=limit)
     ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]
-    done = ssh.run_group(ready, command, uploads=uploads, limit=limit)
+    done = ssh.run_group(ready, command, uploads=lib + role_scripts, limit=limit)
     results = {r.host: r for r in [*down, *prepared, *done]}
     _record(ctx, role, [r.host for r in done if r.ok])
     return RemoteReport(role.name, "converge", tuple(results[n] for n in names))
