@@ -115,8 +115,11 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     say(f"converging {role.name} on {', '.join(names)} over SSH")
     lib, role_scripts = script_uploads(ctx, role)
     env = " ".join(shlex.quote(pair) for pair in script_environment(role))
-    scripts = " && ".join(f"env {env} sh -eu {remote}" for _, remote in role_scripts)
-    command = f"{scripts}; code=$?; rm -rf {UPLOADED}; exit $code"
+    # each script run by its shebang, as a bake runs it (packer/lab-shell.pkr.hcl): the same
+    # script does the same thing baked or converged
+    paths = " ".join(remote for _, remote in role_scripts)
+    scripts = " && ".join(f"env {env} {remote}" for _, remote in role_scripts)
+    command = f"chmod 0755 {paths} && {scripts}; code=$?; rm -rf {UPLOADED}; exit $code"
     hosts, down = lab_hosts(ctx, names)
     prepared = ssh.run_group(hosts, f"mkdir -p {UPLOADED}", limit=limit)
     ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]
