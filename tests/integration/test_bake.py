@@ -39,6 +39,8 @@ def bake(copy: FleetCopy, *args: str) -> tuple[int, dict[str, Any], str]:
 def test_bake_records_provenance_and_then_is_cached(lab: Any, fleet_copy: FleetCopy) -> None:
     code, report, err = bake(fleet_copy, "web", "--version", "v1")
     assert code == 0, err
+    assert "fleet: [web] running packer/scripts/web.sh" in err, \
+        f"the bake's one shell step is not shown as the role's scripts: {err}"
     (result,) = report["results"]
     assert result["outcome"] == "built" and result["version"] == "v1"
     assert images_of(fleet_copy, "web") == [("v1", result["artifact"])]

@@ -285,6 +285,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     def on_line(line: packer.Line) -> None:
         if line.kind == "ui" and len(line.data) > 1 and line.data[0] in ("say", "error"):
             text = line.data[1].strip().removeprefix("==> ").removeprefix("docker.role: ")
+            if text.startswith("Provisioning with shell script: "):  # the one inline step
+                text = f"running {', '.join(role.provisioner.scripts)}"
             if text:
                 say(role.name, text.splitlines()[0])
 
