@@ -16,7 +16,7 @@ variable "upload_dir" {
 }
 variable "scripts" {
   type        = list(string)
-  description = "the role's scripts as uploaded (/tmp/fleet/role-N-NAME), run in this order"
+  description = "the role's scripts as uploaded (/tmp/fleet/role-N-NAME, shell-quoted), run in this order"
 }
 variable "environment" {
   type        = list(string)

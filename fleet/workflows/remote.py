@@ -117,9 +117,9 @@ def converge(ctx: Context, role_name: str, envs: Iterable[str], *, instances: It
     env = " ".join(shlex.quote(pair) for pair in script_environment(role))
     # each script run by its shebang, as a bake runs it (packer/lab-shell.pkr.hcl): the same
     # script does the same thing baked or converged
-    paths = " ".join(remote for _, remote in role_scripts)
-    scripts = " && ".join(f"env {env} {remote}" for _, remote in role_scripts)
-    command = f"chmod 0755 {paths} && {scripts}; code=$?; rm -rf {UPLOADED}; exit $code"
+    paths = [shlex.quote(remote) for _, remote in role_scripts]
+    scripts = " && ".join(f"env {env} {path}" for path in paths)
+    command = f"chmod 0755 {' '.join(paths)} && {scripts}; code=$?; rm -rf {UPLOADED}; exit $code"
     hosts, down = lab_hosts(ctx, names)
     prepared = ssh.run_group(hosts, f"mkdir -p {UPLOADED}", limit=limit)
     ready = [h for h, r in zip(hosts, prepared, strict=True) if r.ok]

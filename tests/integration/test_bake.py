@@ -111,12 +111,13 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
     assert code == 1
     assert "web:v1 exists with other inputs" in err and "immutable" in err
 
-    # a second script, which runs after the first, with the same environment and lib
-    (fleet_copy.root / "packer/scripts/web-after.sh").write_text(
+    # a second script, which runs after the first, with the same environment and lib (and a
+    # space in its name: the step's commands quote it)
+    (fleet_copy.root / "packer/scripts/web after.sh").write_text(
         "#!/bin/sh\nset -eu\n. /tmp/fleet/common.sh\ntest -d /etc/gitlab\n"
         'echo "$FLEET_ROLE after $(basename "$0")" > /etc/fleet-after\n')
     fleet_copy.edit("fleet.toml", '"packer/scripts/web.sh"]',
-                    '"packer/scripts/web.sh", "packer/scripts/web-after.sh"]')
+                    '"packer/scripts/web.sh", "packer/scripts/web after.sh"]')
     code, second, err = bake(fleet_copy, "web", "--version", "v2")
     assert code == 0, err
     assert second["results"][0]["outcome"] == "built"
@@ -125,7 +126,7 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
     after = subprocess.run(["docker", "run", "--rm", "--entrypoint", "cat",
                             second["results"][0]["artifact"], "/etc/fleet-after"],
                            capture_output=True, text=True)
-    assert after.stdout == "web after role-1-web-after.sh\n", \
+    assert after.stdout == "web after role-1-web after.sh\n", \
         f"the second script did not run after the first: {after.stdout}{after.stderr}"
 
 

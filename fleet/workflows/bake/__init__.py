@@ -28,6 +28,7 @@ is refused like any existing version.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import threading
 import time
@@ -279,7 +280,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     staged, scripts = bakeinputs.stage_upload(ctx, role, log.parent / f"{log.stem}-upload")
     variables: dict[str, packer.VarValue] = {
         "base_image": base_id, "role": role.name, "digest": digest,
-        "upload_dir": str(staged), "scripts": scripts, "environment": script_environment(role),
+        "upload_dir": str(staged), "scripts": [shlex.quote(s) for s in scripts],  # commands
+        "environment": script_environment(role),
     }
 
     def on_line(line: packer.Line) -> None:
