@@ -106,7 +106,12 @@ def build(template: Path, variables: Mapping[str, VarValue], *, log: Path,
         if line is not None:
             on_line(line)
 
-    result = process.stream(argv, on_line=each, log=log, cwd=cwd)
+    # Packer dies with the thread that started it: a fleet killed (kill -9) mid-bake would
+    # leave it building an image nobody records. SIGTERM lets it cancel the build and remove
+    # its container as it does on Ctrl-C. (setpriv, util-linux: PR_SET_PDEATHSIG, which a
+    # preexec_fn could set too, but not safely with the bake's threads.)
+    result = process.stream(["setpriv", "--pdeathsig", "TERM", "--", *argv], on_line=each,
+                            log=log, cwd=cwd)
     output = parse_build(result.stdout)
     if result.returncode != 0 or not output.artifacts:
         raise CommandFailed(argv, result.returncode, failure_tail(output) or result.stdout[-500:],

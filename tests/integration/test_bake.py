@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,3 +271,66 @@ def test_two_concurrent_bakes_of_one_version_cannot_both_win(lab: Any,
     assert images_of(fleet_copy, "git") == [("v7", recorded)]
     assert {o["artifact"] for o in outcomes} == {recorded}
     assert role_images("git") - before == {recorded}, "the losing bake must remove its image"
+
+
+def packers_of(copy: FleetCopy) -> list[int]:
+    """PIDs of the Packer processes building from the copy's templates."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"packer") and any(str(copy.root).encode() in a
+                                                         for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def packer_containers() -> set[str]:
+    """Containers of Packer's docker builder (its shared folder is mounted at /packer-files)."""
+    out = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter",
+                          "volume=/packer-files"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
+        lab: Any, fleet_copy: FleetCopy) -> None:
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import ROOT, eventually
+
+    before, containers = role_images("web"), packer_containers()
+    fleet_copy.edit("packer/scripts/web.sh", "install_services", "sleep 60\ninstall_services")
+    argv = [sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "bake", "web",
+            "--version", "v1", "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, **fleet_copy.env})
+    assert proc.stderr is not None
+    deadline, said = time.monotonic() + 120, ""
+    while "running packer/scripts/web.sh" not in said and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        said += line
+    assert "running packer/scripts/web.sh" in said, f"the bake never reached its script: {said}"
+    building = packer_containers() - containers
+    assert len(building) == 1 and packers_of(fleet_copy), "Packer is not building"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert eventually(lambda: packers_of(fleet_copy), [], timeout=60) == [], \
+        "Packer went on building after its fleet was killed"
+    assert eventually(lambda: packer_containers() & building, set(), timeout=30) == set(), \
+        "the killed bake's Packer container stayed"
+    assert role_images("web") == before, "the killed bake left an image"
+    assert catalog_keys(lab, fleet_copy) == []
+
+    fleet_copy.edit("packer/scripts/web.sh", "sleep 60\ninstall_services", "install_services")
+    code, again, err = bake(fleet_copy, "web", "--version", "v1")
+    assert code == 0, err
+    assert again["results"][0]["outcome"] == "built"
+    assert images_of(fleet_copy, "web") == [("v1", again["results"][0]["artifact"])]
