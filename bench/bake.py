@@ -117,9 +117,9 @@ def main() -> None:
     for serial, together in rounds:
         print(f"single bakes of {', '.join(roles):<28} sum    {serial:7.3f} s; "
               f"together, --parallel 2 {together:7.3f} s ({serial / together:.2f}x)")
-    ratios = sorted(serial / together for serial, together in rounds)
-    serial, together = rounds[[serial / together for serial, together in rounds].index(
-        ratios[len(ratios) // 2])]  # the round of the median ratio (the upper one of two)
+    ranked = sorted(rounds, key=lambda r: r[0] / r[1])
+    serial, together = ranked[len(ranked) // 2]  # the median round (the upper one of two)
+    ratios = [serial_ / together_ for serial_, together_ in ranked]
     cmd_ms, bare_ms = over_bare
     print(f"cached re-bake command {cmd_ms:.0f} ms, bare python {bare_ms:.0f} ms (side by side)")
     emit([below("cached re-bake command, over bare Python", cmd_ms - bare_ms, "ms", 150,

@@ -126,8 +126,7 @@ def script_uploads(ctx: Context, role: Role) -> tuple[list[tuple[Path, str]],
                                                      list[tuple[Path, str]]]:
     """The files of packer/scripts/lib and the role's scripts (role-N-NAME, in their order),
     each with the path it has on the machine: what a bake and a converge upload."""
-    lib = [(p, f"{UPLOADED}/{p.name}") for p in sorted((ctx.root / LIB_DIR).glob("*"))
-           if p.is_file()]
+    lib = [(p, f"{UPLOADED}/{p.name}") for p in Reading().listed(ctx.root / LIB_DIR, "*")]
     return lib, [(ctx.root / s, f"{UPLOADED}/role-{i}-{Path(s).name}")
                  for i, s in enumerate(role.provisioner.scripts)]
 
