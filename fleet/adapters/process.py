@@ -91,30 +91,48 @@ def stream(
     log: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    poll: float = 0.02,
 ) -> Result:
-    """Run argv, handing each output line to on_line as it comes and appending it to log.
+    """Run argv, appending its output to log and handing each line to on_line as it comes.
 
     stderr is merged into stdout (Packer's -machine-readable stream carries its errors in-band);
     the result's stdout holds the whole stream. Never raises on a non-zero exit: the caller
     parses the stream for the real reason.
+
+    The child writes to the log file itself and we follow the file, rather than reading a pipe:
+    a pipe dies with us, and a Go program (Packer) that writes to a dead pipe on stdout is killed
+    by SIGPIPE, so a fleet killed with -9 took Packer down in the middle of its clean-up. With a
+    file, the child finishes what it is doing (cancelling, removing its container) on its own.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = child_env(env)
     lines: list[str] = []
-    try:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=full_env, cwd=cwd)
-    except FileNotFoundError as exc:
-        raise DependencyDown(
-            f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
-        ) from exc
-    assert proc.stdout is not None  # PIPE was asked for
-    with log.open("a") as out:
-        for line in proc.stdout:
-            out.write(line)
-            lines.append(line)
-            on_line(line.rstrip("\n"))
-    proc.wait()
+    with log.open("ab") as sink, log.open("rb") as follow:
+        follow.seek(0, os.SEEK_END)
+        try:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=sink,
+                                    stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+        except FileNotFoundError as exc:
+            raise DependencyDown(
+                f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
+            ) from exc
+        pending = b""
+        while True:
+            exited = proc.poll() is not None  # before the read: what it wrote last is read
+            chunk = follow.read()
+            if not chunk:
+                if exited:
+                    break
+                time.sleep(poll)
+                continue
+            *complete, pending = (pending + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode("utf-8", "replace")
+                lines.append(line + "\n")
+                on_line(line)
+        if pending:
+            lines.append(pending.decode("utf-8", "replace"))
+            on_line(lines[-1])
     return Result(tuple(argv), proc.returncode, "".join(lines), "")
 
 

@@ -326,6 +326,9 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
         "Packer went on building after its fleet was killed"
     assert eventually(lambda: packer_containers() & building, set(), timeout=30) == set(), \
         "the killed bake's Packer container stayed"
+    logs = sorted((fleet_copy.root / ".fleet" / "logs" / "bake").glob("web-*.log"))
+    said = logs[-1].read_text() if logs else ""
+    assert "Cleanly cancelled builds" in said, f"Packer did not finish its clean-up: {said[-800:]}"
     assert role_images("web") == before, "the killed bake left an image"
     assert catalog_keys(lab, fleet_copy) == []
 

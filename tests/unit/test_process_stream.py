@@ -1,0 +1,63 @@
+"""process.stream: lines as they come, the whole stream in the log, and a child that outlives us."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fleet.adapters import process
+from fleet.errors import DependencyDown
+
+
+def test_lines_come_while_the_child_runs_and_all_land_in_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "build.log"
+    log.parent.mkdir()
+    log.write_text("an earlier run\n")
+    seen: list[tuple[str, bool]] = []
+    marker = tmp_path / "go-on"
+    script = f"echo first; while [ ! -e {marker} ]; do sleep 0.01; done; echo second >&2; printf last"
+
+    def on_line(line: str) -> None:
+        seen.append((line, marker.exists()))
+        marker.touch()
+
+    result = process.stream(["sh", "-c", script], on_line=on_line, log=log)
+    assert result.returncode == 0
+    assert seen == [("first", False), ("second", True), ("last", True)], \
+        "the first line was not handed over while the child was still running"
+    assert result.stdout == "first\nsecond\nlast"
+    assert log.read_text() == "an earlier run\nfirst\nsecond\nlast"
+
+
+def test_a_child_outlives_a_reader_killed_with_9(tmp_path: Path) -> None:
+    """Killed mid-stream, we leave the child writing to the log, not to a dead pipe (SIGPIPE)."""
+    log, flag = tmp_path / "build.log", tmp_path / "reader-gone"
+    child = (f"echo started; while [ ! -e {flag} ]; do sleep 0.01; done; "
+             "i=0; while [ $i -lt 200 ]; do echo after $i; i=$((i+1)); done")
+    reader = ("import sys; from pathlib import Path; from fleet.adapters import process; "
+              f"process.stream(['sh', '-c', {child!r}], log=Path({str(log)!r}), "
+              "on_line=lambda line: print(line, flush=True))")
+    proc = subprocess.Popen([sys.executable, "-c", reader], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "started\n"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    flag.touch()
+    deadline = time.monotonic() + 10
+    while "after 199" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().endswith("after 199\n"), "the child died with its reader"
+
+
+def test_a_missing_program_is_a_dependency_down(tmp_path: Path) -> None:
+    try:
+        process.stream(["no-such-program-here"], on_line=print, log=tmp_path / "x.log")
+    except DependencyDown as exc:
+        assert "no-such-program-here is not installed" in str(exc)
+    else:
+        raise AssertionError("no DependencyDown")
