@@ -127,11 +127,11 @@ def stream(
                 continue
             *complete, pending = (pending + chunk).split(b"\n")
             for raw in complete:
-                line = raw.decode("utf-8", "replace")
+                line = raw.decode("utf-8", "replace").removesuffix("\r")  # CRLF ends a line too
                 lines.append(line + "\n")
                 on_line(line)
         if pending:
-            lines.append(pending.decode("utf-8", "replace"))
+            lines.append(pending.decode("utf-8", "replace").removesuffix("\r"))
             on_line(lines[-1])
     return Result(tuple(argv), proc.returncode, "".join(lines), "")
 

@@ -19,7 +19,8 @@ def test_lines_come_while_the_child_runs_and_all_land_in_the_log(tmp_path: Path)
     log.write_text("an earlier run\n")
     seen: list[tuple[str, bool]] = []
     marker = tmp_path / "go-on"
-    script = f"echo first; while [ ! -e {marker} ]; do sleep 0.01; done; echo second >&2; printf last"
+    script = (f"echo first; while [ ! -e {marker} ]; do sleep 0.01; done; "
+              "printf 'second\\r\\n' >&2; printf last")
 
     def on_line(line: str) -> None:
         seen.append((line, marker.exists()))
@@ -30,7 +31,7 @@ def test_lines_come_while_the_child_runs_and_all_land_in_the_log(tmp_path: Path)
     assert seen == [("first", False), ("second", True), ("last", True)], \
         "the first line was not handed over while the child was still running"
     assert result.stdout == "first\nsecond\nlast"
-    assert log.read_text() == "an earlier run\nfirst\nsecond\nlast"
+    assert log.read_bytes() == b"an earlier run\nfirst\nsecond\r\nlast", "the log is not verbatim"
 
 
 def test_a_child_outlives_a_reader_killed_with_9(tmp_path: Path) -> None:
