@@ -92,12 +92,14 @@ def stream(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     poll: float = 0.02,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run argv, appending its output to log and handing each line to on_line as it comes.
 
     stderr is merged into stdout (Packer's -machine-readable stream carries its errors in-band);
     the result's stdout holds the whole stream. Never raises on a non-zero exit: the caller
-    parses the stream for the real reason.
+    parses the stream for the real reason. pass_fds: descriptors the child inherits (a mark
+    it holds for as long as it runs, services/inuse.py).
 
     The child writes to the log file itself and we follow the file, rather than reading a pipe:
     a pipe dies with us, and a Go program (Packer) that writes to a dead pipe on stdout is killed
@@ -111,7 +113,8 @@ def stream(
         follow.seek(0, os.SEEK_END)
         try:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=sink,
-                                    stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
+                                    stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                                    pass_fds=tuple(pass_fds))
         except FileNotFoundError as exc:
             raise DependencyDown(
                 f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"

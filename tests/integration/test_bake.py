@@ -326,9 +326,13 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
         "Packer went on building after its fleet was killed"
     assert eventually(lambda: packer_containers() & building, set(), timeout=30) == set(), \
         "the killed bake's Packer container stayed"
-    logs = sorted((fleet_copy.root / ".fleet" / "logs" / "bake").glob("web-*.log"))
+    logdir = fleet_copy.root / ".fleet" / "logs" / "bake"
+    logs = sorted(logdir.glob("web-*.log"))
     said = logs[-1].read_text() if logs else ""
     assert "Cleanly cancelled builds" in said, f"Packer did not finish its clean-up: {said[-800:]}"
+    left = sorted(logdir.glob("*-upload"))
+    assert [p.name for p in left] == [logs[-1].stem + "-upload"], \
+        f"the killed bake's upload folder is not what it left: {left}"
     assert role_images("web") == before, "the killed bake left an image"
     assert catalog_keys(lab, fleet_copy) == []
 
@@ -337,3 +341,5 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
     assert code == 0, err
     assert again["results"][0]["outcome"] == "built"
     assert images_of(fleet_copy, "web") == [("v1", again["results"][0]["artifact"])]
+    assert sorted(logdir.glob("*-upload")) == [], "the rerun left the killed bake's folder"
+    assert logs[-1].exists(), "the killed bake's log (no secret in it) was not kept"

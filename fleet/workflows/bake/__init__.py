@@ -41,12 +41,11 @@ from pathlib import Path
 
 from fleet.adapters import docker, git, packer
 from fleet.errors import DependencyDown, FleetError
-from fleet.model import secretscan
 from fleet.model.definition import Role, Target
 from fleet.model.image import Action, Decision, ImageError, ImageRecord, decide
 from fleet.model.migrations import to_record
 from fleet.model.spec import did_you_mean
-from fleet.services import bakeinputs, baseimage
+from fleet.services import bakeinputs, baseimage, inuse
 from fleet.services.bakeinputs import (
     bakeable,
     digest_of,
@@ -58,6 +57,7 @@ from fleet.services.bakeinputs import (
 from fleet.services.catalog import Catalog
 from fleet.services.context import Context, who
 from fleet.services.leaks import scan_build, secret_needles
+from fleet.workflows.bake import logs
 from fleet.workflows.bake.aws import check_chef, validate_aws
 
 Say = Callable[[str, str], None]  # (role, what is happening)
@@ -150,6 +150,7 @@ class Bakery:
         self._needles: dict[bytes, str] | None = None
         self._lock = threading.Lock()
         self.scan_lock = threading.Lock()  # one base scan at a time
+        self._swept = False
         self.catalog: Catalog | None = None
         if target.kind == "lab":
             consul = ctx.consul()
@@ -189,9 +190,17 @@ class Bakery:
             docker.delete_image(held.id, ())
         return name
 
-    def log_path(self, role: str) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
-        return self.ctx.state_dir / "logs" / "bake" / f"{role}-{stamp}.log"
+    def sweep(self) -> None:
+        """Once per command, before its first build: what killed bakes left (logs.sweep)."""
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
+        logs.sweep(self.ctx.state_dir, self.scrub)
+
+    def scrub(self, log: Path) -> None:
+        """A failed bake's log stays, unless it holds a secret (logs.scrub)."""
+        logs.scrub(log, self.needles if self.ctx.vault_token is not None else None)
 
 
 # ---- one role ----------------------------------------------------------------------------
@@ -273,11 +282,12 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     """Build, scan, record (with rebuild: over the pruned record of this version), tag."""
     assert b.catalog is not None
     ctx = b.ctx
-    log = b.log_path(role.name)
+    b.sweep()
+    log = logs.new_log(ctx.state_dir, role.name)
     again = ", again: its image was pruned" if rebuild else ""
     say(role.name, f"building {role.name}:{version} (digest {digest[:12]}{again})")
     carried = to_record(bakeinputs.carried(ctx, role))  # a misnamed migration fails here
-    staged, scripts = bakeinputs.stage_upload(ctx, role, log.parent / f"{log.stem}-upload")
+    staged, scripts = bakeinputs.stage_upload(ctx, role, logs.upload_folder(log))
     variables: dict[str, packer.VarValue] = {
         "base_image": base_id, "role": role.name, "digest": digest,
         "upload_dir": str(staged), "scripts": [shlex.quote(s) for s in scripts],  # commands
@@ -293,10 +303,11 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
                 say(role.name, text.splitlines()[0])
 
     try:
-        output = packer.build(template_for(ctx, b.target, role), variables, log=log,
-                              on_line=on_line, cwd=ctx.root)
+        with inuse.marked(staged) as mark:  # held by Packer too, were we killed (logs.py)
+            output = packer.build(template_for(ctx, b.target, role), variables, log=log,
+                                  on_line=on_line, cwd=ctx.root, pass_fds=[mark])
     except FleetError:
-        _scrub_log(b, log)
+        b.scrub(log)
         raise
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -350,16 +361,6 @@ def _scan(b: Bakery, role: Role, artifact: str, base_id: str, log: Path) -> None
         raise FleetError(f"{role.name} would ship a secret: {first.where} holds {first.what}{more}; "
                          "the image was removed",
                          "secrets come from Vault at boot: remove it from the role's scripts")
-
-
-def _scrub_log(b: Bakery, log: Path) -> None:
-    """A failed bake's log stays for diagnosis, unless it holds a secret."""
-    if log.exists() and b.ctx.vault_token is not None:
-        try:
-            if secretscan.scan(log.name, log.read_bytes(), b.needles()):
-                log.unlink()
-        except FleetError:
-            log.unlink()  # cannot check it: do not keep it
 
 
 def _now() -> str:
