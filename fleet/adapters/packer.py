@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,10 @@ def failure_tail(output: BuildOutput, context: int = 3) -> str:
 
 
 def build(template: Path, variables: Mapping[str, VarValue], *, log: Path,
-          on_line: Callable[[Line], None], cwd: Path, pass_fds: Sequence[int] = ()) -> BuildOutput:
+          on_line: Callable[[Line], None], cwd: Path, pass_fds: Sequence[int] = (),
+          stop: threading.Event | None = None) -> BuildOutput:
     """Run a build; CommandFailed with the tail of Packer's error lines if it fails.
-    pass_fds: descriptors Packer inherits (process.stream)."""
+    pass_fds: descriptors Packer inherits; stop: set, Packer cancels (process.stream)."""
     argv = build_argv(template, variables)
 
     def each(raw: str) -> None:
@@ -112,7 +114,7 @@ def build(template: Path, variables: Mapping[str, VarValue], *, log: Path,
     # its container as it does on Ctrl-C. (setpriv, util-linux: PR_SET_PDEATHSIG, which a
     # preexec_fn could set too, but not safely with the bake's threads.)
     result = process.stream(["setpriv", "--pdeathsig", "TERM", "--", *argv], on_line=each,
-                            log=log, cwd=cwd, pass_fds=pass_fds)
+                            log=log, cwd=cwd, pass_fds=pass_fds, stop=stop)
     output = parse_build(result.stdout)
     if result.returncode != 0 or not output.artifacts:
         raise CommandFailed(argv, result.returncode, failure_tail(output) or result.stdout[-500:],

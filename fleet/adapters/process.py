@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,13 +94,16 @@ def stream(
     cwd: Path | None = None,
     poll: float = 0.02,
     pass_fds: Sequence[int] = (),
+    stop: threading.Event | None = None,
 ) -> Result:
     """Run argv, appending its output to log and handing each line to on_line as it comes.
 
     stderr is merged into stdout (Packer's -machine-readable stream carries its errors in-band);
     the result's stdout holds the whole stream. Never raises on a non-zero exit: the caller
     parses the stream for the real reason. pass_fds: descriptors the child inherits (a mark
-    it holds for as long as it runs, services/inuse.py).
+    it holds for as long as it runs, services/inuse.py). stop: once set, the child is sent
+    SIGTERM (once) and followed until it exits, so that it cancels and cleans up as it does
+    on a Ctrl-C that reached it.
 
     The child writes to the log file itself and we follow the file, rather than reading a pipe:
     a pipe dies with us, and a Go program (Packer) that writes to a dead pipe on stdout is killed
@@ -119,9 +123,12 @@ def stream(
             raise DependencyDown(
                 f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
             ) from exc
-        pending = b""
+        pending, stopped = b"", False
         while True:
             exited = proc.poll() is not None  # before the read: what it wrote last is read
+            if stop is not None and stop.is_set() and not exited and not stopped:
+                proc.terminate()
+                stopped = True
             chunk = follow.read()
             if not chunk:
                 if exited:

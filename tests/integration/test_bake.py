@@ -294,21 +294,20 @@ def packer_containers() -> set[str]:
     return set(out.stdout.split())
 
 
-def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
-        lab: Any, fleet_copy: FleetCopy) -> None:
+def bake_held_in_web_script(copy: FleetCopy, *args: str) -> tuple[subprocess.Popen[str], set[str]]:
+    """`fleet bake ARGS` started with web's script sleeping 60 s, returned once it runs that
+    script, with the Packer container building it."""
     import os
-    import signal
     import sys
     import time
 
-    from tests.conftest import ROOT, eventually
+    from tests.conftest import ROOT
 
-    before, containers = role_images("web"), packer_containers()
-    fleet_copy.edit("packer/scripts/web.sh", "install_services", "sleep 60\ninstall_services")
-    argv = [sys.executable, "-m", "fleet", "-f", str(fleet_copy.file), "bake", "web",
-            "--version", "v1", "--json"]
+    containers = packer_containers()
+    copy.edit("packer/scripts/web.sh", "install_services", "sleep 60\ninstall_services")
+    argv = [sys.executable, "-m", "fleet", "-f", str(copy.file), "bake", *args, "--json"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, **fleet_copy.env})
+                            cwd=ROOT, env={**os.environ, **copy.env})
     assert proc.stderr is not None
     deadline, said = time.monotonic() + 120, ""
     while "running packer/scripts/web.sh" not in said and time.monotonic() < deadline:
@@ -318,7 +317,19 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
         said += line
     assert "running packer/scripts/web.sh" in said, f"the bake never reached its script: {said}"
     building = packer_containers() - containers
-    assert len(building) == 1 and packers_of(fleet_copy), "Packer is not building"
+    assert len(building) == 1 and packers_of(copy), "Packer is not building"
+    return proc, building
+
+
+def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
+        lab: Any, fleet_copy: FleetCopy) -> None:
+    import os
+    import signal
+
+    from tests.conftest import eventually
+
+    before = role_images("web")
+    proc, building = bake_held_in_web_script(fleet_copy, "web", "--version", "v1")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -343,3 +354,35 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
     assert images_of(fleet_copy, "web") == [("v1", again["results"][0]["artifact"])]
     assert sorted(logdir.glob("*-upload")) == [], "the rerun left the killed bake's folder"
     assert logs[-1].exists(), "the killed bake's log (no secret in it) was not kept"
+
+
+def test_a_bake_interrupted_cancels_its_packer_begins_no_other_role_and_records_nothing(
+        lab: Any, fleet_copy: FleetCopy) -> None:
+    """SIGINT to fleet alone (not to its process group, as a terminal's Ctrl-C would send it:
+    Packer never sees it) while web builds and api waits its turn (--parallel 1)."""
+    import os
+    import signal
+
+    from tests.conftest import eventually
+
+    before = role_images("web"), role_images("api")
+    proc, building = bake_held_in_web_script(fleet_copy, "web", "api", "--version", "v1",
+                                             "--parallel", "1")
+    assert proc.stderr is not None
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = None
+    said = proc.stderr.read()
+    assert code == 130, f"fleet did not stop within 30 s of SIGINT (exit {code}): {said[-600:]}"
+    assert "fleet: interrupted" in said, said[-600:]
+    assert "Cancelling build" in said, f"Packer was not told to cancel: {said[-600:]}"
+    assert "building api" not in said, f"a role was begun after the interrupt: {said[-600:]}"
+    assert packers_of(fleet_copy) == [], "Packer outlived the interrupted bake"
+    assert eventually(lambda: packer_containers() & building, set(), timeout=30) == set(), \
+        "the interrupted bake's Packer container stayed"
+    assert (role_images("web"), role_images("api")) == before, "the interrupted bake left an image"
+    assert catalog_keys(lab, fleet_copy) == [], "the interrupted bake recorded an image"
+    assert sorted((fleet_copy.root / ".fleet" / "logs" / "bake").glob("*-upload")) == []

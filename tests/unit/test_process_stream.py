@@ -62,3 +62,16 @@ def test_a_missing_program_is_a_dependency_down(tmp_path: Path) -> None:
         assert "no-such-program-here is not installed" in str(exc)
     else:
         raise AssertionError("no DependencyDown")
+
+
+def test_a_stop_sends_the_child_term_once_and_follows_it_to_its_end(tmp_path: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    child = ("trap 'kill $!; echo cancelling; sleep 0.2; echo cancelled; exit 3' TERM; echo started; "
+             "sleep 30 & wait")
+    result = process.stream(["sh", "-c", child], log=tmp_path / "x.log", stop=stop,
+                            on_line=lambda line: stop.set() if line == "started" else None)
+    assert result.returncode == 3, "the child was not sent TERM"
+    assert result.stdout.splitlines() == ["started", "cancelling", "cancelled"], \
+        "what the child wrote while it cancelled was not followed to its end"

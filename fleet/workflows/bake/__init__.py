@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 from fleet.adapters import docker, git, packer
@@ -59,43 +58,11 @@ from fleet.services.context import Context, who
 from fleet.services.leaks import scan_build, secret_needles
 from fleet.workflows.bake import logs
 from fleet.workflows.bake.aws import check_chef, validate_aws
+from fleet.workflows.bake.report import BakeReport as BakeReport  # re-exported: views, apply
+from fleet.workflows.bake.report import Outcome as Outcome
+from fleet.workflows.bake.report import RoleBake
 
 Say = Callable[[str, str], None]  # (role, what is happening)
-
-
-class Outcome(StrEnum):
-    BUILT = "built"
-    CACHED = "cached"
-    VALIDATED = "validated"   # aws: rendered and `packer validate`d, not built here
-    SKIPPED = "skipped"       # --all on the lab: a role the lab cannot bake (chef-solo)
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class RoleBake:
-    role: str
-    outcome: Outcome
-    version: str = ""
-    digest: str = ""
-    artifact: str = ""
-    seconds: float = 0.0
-    detail: str = ""
-    log: str = ""
-
-
-@dataclass(frozen=True)
-class BakeReport:
-    results: tuple[RoleBake, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.outcome is not Outcome.FAILED for r in self.results)
-
-    def error(self) -> FleetError | None:
-        failed = [r for r in self.results if r.outcome is Outcome.FAILED]
-        if not failed:
-            return None
-        return FleetError(f"bake of {', '.join(r.role for r in failed)} failed: {failed[0].detail}")
 
 
 @dataclass(frozen=True)
@@ -151,6 +118,7 @@ class Bakery:
         self._lock = threading.Lock()
         self.scan_lock = threading.Lock()  # one base scan at a time
         self._swept = False
+        self.stopping = threading.Event()  # the command was interrupted: Packers cancel
         self.catalog: Catalog | None = None
         if target.kind == "lab":
             consul = ctx.consul()
@@ -305,13 +273,17 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     try:
         with inuse.marked(staged) as mark:  # held by Packer too, were we killed (logs.py)
             output = packer.build(template_for(ctx, b.target, role), variables, log=log,
-                                  on_line=on_line, cwd=ctx.root, pass_fds=[mark])
+                                  on_line=on_line, cwd=ctx.root, pass_fds=[mark],
+                                  stop=b.stopping)
     except FleetError:
         b.scrub(log)
         raise
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     artifact = output.artifacts[0].id
+    if b.stopping.is_set():  # interrupted as Packer finished: the image is not recorded
+        docker.remove_image(artifact)
+        raise FleetError(f"{role.name}: interrupted; the image was built but not recorded")
     try:
         say(role.name, "scanning the image and the bake log for secrets")
         _scan(b, role, artifact, base_id, log)
@@ -382,8 +354,18 @@ def bake(ctx: Context, names: Iterable[str], *, all_roles: bool = False,
     results: list[RoleBake] = []
     if roles:
         bakery = Bakery(ctx, chosen)
-        with ThreadPoolExecutor(max_workers=min(parallel, len(roles))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(parallel, len(roles)))
+        try:
             results = list(pool.map(lambda r: bake_role(bakery, r, version, rebake, say), roles))
+        except BaseException:
+            # Interrupted (Ctrl-C, or SIGINT sent to fleet alone): no role not yet begun is
+            # begun, each running Packer is told to cancel (it cleans up as on its own Ctrl-C)
+            # and an image it finished anyway is not recorded; a role already recording its
+            # image finishes that (check-and-set). The command returns once they are done.
+            bakery.stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
     order = list(ctx.fleet.roles)
     every = sorted([*results, *selection.skipped], key=lambda r: order.index(r.role))
     return BakeReport(tuple(every))
