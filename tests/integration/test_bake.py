@@ -298,6 +298,7 @@ def bake_held_in_web_script(copy: FleetCopy, *args: str) -> tuple[subprocess.Pop
     """`fleet bake ARGS` started with web's script sleeping 60 s, returned once it runs that
     script, with the Packer container building it."""
     import os
+    import signal
     import sys
     import time
 
@@ -306,8 +307,11 @@ def bake_held_in_web_script(copy: FleetCopy, *args: str) -> tuple[subprocess.Pop
     containers = packer_containers()
     copy.edit("packer/scripts/web.sh", "install_services", "sleep 60\ninstall_services")
     argv = [sys.executable, "-m", "fleet", "-f", str(copy.file), "bake", *args, "--json"]
+    # SIGINT as a terminal's fleet has it: a suite started in the background (CI) ignores it,
+    # and the ignoring is inherited, so fleet would never hear the interrupt test's SIGINT.
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**os.environ, **copy.env})
+                            cwd=ROOT, env={**os.environ, **copy.env},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stderr is not None
     deadline, said = time.monotonic() + 120, ""
     while "running packer/scripts/web.sh" not in said and time.monotonic() < deadline:

@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -356,7 +356,10 @@ def bake(ctx: Context, names: Iterable[str], *, all_roles: bool = False,
         bakery = Bakery(ctx, chosen)
         pool = ThreadPoolExecutor(max_workers=min(parallel, len(roles)))
         try:
-            results = list(pool.map(lambda r: bake_role(bakery, r, version, rebake, say), roles))
+            futures = [pool.submit(bake_role, bakery, r, version, rebake, say) for r in roles]
+            while wait(futures, timeout=0.25).not_done:
+                pass  # a timed wait: SIGINT is seen here even when a worker thread received it
+            results = [f.result() for f in futures]
         except BaseException:
             # Interrupted (Ctrl-C, or SIGINT sent to fleet alone): no role not yet begun is
             # begun, each running Packer is told to cancel (it cleans up as on its own Ctrl-C)
