@@ -123,6 +123,9 @@ def stream(
             raise DependencyDown(
                 f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
             ) from exc
+        def text(raw: bytes) -> str:
+            return raw.decode("utf-8", "replace").removesuffix("\r")  # CRLF ends a line too
+
         pending, stopped = b"", False
         while True:
             exited = proc.poll() is not None  # before the read: what it wrote last is read
@@ -136,12 +139,11 @@ def stream(
                 time.sleep(poll)
                 continue
             *complete, pending = (pending + chunk).split(b"\n")
-            for raw in complete:
-                line = raw.decode("utf-8", "replace").removesuffix("\r")  # CRLF ends a line too
+            for line in map(text, complete):
                 lines.append(line + "\n")
                 on_line(line)
         if pending:
-            lines.append(pending.decode("utf-8", "replace").removesuffix("\r"))
+            lines.append(text(pending))
             on_line(lines[-1])
     return Result(tuple(argv), proc.returncode, "".join(lines), "")
 

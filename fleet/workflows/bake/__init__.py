@@ -117,7 +117,6 @@ class Bakery:
         self._needles: dict[bytes, str] | None = None
         self._lock = threading.Lock()
         self.scan_lock = threading.Lock()  # one base scan at a time
-        self._swept = False
         self.stopping = threading.Event()  # the command was interrupted: Packers cancel
         self.catalog: Catalog | None = None
         if target.kind == "lab":
@@ -157,14 +156,6 @@ class Bakery:
         with contextlib.suppress(FleetError):  # refused: a container still uses it
             docker.delete_image(held.id, ())
         return name
-
-    def sweep(self) -> None:
-        """Once per command, before its first build: what killed bakes left (logs.sweep)."""
-        with self._lock:
-            if self._swept:
-                return
-            self._swept = True
-        logs.sweep(self.ctx.state_dir, self.scrub)
 
     def scrub(self, log: Path) -> None:
         """A failed bake's log stays, unless it holds a secret (logs.scrub)."""
@@ -250,7 +241,6 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     """Build, scan, record (with rebuild: over the pruned record of this version), tag."""
     assert b.catalog is not None
     ctx = b.ctx
-    b.sweep()
     log = logs.new_log(ctx.state_dir, role.name)
     again = ", again: its image was pruned" if rebuild else ""
     say(role.name, f"building {role.name}:{version} (digest {digest[:12]}{again})")
@@ -354,6 +344,7 @@ def bake(ctx: Context, names: Iterable[str], *, all_roles: bool = False,
     results: list[RoleBake] = []
     if roles:
         bakery = Bakery(ctx, chosen)
+        logs.sweep(ctx.state_dir, bakery.scrub)  # what killed bakes left
         pool = ThreadPoolExecutor(max_workers=min(parallel, len(roles)))
         try:
             futures = [pool.submit(bake_role, bakery, r, version, rebake, say) for r in roles]

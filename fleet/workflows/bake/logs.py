@@ -4,8 +4,8 @@ and while Packer runs ROLE-STAMP-upload/, the folder it uploads (bakeinputs.stag
 A bake removes its upload folder when Packer is done, and keeps a failed bake's log for
 diagnosis unless the log holds a secret. A bake killed with -9 can do neither, and its Packer
 runs on for a while (it cancels and removes its container). So the upload folder is marked in
-use by fleet and Packer (services/inuse.py), and the next bake to build finds the folders that
-no process holds any more. Each such folder's log is then scrubbed as a failed bake's would
+use by fleet and Packer (services/inuse.py), and the next bake finds the folders that no
+process holds any more. Each such folder's log is then scrubbed as a failed bake's would
 have been, and the folder is removed.
 """
 
@@ -36,6 +36,11 @@ def upload_folder(log: Path) -> Path:
     return log.with_name(f"{log.stem}{UPLOAD}")
 
 
+def log_of(folder: Path) -> Path:
+    """The log of the bake whose upload_folder this is."""
+    return folder.with_name(f"{folder.name.removesuffix(UPLOAD)}.log")
+
+
 def scrub(log: Path, needles: Callable[[], dict[bytes, str]] | None) -> None:
     """A failed bake's log stays for diagnosis, unless it holds a secret. needles: the lab's
     secret values (None: fleet has no Vault token, and nothing to look for)."""
@@ -52,6 +57,6 @@ def sweep(state_dir: Path, scrub_log: Callable[[Path], None]) -> list[Path]:
     scrub_log is given each one's log. Returns the folders removed."""
     gone = inuse.abandoned(log_dir(state_dir), f"*{UPLOAD}")
     for folder in gone:
-        scrub_log(folder.with_name(folder.name.removesuffix(UPLOAD) + ".log"))
+        scrub_log(log_of(folder))
         shutil.rmtree(folder, ignore_errors=True)
     return gone
