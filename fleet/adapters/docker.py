@@ -3,6 +3,8 @@ daemon info, networks, images, lab containers."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +195,15 @@ def create_container(image_id: str) -> str:
 
 def remove_container(container: str) -> None:
     process.run(["docker", "rm", "--force", container], check=False, timeout=60)
+
+
+def mount_source(path: Path) -> str:
+    """The `source=PATH` field of a `docker run --mount` value. The value is a CSV record, so
+    a path holding a comma or a quote is quoted (`-v`'s colon-separated form cannot carry a
+    colon at all)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([f"source={path}"])
+    return out.getvalue()
 
 
 def export_argv(container: str) -> list[str]:

@@ -18,7 +18,7 @@ from fleet.services.context import Context
 
 LIB_DIR = "packer/scripts/lib"  # the helpers every role script sources from UPLOADED
 UPLOADED = "/tmp/fleet"          # where a bake (stage_upload) and a converge put them
-MIGRATIONS = "role-migrations"   # in a bake's upload: moved to /opt/fleet/migrations
+MIGRATIONS = "role-migrations"   # in a bake's upload: copied to /opt/fleet/migrations
 
 
 def image_repository(fleet: str, role: str) -> str:
@@ -132,9 +132,10 @@ def script_uploads(ctx: Context, role: Role) -> tuple[list[tuple[Path, str]],
 
 
 def stage_upload(ctx: Context, role: Role, into: Path) -> tuple[Path, list[str]]:
-    """What a lab bake uploads in one step: a folder holding script_uploads (the scripts made
-    executable) and the role's migrations (MIGRATIONS/, stage_migrations); and the paths the
-    role's scripts have once it is UPLOADED."""
+    """What a lab bake uploads: a folder holding script_uploads (the scripts made executable)
+    and the role's migrations (MIGRATIONS/, stage_migrations), which the build container
+    mounts read-only and its scripts find at UPLOADED; and the paths the role's scripts have
+    there."""
     shutil.rmtree(into, ignore_errors=True)
     stage_migrations(ctx, role, into / MIGRATIONS)
     lib, scripts = script_uploads(ctx, role)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,10 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
         'echo "$FLEET_ROLE after $(basename "$0")" > /etc/fleet-after\n')
     fleet_copy.edit("fleet.toml", '"packer/scripts/web.sh"]',
                     '"packer/scripts/web.sh", "packer/scripts/web after.sh"]')
-    code, second, err = bake(fleet_copy, "web", "--version", "v2")
+    # from a folder whose path holds a comma and a colon: the build container mounts the
+    # staged uploads, and `--mount` is a CSV record where `-v` splits at colons
+    moved = replace(fleet_copy, root=fleet_copy.root.rename(fleet_copy.root.with_name("a, b:c")))
+    code, second, err = bake(moved, "web", "--version", "v2")
     assert code == 0, err
     assert second["results"][0]["outcome"] == "built"
     assert second["results"][0]["digest"] != first["results"][0]["digest"]

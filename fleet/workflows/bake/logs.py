@@ -1,5 +1,6 @@
 """A bake's files beside its log, in STATE/logs/bake: ROLE-STAMP.log, Packer's whole output,
-and while Packer runs ROLE-STAMP-upload/, the folder it uploads (bakeinputs.stage_upload).
+and while Packer runs ROLE-STAMP-upload/, the role's uploads, which the build container
+mounts (bakeinputs.stage_upload).
 
 A bake removes its upload folder when Packer is done, and keeps a failed bake's log for
 diagnosis unless the log holds a secret. A bake killed with -9 can do neither, and its Packer
