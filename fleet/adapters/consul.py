@@ -177,6 +177,16 @@ class Consul(Admin, FleetChecks):
         on nodes that are members of the cluster (see MEMBER_CHECK)."""
         return _instances(self._health(service, tag))
 
+    def instances_index(self, service: str, tag: str, index: int = 0,
+                        wait: str = "") -> tuple[int, builtins.list[Instance]]:
+        """instances() and the answer's index; with index and wait a blocking query, which
+        answers once the service's instances or their checks change, or after wait (the
+        client's timeout must exceed it)."""
+        answer = self._send(f"health of {service}", "GET", f"/v1/health/service/{service}",
+                            {"tag": tag, **_blocking(index, wait)}, ok=(200, 404))
+        items = json.loads(answer.body) if answer.status == 200 else None
+        return _index(answer), _instances(items or [])
+
     def unmarked(self, service: str, tag: str) -> builtins.list[tuple[str, str, dict[str, str]]]:
         """(node, address, service meta) of the instances carrying tag whose node has no
         MEMBER_CHECK: registered by their agent, but not (yet, or no longer) a member to

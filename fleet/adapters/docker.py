@@ -3,8 +3,6 @@ daemon info, networks, images, lab containers."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,12 +196,10 @@ def remove_container(container: str) -> None:
 
 
 def mount_source(path: Path) -> str:
-    """The `source=PATH` field of a `docker run --mount` value. The value is a CSV record, so
-    a path holding a comma or a quote is quoted (`-v`'s colon-separated form cannot carry a
-    colon at all)."""
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([f"source={path}"])
-    return out.getvalue()
+    """`source=PATH` of a `docker run --mount` value, a CSV record: quoted (its quotes doubled)
+    where PATH holds a comma, a quote or a newline (`-v` splits at colons, which PATH may hold)."""
+    field = f"source={path}"
+    return f'"{field.replace(chr(34), 2 * chr(34))}"' if set(',"\n') & set(field) else field
 
 
 def export_argv(container: str) -> list[str]:
@@ -287,9 +283,10 @@ def events_argv(label: str, actions: tuple[str, ...]) -> list[str]:
     return argv
 
 
-def _times(name: str) -> tuple[float, float] | None:
-    """(created, last started) of a container as time.time() values; None once it is gone.
-    Docker prints RFC 3339 with nanoseconds and a Z: cut to microseconds for Python."""
+def times(name: str) -> tuple[float, float] | None:
+    """(created, last started) of a container as time.time() values (a first start follows
+    the creation at once, a restart does not); None once it is gone. Docker prints RFC 3339
+    with nanoseconds and a Z: cut to microseconds for Python."""
     from datetime import datetime
 
     result = process.run(["docker", "inspect", "--type", "container", "--format",
@@ -299,19 +296,6 @@ def _times(name: str) -> tuple[float, float] | None:
     created, started = (datetime.fromisoformat(s[:26].rstrip("Z") + "+00:00").timestamp()
                         for s in result.stdout.split())
     return created, started
-
-
-def started_at(name: str) -> float | None:
-    """When a container last started, as a time.time() value; None once it is gone."""
-    found = _times(name)
-    return found[1] if found else None
-
-
-def seconds_from_create_to_start(name: str) -> float | None:
-    """How long after its creation a container last started (a first start is quick, a
-    restart is not); None if the container is gone."""
-    found = _times(name)
-    return found[1] - found[0] if found else None
 
 
 def image_ids(label: str = "") -> frozenset[str]:

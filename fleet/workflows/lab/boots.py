@@ -51,7 +51,8 @@ def rebooted(ctx: Context, event: docker.Event) -> bool:
     if not (role and env and topology.owns(ctx, event.container,
                                            event.labels.get("fleet.name", ""))):
         return False  # another fleet's node, or no fleet node at all
-    return is_reboot(event, docker.seconds_from_create_to_start(event.container))
+    found = docker.times(event.container)
+    return is_reboot(event, found[1] - found[0] if found else None)
 
 
 def recover(ctx: Context, event: docker.Event, say: Callable[[str], None]) -> str | None:
