@@ -40,9 +40,10 @@ source "docker" "role" {
   # (a plugin process, a `docker cp` and an untar in dockerd less). A commit leaves a mount's
   # contents out of the image, and /mnt is the base's own empty mount point: the image keeps
   # nothing of the uploads (the scripts find them at /tmp/fleet, a link made for the step).
-  run_command = ["-d", "-i", "-t", "--network=none", "--mount",
-    "type=bind,${var.uploads},target=/mnt,readonly",
-  "--entrypoint=/bin/sh", "--", "{{.Image}}"]
+  run_command = [
+    "-d", "-i", "-t", "--network=none", "--mount", "type=bind,${var.uploads},target=/mnt,readonly",
+    "--entrypoint=/bin/sh", "--", "{{.Image}}",
+  ]
   # The docker builder runs and commits with ENTRYPOINT /bin/sh; a node must start fleet-init.
   changes = [
     "ENTRYPOINT [\"/usr/local/sbin/fleet-init\"]",

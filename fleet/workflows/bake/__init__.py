@@ -248,7 +248,8 @@ def _build(b: Bakery, role: Role, version: str, digest: str, base_ref: str, base
     staged, scripts = bakeinputs.stage_upload(ctx, role, logs.upload_folder(log))
     variables: dict[str, packer.VarValue] = {
         "base_image": base_id, "role": role.name, "digest": digest,
-        "uploads": docker.mount_source(staged), "scripts": [shlex.quote(s) for s in scripts],  # commands
+        "uploads": docker.mount_source(staged),  # mounted read-only in the build container
+        "scripts": [shlex.quote(s) for s in scripts],  # commands
         "environment": script_environment(role),
     }
 
