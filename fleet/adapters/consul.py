@@ -175,28 +175,32 @@ class Consul(Admin, FleetChecks):
     def instances(self, service: str, tag: str) -> builtins.list[Instance]:
         """Every instance of a service carrying tag, with its health, in one request. Only
         on nodes that are members of the cluster (see MEMBER_CHECK)."""
-        return _instances(self._health(service, tag))
+        return self.instances_index(service, tag)[1]
 
     def instances_index(self, service: str, tag: str, index: int = 0,
                         wait: str = "") -> tuple[int, builtins.list[Instance]]:
         """instances() and the answer's index; with index and wait a blocking query, which
         answers once the service's instances or their checks change, or after wait (the
         client's timeout must exceed it)."""
-        answer = self._send(f"health of {service}", "GET", f"/v1/health/service/{service}",
-                            {"tag": tag, **_blocking(index, wait)}, ok=(200, 404))
-        items = json.loads(answer.body) if answer.status == 200 else None
-        return _index(answer), _instances(items or [])
+        found, items = self._health(service, tag, index, wait)
+        return found, _instances(items)
 
     def unmarked(self, service: str, tag: str) -> builtins.list[tuple[str, str, dict[str, str]]]:
         """(node, address, service meta) of the instances carrying tag whose node has no
         MEMBER_CHECK: registered by their agent, but not (yet, or no longer) a member to
         Consul's leader."""
-        items = self._health(service, tag)
+        items = self._health(service, tag)[1]
         return [(i["Node"]["Node"], i["Node"]["Address"], dict(i["Service"]["Meta"] or {}))
                 for i in items if not any(c["CheckID"] == MEMBER_CHECK for c in i["Checks"])]
 
-    def _health(self, service: str, tag: str) -> builtins.list[dict[str, Any]]:
-        return self._read(f"health of {service}", f"/v1/health/service/{service}", {"tag": tag}) or []
+    def _health(self, service: str, tag: str, index: int = 0,
+                wait: str = "") -> tuple[int, builtins.list[dict[str, Any]]]:
+        """/v1/health/service's answer for service's instances carrying tag, and its index
+        (kv_index's blocking)."""
+        answer = self._send(f"health of {service}", "GET", f"/v1/health/service/{service}",
+                            {"tag": tag, **_blocking(index, wait)}, ok=(200, 404))
+        items = json.loads(answer.body) if answer.status == 200 else None
+        return _index(answer), items or []
 
     def node_checks(self, node: str, *, members_only: bool = True) -> builtins.list[NodeCheck]:
         """Every check on a node; [] while the node is not a member of the cluster (it has not
