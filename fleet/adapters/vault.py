@@ -182,15 +182,23 @@ class Vault:
                    path, secret=data, mount_point=mount)
 
     def kv_set(self, mount: str, path: str, key: str, value: Secret) -> None:
-        """Set one key of a kv-v2 secret, keeping its other keys: a patch (atomic in Vault),
-        or the secret's first version (check-and-set 0) when there is none yet."""
-        what = f"write {key} at {mount}/{path}"
+        """Set one key of a kv-v2 secret, keeping its other keys: its latest version is read,
+        then written back with the key set, check-and-set on the version read, so a write
+        between the two makes this one fail rather than be lost (what hvac's kv.v2.patch does,
+        without its warning of a default that hvac 3 changes); check-and-set 0, the secret's
+        first version, when there is none yet."""
         try:
-            self._call(what, self._client.secrets.kv.v2.patch, path, {key: value.reveal()},
-                       mount_point=mount)
+            current = self._call(f"read {mount}/{path}",
+                                 self._client.secrets.kv.v2.read_secret_version, path,
+                                 mount_point=mount, raise_on_deleted_version=True)
         except NotFound:
-            self._call(what, self._client.secrets.kv.v2.create_or_update_secret, path,
-                       secret={key: value.reveal()}, cas=0, mount_point=mount)
+            data, version = {}, 0
+        else:
+            data = dict(current["data"]["data"])
+            version = current["data"]["metadata"]["version"]
+        self._call(f"write {key} at {mount}/{path}",
+                   self._client.secrets.kv.v2.create_or_update_secret, path,
+                   secret={**data, key: value.reveal()}, cas=version, mount_point=mount)
 
     def kv_get(self, mount: str, path: str) -> dict[str, str] | None:
         """The latest version of a kv-v2 secret, None if there is none."""
