@@ -135,6 +135,9 @@ def rollout() -> list[Figure]:
         cpu = (f"; host CPU {result['cpu_busy'] / seconds / cores:.0%} busy, every core busy "
                f"{result['cpu_busy'] / cores / result['bound']:.2f}x" if result.get("cpu_busy")
                else "")
+        if result.get("cpu_outside"):  # what Docker, the kernel and Consul spent of it
+            cpu += (f", of which Docker, kernel, Consul "
+                    f"{result['cpu_outside'] / cores / result['bound']:.2f}x")
         figures.append(Figure(row, round(ratio, 3), "x", f"<= {limit}x", ratio <= limit,
                               f"{seconds:.1f} s / bound {result['bound']:.1f} s{cpu}"))
     return [*figures, *not_here]

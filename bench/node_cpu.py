@@ -93,6 +93,54 @@ def grown(before: dict[int, tuple[str, float]],
     return spent
 
 
+# What the project does not write: Docker (its daemons, their re-execs and runc), the kernel's
+# own threads (network namespaces made and torn down, among others) and Consul (the lab's
+# servers and every node's agent).
+OUTSIDE_LONG_LIVED = ("dockerd", "containerd", "consul")  # by prefix: containerd-shim too
+# exited: short-lived, so spent within the span (a shim lives as long as its container)
+OUTSIDE_EXITED = {"exe": "docker", "runc": "docker"}
+
+
+def outside() -> dict[int, tuple[str, float]]:
+    """pid -> (part, CPU-seconds of itself) of the long-lived processes the project does not
+    write and of the kernel's threads (children of kthreadd, pid 2)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        if pid == "2" or fields[1] == "2":
+            part = "kernel"
+        elif comm.startswith(OUTSIDE_LONG_LIVED):
+            part = "consul" if comm == "consul" else "docker"
+        else:
+            continue
+        found[int(pid)] = (part, (int(fields[11]) + int(fields[12])) / TCK)
+    return found
+
+
+def outside_spent(before: dict[int, tuple[str, float]],
+                  acct: Path | None) -> collections.Counter[str]:
+    """CPU-seconds each part the project does not write spent since `before`: docker, kernel,
+    consul. With acct (process accounting over the same span), Docker's processes that
+    exited meanwhile too. An exited consul is left out (an old node's agent counts its whole
+    life at exit, and the provisioners' consul CLI calls are the project's), so this is a
+    floor: those parts spent at least this."""
+    spent: collections.Counter[str] = collections.Counter()
+    for pid, (part, cpu) in outside().items():
+        old = before.get(pid)
+        spent[part] += cpu - (old[1] if old and old[0] == part else 0.0)
+    if acct is not None:
+        short, _, _ = exited(acct, {}, set())
+        for comm, part in OUTSIDE_EXITED.items():
+            spent[part] += short.get(comm, 0.0)
+    return spent
+
+
 def comp_t(value: int) -> float:
     return ((value & 0x1FFF) << (3 * (value >> 13))) / 100  # AHZ ticks
 

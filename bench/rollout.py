@@ -11,6 +11,9 @@ Target: the rollout within 1.3x of the lower bound, for N = 20, B = 5.
 It also prints the host's CPU-seconds spent during the rollout (/proc/stat: every process,
 the lab's servers and other nodes included) and the time they take with every core busy: a
 floor that no rollout doing the same work reaches on this host, whatever it overlaps.
+Of those, it prints what the parts fleet does not write spent: Docker (dockerd, containerd,
+the shims, and with process accounting, as root, dockerd's re-execs and runc), the kernel's
+threads and Consul (servers and agents): by itself a floor under any rollout of these nodes here.
 
 --max-surge M rolls with fleet promote --max-surge M (2 x B: the next batch boots while the one
 before is gated; the bound is the same).
@@ -27,6 +30,8 @@ Usage: .venv/bin/python bench/rollout.py [N] [B] [--crowd K] [--repeats R] [--ma
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import math
 import os
@@ -43,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from figures import example_copy, remove_copy  # noqa: E402  (bench/ is the script's dir)
+from node_cpu import Accounting, outside, outside_spent  # noqa: E402
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
 from fleet.errors import FleetError  # noqa: E402
@@ -197,6 +203,7 @@ def main() -> None:
         rollouts: list[tuple[bool, float, int]] = []   # (passed, seconds, applies)
         under_load: list[float] = []
         busy: list[float] = []  # the host's CPU-seconds busy during each rollout measured
+        theirs: list[collections.Counter[str]] = []  # of those, the parts fleet does not write
         try:
             for version in ("v1", "v2"):  # v2: the same image under a new version, new nodes
                 report = bake.bake(ctx, ["web"], version=version, say=quiet)
@@ -222,13 +229,16 @@ def main() -> None:
                 current = "v1"
                 for i in range(args.repeats):
                     version = "v2" if current == "v1" else "v1"  # a failed rollout rolled back
-                    with Watcher(ctx, "canary") as watch:
-                        start, cpu = time.monotonic(), busy_seconds()
+                    acct = root / "acct" if os.geteuid() == 0 else None  # acct needs root
+                    with Watcher(ctx, "canary") as watch, \
+                            Accounting(acct) if acct else contextlib.nullcontext():
+                        start, cpu, theirs0 = time.monotonic(), busy_seconds(), outside()
                         try:
                             rolled = promote.promote(ctx, version, "canary", ["web"], say=quiet,
                                                      max_surge=args.max_surge)
                             rollouts.append((True, time.monotonic() - start, rolled.steps))
                             busy.append(busy_seconds() - cpu)
+                            theirs.append(outside_spent(theirs0, acct))
                             current = version
                         except FleetError as exc:
                             print(f"rollout {i + 1} failed: {exc.line()}")
@@ -263,6 +273,12 @@ def main() -> None:
         floor = spent / cores
         print(f"those CPU-s with every core busy          {floor:6.2f} s  = {floor / bound:.2f}x "
               f"the bound (no rollout spending them is faster on this host)")
+        middle = sorted(range(len(busy)), key=busy.__getitem__)[len(busy) // 2]
+        parts = theirs[middle] if theirs else collections.Counter()  # the median rollout's
+        other = sum(parts.values()) / cores
+        print(f"of those, Docker, the kernel and Consul   {other:6.2f} s  = {other / bound:.2f}x "
+              f"the bound ({', '.join(f'{k} {v:.1f}' for k, v in parts.most_common())} CPU-s"
+              f"{'' if os.geteuid() == 0 else '; without acct, not root: Docker short of its re-execs'})")
     print(f"flaps (running nodes marked failed)       {len(members.flapped)}"
           + (f": {', '.join(sorted(members.flapped)[:5])}" if members.flapped else ""))
     if passed:
@@ -277,6 +293,7 @@ def main() -> None:
                       "bound": round(bound, 3), "passed": len(passed), "runs": len(rollouts),
                       "most_alive": members.most_alive,
                       "cpu_busy": round(statistics.median(busy), 2) if busy else None,
+                      "cpu_outside": round(sum(parts.values()), 2) if busy else None,
                       "flaps": len(members.flapped),
                       "rollouts": [round(s, 3) for _, s, _ in rollouts]}))
 
