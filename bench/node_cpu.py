@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,22 +62,28 @@ def busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / TCK
 
 
-def processes(parents: dict[int, int] | None = None) -> dict[int, tuple[str, float]]:
-    """pid -> (command, CPU-seconds of itself) for the long-lived processes; every process's
-    parent into `parents`."""
-    found = {}
+def stats() -> Iterator[tuple[int, str, int, float]]:
+    """(pid, command, parent's pid, CPU-seconds of itself) of every process (/proc/PID/stat)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as handle:
                 text = handle.read()
         except OSError:
-            continue
-        comm = text[text.index("(") + 1:text.rindex(")")]
+            continue  # gone meanwhile
         fields = text[text.rindex(")") + 2:].split()
+        yield (int(pid), text[text.index("(") + 1:text.rindex(")")], int(fields[1]),
+               (int(fields[11]) + int(fields[12])) / TCK)
+
+
+def processes(parents: dict[int, int] | None = None) -> dict[int, tuple[str, float]]:
+    """pid -> (command, CPU-seconds of itself) for the long-lived processes; every process's
+    parent into `parents`."""
+    found = {}
+    for pid, comm, ppid, cpu in stats():
         if parents is not None:
-            parents[int(pid)] = int(fields[1])
+            parents[pid] = ppid
         if comm.startswith(LONG_LIVED):
-            found[int(pid)] = (comm, (int(fields[11]) + int(fields[12])) / TCK)
+            found[pid] = (comm, cpu)
     return found
 
 
@@ -105,21 +111,11 @@ def outside() -> dict[int, tuple[str, float]]:
     """pid -> (part, CPU-seconds of itself) of the long-lived processes the project does not
     write and of the kernel's threads (children of kthreadd, pid 2)."""
     found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
-        if pid == "2" or fields[1] == "2":
-            part = "kernel"
+    for pid, comm, ppid, cpu in stats():
+        if pid == 2 or ppid == 2:
+            found[pid] = ("kernel", cpu)
         elif comm.startswith(OUTSIDE_LONG_LIVED):
-            part = "consul" if comm == "consul" else "docker"
-        else:
-            continue
-        found[int(pid)] = (part, (int(fields[11]) + int(fields[12])) / TCK)
+            found[pid] = ("consul" if comm == "consul" else "docker", cpu)
     return found
 
 
