@@ -50,29 +50,19 @@ def run(
 
     With `outlive` (a directory), the child writes its output to files there instead of pipes
     to us, so it finishes its work even if we are killed (a pipe whose reader died would kill
-    it with SIGPIPE at its next line, half-way through, say, a Terraform apply).
+    it with SIGPIPE at its next line, half-way through, say, a Terraform apply). Nor is it
+    killed when we are interrupted (Ctrl-C, or SIGTERM: see cli.main), as subprocess.run
+    would kill it a quarter of a second after the interrupt: we wait for it to end, then the
+    interrupt goes on (`_outlived`).
     """
     full_env = child_env(env)
     try:
-        with contextlib.ExitStack() as files:
-            sinks: dict[str, object] = {"capture_output": True}
-            if outlive is not None:
-                outlive.mkdir(parents=True, exist_ok=True)
-                sinks = {name: files.enter_context((outlive / f"{name}.log").open("w+"))
-                         for name in ("stdout", "stderr")}
-            proc = subprocess.run(
-                list(argv),
-                text=True,
-                env=full_env,
-                cwd=cwd,
-                timeout=timeout,
-                input=input_text,
-                check=False,
-                **sinks,  # type: ignore[call-overload]  # pipes, or files that outlive us
-            )
-            if outlive is not None:
-                proc.stdout, proc.stderr = ((outlive / f"{n}.log").read_text()
-                                            for n in ("stdout", "stderr"))
+        if outlive is not None:
+            assert input_text is None, "a child that outlives us reads no input from us"
+            proc = _outlived(argv, full_env, cwd, timeout, outlive)
+        else:
+            proc = subprocess.run(list(argv), text=True, env=full_env, cwd=cwd, timeout=timeout,
+                                  input=input_text, check=False, capture_output=True)
     except FileNotFoundError as exc:
         raise DependencyDown(
             f"{argv[0]} is not installed", "run scripts/setup.sh to install the lab's tools"
@@ -83,6 +73,36 @@ def run(
     if check and proc.returncode != 0:
         raise CommandFailed(list(argv), proc.returncode, proc.stderr or proc.stdout, fix)
     return result
+
+
+def _outlived(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None,
+              timeout: float | None, outlive: Path) -> subprocess.CompletedProcess[str]:
+    """Run argv with its output in files under `outlive`; what subprocess.run returns.
+
+    Interrupted while it runs, we wait for it to end before the interrupt goes on: it
+    finishes what it does, or cancels cleanly if the interrupt reached it too (a terminal's
+    Ctrl-C goes to the whole process group: Terraform then stops at a safe point and writes
+    its state). Killed, Terraform would leave its state unwritten and its lock held until its
+    session's TTL. A second interrupt stops the wait and leaves the child to go on alone, as
+    when fleet is killed. A timeout kills it, as subprocess.run does."""
+    outlive.mkdir(parents=True, exist_ok=True)
+    names = ("stdout", "stderr")
+    with contextlib.ExitStack() as files:
+        sinks = [files.enter_context((outlive / f"{name}.log").open("w+")) for name in names]
+        proc = subprocess.Popen(list(argv), text=True, env=env, cwd=cwd, stdout=sinks[0],
+                                stderr=sinks[1], stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        except BaseException:
+            with contextlib.suppress(BaseException):  # a second interrupt: leave it running
+                proc.wait()
+            raise
+    out, err = ((outlive / f"{name}.log").read_text() for name in names)
+    return subprocess.CompletedProcess(list(argv), code, out, err)
 
 
 def stream(

@@ -1,4 +1,5 @@
-"""process.stream: lines as they come, the whole stream in the log, and a child that outlives us."""
+"""process.stream: lines as they come, the whole stream in the log, and a child that outlives us;
+process.run's child that outlives us is waited for, not killed, when we are interrupted."""
 
 from __future__ import annotations
 
@@ -75,3 +76,48 @@ def test_a_stop_sends_the_child_term_once_and_follows_it_to_its_end(tmp_path: Pa
     assert result.returncode == 3, "the child was not sent TERM"
     assert result.stdout.splitlines() == ["started", "cancelling", "cancelled"], \
         "what the child wrote while it cancelled was not followed to its end"
+
+
+def _interrupted_runner(tmp_path: Path, child: str) -> subprocess.Popen[str]:
+    """A Python process that runs `child` through process.run with `outlive` (as Terraform is
+    run) and says what it saw when interrupted; started once the child has begun."""
+    runner = ("import signal, sys; from pathlib import Path; from fleet.adapters import process\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # CI may ignore it
+              "try:\n"
+              f"    process.run(['sh', '-c', {child!r}], outlive=Path({str(tmp_path / 'out')!r}))\n"
+              "except KeyboardInterrupt:\n"
+              f"    print('interrupted; the child wrote:', Path({str(tmp_path / 'f')!r}).read_text()"
+              ".split(), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "f").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
+def test_an_interrupted_run_waits_for_its_child_that_outlives_us(tmp_path: Path) -> None:
+    """SIGINT to fleet alone: the child (a Terraform apply) finishes before the interrupt goes
+    on; subprocess.run would have killed it a quarter of a second in."""
+    proc = _interrupted_runner(tmp_path, f"echo started > {tmp_path / 'f'}; sleep 1; "
+                                         f"echo done >> {tmp_path / 'f'}")
+    time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "interrupted; the child wrote: ['started', 'done']", \
+        f"the child was not waited for, or was killed: {out!r}"
+
+
+def test_a_second_interrupt_leaves_the_child_running_alone(tmp_path: Path) -> None:
+    proc = _interrupted_runner(tmp_path, f"echo started > {tmp_path / 'f'}; sleep 2; "
+                                         f"echo done >> {tmp_path / 'f'}")
+    for _ in range(2):
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "interrupted; the child wrote: ['started']", \
+        f"the second interrupt did not end the wait: {out!r}"
+    deadline = time.monotonic() + 10
+    while "done" not in (tmp_path / "f").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "f").read_text().split() == ["started", "done"], "the child was killed"
