@@ -5,12 +5,13 @@ own (validate, lab, bake, images, promote, release, status, verify, secrets, pla
 registers itself on the group; how results are shown is fleet/cli/views.py.
 
 Exit codes: 0 ok; 1 a failure (bad config, a dependency down, a command that failed);
-2 usage error; 130 interrupted.
+2 usage error; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import time
 from collections.abc import MutableMapping
@@ -100,15 +101,29 @@ def _internal_error() -> Path:
     return path
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a CI job cancelled, systemd's stop), taken as a Ctrl-C is:
+    what runs unwinds (locks released, a Terraform apply in flight waited for, see
+    adapters.process.run), nothing more starts, and a rerun carries on what was cut short."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point of the console script: the one error boundary."""
+    # SIGTERM's default would end the process at once, no `finally` run (the reconciler's
+    # watch sets its own: it resigns first)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = cli.main(prog_name="fleet", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("fleet: interrupted", err=True)
-        code = 130
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click wraps the interrupt
+        terminated = isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated)
+        click.echo(f"fleet: {'terminated' if terminated else 'interrupted'}", err=True)
+        code = 143 if terminated else 130
     except click.ClickException as exc:  # usage errors: exit 2
         exc.show()
         code = exc.exit_code

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,7 +196,15 @@ def test_concurrent_promotes_serialize(lab: Any, fleet_copy: FleetCopy) -> None:
         teardown(fleet_copy)
 
 
-def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy) -> None:
+def test_sigterm_then_kill_9_mid_rollout_then_rerun_converges(lab: Any,
+                                                             fleet_copy: FleetCopy) -> None:
+    """A promotion stopped twice on its way, then run again to the end, the floor held throughout:
+    - SIGTERM (`kill`, `timeout`, a cancelled CI job) as a step's apply begins: fleet takes it
+      as a Ctrl-C, waits for that apply to end (no Terraform of this fleet is left running,
+      its state lock is free: killed, the apply held it until its session's TTL, and the
+      rerun waited for it) and exits 143 with one line;
+    - its rerun, killed with -9 a step further on: nothing runs its `finally`;
+    - the last rerun carries the rollout on to its end."""
     fleet_copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.web.",
                     "count = { canary = 3, staging = 1, production = 2 }\n\n[roles.web.")
     fleet_copy.edit("fleet.toml", "min_healthy_percent = 0", "min_healthy_percent = 100")
@@ -204,6 +213,28 @@ def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy
     bake(fleet_copy, "v2")
     lowest: list[int] = []
     stop = threading.Event()
+    said = fleet_copy.root / "promote.err"
+
+    def promote_in_background() -> subprocess.Popen[bytes]:
+        with said.open("wb") as err:
+            return subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(fleet_copy.file),
+                                     "promote", "v2", "--to", "canary", "--role", "web"],
+                                    cwd=ROOT, env={**os.environ, **fleet_copy.env},
+                                    stdout=subprocess.DEVNULL, stderr=err)
+
+    def wait_for(event: str, step: int) -> None:
+        """Until the v2 rollout's history has EVENT for STEP ("step": recorded as the step's
+        apply begins; "gate": its nodes passed)."""
+        deadline = time.monotonic() + 120
+        while True:
+            seen = events(fleet_copy, "canary")
+            ids = {e["rollout"] for e in seen if e["event"] == "promote" and e["version"] == "v2"}
+            if any(e["event"] == event and e.get("rollout") in ids and e["step"] == step
+                   and e.get("passed", True) for e in seen):
+                return
+            assert time.monotonic() < deadline, f"the rollout never came to its {event} {step}"
+            time.sleep(0.1)
+
     try:
         assert fleet_copy.run("promote", "v1", "--to", "canary", "--role", "web").code == 0
 
@@ -214,23 +245,26 @@ def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        proc = subprocess.Popen([sys.executable, "-m", "fleet", "-f", str(fleet_copy.file),
-                                 "promote", "v2", "--to", "canary", "--role", "web"], cwd=ROOT,
-                                env={**os.environ, **fleet_copy.env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
+        proc = promote_in_background()
+        wait_for("step", 2)
+        proc.send_signal(signal.SIGTERM)  # step 2's apply has begun (it takes ~1-2 s)
+        code = proc.wait(timeout=120)
+        lines = said.read_text().strip().splitlines()
+        assert code == 143, f"SIGTERM: exit {code}: {lines[-5:]}"
+        assert lines[-1] == "fleet: terminated", lines[-5:]
+        assert any("step 2/4" in line for line in lines), lines[-5:]
+        left = [pid for pid in filter(str.isdigit, os.listdir("/proc"))
+                if f"-chdir={fleet_copy.root}".encode() in _cmdline(pid)]
+        assert not left, f"Terraform outlived the terminated fleet (pids {left}): not waited for"
+        ctx = load(fleet_copy.file, fleet_copy.env)
+        held = ctx.consul().get(f"{ctx.fleet.kv_prefix}/terraform/cattle/canary/.lockinfo")
+        assert held is None, "Terraform's state lock is still held: its apply was cut, not ended"
 
-        def first_step_passed() -> bool:
-            seen = events(fleet_copy, "canary")
-            ids = {e["rollout"] for e in seen if e["event"] == "promote" and e["version"] == "v2"}
-            return any(e["event"] == "gate" and e.get("rollout") in ids and e["step"] == 1
-                       and e["passed"] for e in seen)
-
-        while not first_step_passed():
-            assert time.monotonic() < deadline, "the rollout never passed its first step"
-            time.sleep(0.3)
+        proc = promote_in_background()
+        wait_for("gate", 3)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert "carrying on rollout" in said.read_text(), said.read_text()[-600:]
 
         rerun = fleet_copy.run("promote", "v2", "--to", "canary", "--role", "web", "--wait")
         assert rerun.code == 0, rerun.stderr
@@ -240,10 +274,18 @@ def test_kill_9_mid_rollout_then_rerun_converges(lab: Any, fleet_copy: FleetCopy
         want = {f"{fleet_copy.name}-web-canary-v2-{i}": "v2" for i in range(3)}
         assert settles(fleet_copy, "canary", want) == want
         assert len(lowest) > 10 and min(lowest) >= 3, f"the floor broke: {lowest}"
-        assert "resume" in [e["event"] for e in events(fleet_copy, "canary")]
+        assert [e["event"] for e in events(fleet_copy, "canary")].count("resume") >= 2, \
+            "both reruns did not carry the rollout on"
     finally:
         stop.set()
         teardown(fleet_copy)
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
 
 
 def test_terraform_failing_mid_rollout_is_one_line_and_rollback_finishes_it(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +133,26 @@ def test_interrupt_exits_130(capsys: pytest.CaptureFixture[str],
     code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
     assert code == 130
     assert "interrupted" in err
+
+
+def test_sigterm_is_an_interrupt_that_exits_143(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill`, `timeout` or a cancelled CI job: what runs unwinds as for a Ctrl-C (its
+    `finally` blocks run), then one line and exit 143, not a death with nothing cleaned up."""
+    unwound: list[bool] = []
+
+    def terminated(*_: object) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises in here
+        finally:
+            unwound.append(True)
+
+    monkeypatch.setattr("fleet.workflows.validate.validate", terminated)
+    code, _, err = invoke(capsys, monkeypatch, "-f", str(EXAMPLE), "validate")
+    assert code == 143, err
+    assert err.strip().splitlines()[-1] == "fleet: terminated", err
+    assert unwound == [True], "the command's finally did not run"
 
 
 def test_each_family_registers_the_commands_main_imports_it_for() -> None:
