@@ -380,11 +380,13 @@ def throwaway_argv(image: str, command: list[str], *, volumes: dict[str, str] | 
                    env: dict[str, str] | None = None) -> list[str]:
     """`docker run --rm` of a one-shot container running command (as its entrypoint: never
     the image's fleet-init) with no network at all: volumes (name -> mount point, `:ro`
-    allowed), read-only bind mounts of host files, environment."""
+    allowed), read-only bind mounts of host files (by --mount: a host path may hold a colon),
+    environment."""
     argv = ["docker", "run", "--rm", "--pull", "never", "--network", "none",
             "--label", "fleet.throwaway=1", "--entrypoint", command[0]]
     argv += [f"--volume={n}:{t}" for n, t in sorted((volumes or {}).items())]
-    argv += [f"--volume={p}:{t}:ro" for p, t in sorted((binds or {}).items())]
+    argv += [f"--mount=type=bind,{mount_source(p)},target={t},readonly"
+             for p, t in sorted((binds or {}).items())]
     argv += [f"--env={k}={v}" for k, v in sorted((env or {}).items())]
     return [*argv, image, *command[1:]]
 

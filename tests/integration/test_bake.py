@@ -133,6 +133,13 @@ def test_changing_a_script_rebakes_with_a_new_digest(lab: Any, fleet_copy: Fleet
                            capture_output=True, text=True)
     assert after.stdout == "web after role-1-web after.sh\n", \
         f"the second script did not run after the first: {after.stdout}{after.stderr}"
+    # and a node of it boots from there: its authorized_keys (under .fleet) is mounted by
+    # --mount too, which `fleet run` logs in with
+    promoted = moved.run("promote", "v2", "--to", "canary", "--role", "web")
+    assert promoted.code == 0, promoted.stderr
+    shown = moved.run("run", "web", "--env", "canary", "--", "cat /etc/fleet-after")
+    assert shown.code == 0 and "web after role-1-web after.sh" in shown.stdout, \
+        shown.stdout + shown.stderr
 
 
 def test_failing_provisioner_leaves_nothing_behind(lab: Any, fleet_copy: FleetCopy) -> None:

@@ -49,6 +49,14 @@ variable "nodes" {
   }))
 }
 
+locals {
+  # The lab key's read-only mount, by --mount rather than -v, which splits at the colons a
+  # path may hold: --mount's value is a CSV record, its source quoted (quotes doubled) where
+  # the path holds a comma or a quote.
+  keys_source = length(regexall("[,\"]", var.authorized_keys)) > 0 ? "\"source=${replace(var.authorized_keys, "\"", "\"\"")}\"" : "source=${var.authorized_keys}"
+  keys_mount  = "type=bind,${local.keys_source},target=/root/.ssh/authorized_keys,readonly"
+}
+
 resource "terraform_data" "node" {
   for_each = var.nodes
 
@@ -123,7 +131,7 @@ resource "terraform_data" "node" {
           -e "FLEET_CONSUL_JOIN=${self.input.join}" -e FLEET_CONSUL_DATACENTER=lab \
           -e FLEET_ROLE=${self.input.role} -e FLEET_ENV=${self.input.env} \
           -e FLEET_VERSION=${self.input.version} -e FLEET_CONSUL_SERVICES \
-          %{if var.authorized_keys != ""}-v "${var.authorized_keys}:/root/.ssh/authorized_keys:ro"%{endif} \
+          %{if var.authorized_keys != ""}--mount "$FLEET_KEYS_MOUNT"%{endif} \
           ${self.input.image} >/dev/null
         }
         if [ -z "$pin" ] || ! run $pin 2>/dev/null; then
@@ -141,6 +149,7 @@ resource "terraform_data" "node" {
       FLEET_CONSUL_SERVICES = jsonencode(merge(jsondecode(self.input.services), {
         node_id = uuidv5("url", "fleet-node:${self.input.name}")
       }))
+      FLEET_KEYS_MOUNT = local.keys_mount
     }
   }
 

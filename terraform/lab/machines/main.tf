@@ -69,6 +69,11 @@ variable "snowflakes" {
 }
 
 locals {
+  # The lab key's read-only mount, by --mount rather than -v, which splits at the colons a
+  # path may hold: --mount's value is a CSV record, its source quoted (quotes doubled) where
+  # the path holds a comma or a quote.
+  keys_source = length(regexall("[,\"]", var.authorized_keys)) > 0 ? "\"source=${replace(var.authorized_keys, "\"", "\"\"")}\"" : "source=${var.authorized_keys}"
+  keys_mount  = "type=bind,${local.keys_source},target=/root/.ssh/authorized_keys,readonly"
   # The same `docker run` for pets and snowflakes; a pet adds its data volume. /run/fleet is a
   # tmpfs: rendered secrets and the node's Consul token never touch a disk. Then the node gets
   # its credentials over `docker exec` stdin (see terraform/lab/cattle): none is in this state.
@@ -79,7 +84,7 @@ locals {
       --network "$NETWORK" --restart unless-stopped --tmpfs /run/fleet:mode=0700 \
       --label fleet.lab=1 --label fleet.name="${var.fleet}" --label fleet.role="$ROLE" --label fleet.env="$FLEET_ENV" \
       --label fleet.version="$VERSION" --label fleet.class="$CLASS" \
-      -v "$KEYS:/root/.ssh/authorized_keys:ro" $VOLUME \
+      --mount "$KEYS_MOUNT" $VOLUME \
       -e FLEET_CONSUL_JOIN="$JOIN" -e FLEET_CONSUL_DATACENTER=lab \
       -e FLEET_ROLE="$ROLE" -e FLEET_ENV="$FLEET_ENV" -e FLEET_VERSION="$VERSION" \
       -e FLEET_CONSUL_SERVICES "$IMAGE" >/dev/null
@@ -126,7 +131,7 @@ resource "terraform_data" "pet" {
     environment = {
       NAME                  = self.input.name, IMAGE = self.input.image, ROLE = self.input.role,
       FLEET_ENV             = self.input.env, VERSION = self.input.version, CLASS = "pet",
-      NETWORK               = self.input.network, JOIN = self.input.join, KEYS = self.input.keys,
+      NETWORK               = self.input.network, JOIN = self.input.join, KEYS_MOUNT = local.keys_mount,
       VOLUME                = "-v ${self.input.volume}:${self.input.data_path}",
       FLEET_CONSUL_SERVICES = self.input.services
     }
@@ -160,7 +165,7 @@ resource "terraform_data" "snowflake" {
     environment = {
       NAME      = self.input.name, IMAGE = self.input.image, ROLE = self.input.role,
       FLEET_ENV = self.input.env, VERSION = self.input.version, CLASS = "snowflake",
-      NETWORK   = self.input.network, JOIN = self.input.join, KEYS = self.input.keys,
+      NETWORK   = self.input.network, JOIN = self.input.join, KEYS_MOUNT = local.keys_mount,
       VOLUME    = "", FLEET_CONSUL_SERVICES = self.input.services
     }
   }
