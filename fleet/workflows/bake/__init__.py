@@ -346,6 +346,7 @@ def bake(ctx: Context, names: Iterable[str], *, all_roles: bool = False,
     if roles:
         bakery = Bakery(ctx, chosen)
         logs.sweep(ctx.state_dir, bakery.scrub)  # what killed bakes left
+        logs.prune(ctx.state_dir)  # each role's newest logs stay
         pool = ThreadPoolExecutor(max_workers=min(parallel, len(roles)))
         try:
             futures = [pool.submit(bake_role, bakery, r, version, rebake, say) for r in roles]

@@ -7,7 +7,8 @@ diagnosis unless the log holds a secret. A bake killed with -9 can do neither, a
 runs on for a while (it cancels and removes its container). So the upload folder is marked in
 use by fleet and Packer (services/inuse.py), and the next bake finds the folders that no
 process holds any more. Each such folder's log is then scrubbed as a failed bake's would
-have been, and the folder is removed.
+have been, and the folder is removed. Each role keeps its newest KEEP logs (`prune`): a CI
+machine that bakes all day does not fill its disk with them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fleet.model import secretscan
 from fleet.services import inuse
 
 UPLOAD = "-upload"
+KEEP = 20  # logs kept per role, the newest
 
 
 def log_dir(state_dir: Path) -> Path:
@@ -60,4 +62,20 @@ def sweep(state_dir: Path, scrub_log: Callable[[Path], None]) -> list[Path]:
     for folder in gone:
         scrub_log(log_of(folder))
         shutil.rmtree(folder, ignore_errors=True)
+    return gone
+
+
+def prune(state_dir: Path, keep: int = KEEP) -> list[Path]:
+    """Remove each role's bake logs but its newest `keep` (their names sort by time: ROLE-STAMP);
+    a log whose upload folder is still there (its bake running, or killed and not swept yet)
+    stays. Returns the logs removed."""
+    by_role: dict[str, list[Path]] = {}
+    for log in log_dir(state_dir).glob("*.log"):
+        by_role.setdefault(log.stem.rpartition("-")[0], []).append(log)
+    gone = []
+    for found in by_role.values():
+        for log in sorted(found, reverse=True)[keep:]:
+            if not upload_folder(log).exists():
+                log.unlink(missing_ok=True)
+                gone.append(log)
     return gone
