@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -371,12 +372,15 @@ def test_a_bake_killed_mid_build_leaves_nothing_building_and_a_rerun_bakes(
     assert logs[-1].exists(), "the killed bake's log (no secret in it) was not kept"
 
 
+@pytest.mark.parametrize(("signum", "exit_code", "word"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"])
 def test_a_bake_interrupted_cancels_its_packer_begins_no_other_role_and_records_nothing(
-        lab: Any, fleet_copy: FleetCopy) -> None:
+        lab: Any, fleet_copy: FleetCopy, signum: int, exit_code: int, word: str) -> None:
     """SIGINT to fleet alone (not to its process group, as a terminal's Ctrl-C would send it:
-    Packer never sees it) while web builds and api waits its turn (--parallel 1)."""
+    Packer never sees it), or SIGTERM (`kill`, a cancelled CI job), while web builds and api
+    waits its turn (--parallel 1)."""
     import os
-    import signal
 
     from tests.conftest import eventually
 
@@ -384,15 +388,16 @@ def test_a_bake_interrupted_cancels_its_packer_begins_no_other_role_and_records_
     proc, building = bake_held_in_web_script(fleet_copy, "web", "api", "--version", "v1",
                                              "--parallel", "1")
     assert proc.stderr is not None
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     try:
         code = proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         code = None
     said = proc.stderr.read()
-    assert code == 130, f"fleet did not stop within 30 s of SIGINT (exit {code}): {said[-600:]}"
-    assert "fleet: interrupted" in said, said[-600:]
+    assert code == exit_code, \
+        f"fleet did not stop within 30 s of {signum!r} (exit {code}): {said[-600:]}"
+    assert f"fleet: {word}" in said, said[-600:]
     assert "Cancelling build" in said, f"Packer was not told to cancel: {said[-600:]}"
     assert "building api" not in said, f"a role was begun after the interrupt: {said[-600:]}"
     assert packers_of(fleet_copy) == [], "Packer outlived the interrupted bake"
