@@ -9,7 +9,9 @@ with the open file, so it stays held until the last process holding it (fleet, P
 plugins) has exited, however each of them ends. A later run may then remove the folder.
 
 The mark holds the pid that took it, written once the lock is held: a mark found empty is being
-taken (or was never finished) and is left alone, as is a folder with no mark yet.
+taken, and a folder with no mark is being staged; both are left alone, unless they have been so
+for STALE seconds (a bake killed in between, which no process will finish: staging and marking
+take seconds).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 MARK = ".in-use"
+STALE = 3600.0  # seconds a folder may stay unmarked, or its mark empty, before it is reclaimed
 
 
 @contextlib.contextmanager
@@ -36,19 +40,25 @@ def marked(folder: Path) -> Iterator[int]:
 
 
 def abandoned(parent: Path, pattern: str) -> list[Path]:
-    """The folders under parent matching pattern that were marked and are held by no process."""
+    """The folders under parent matching pattern that were marked and are held by no process,
+    and those left unmarked, or with their mark empty, for over STALE seconds."""
     found = []
+    stale = time.time() - STALE
     for folder in sorted(parent.glob(pattern)):
         try:
             fd = os.open(folder / MARK, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue  # not marked (yet): not ours to judge
+        except OSError:  # not marked (yet): ours to judge only once it is stale
+            with contextlib.suppress(OSError):
+                if folder.stat().st_mtime < stale:
+                    found.append(folder)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             continue  # still held
         else:
-            if os.fstat(fd).st_size:
+            status = os.fstat(fd)
+            if status.st_size or status.st_mtime < stale:
                 found.append(folder)
         finally:
             os.close(fd)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fleet.services import inuse
@@ -36,3 +38,18 @@ def test_folders_not_marked_or_being_marked_are_left_alone(tmp_path: Path) -> No
         pass
     (tmp_path / "web-1.log").write_text("a log, not a folder\n")
     assert inuse.abandoned(tmp_path, "*-upload") == [done]
+
+
+def test_folders_left_unmarked_or_half_marked_for_long_are_reclaimed(tmp_path: Path) -> None:
+    """A bake killed between staging its folder and marking it (or between making the mark and
+    taking its lock): no process will ever finish either."""
+    unmarked, half = tmp_path / "api-1-upload", tmp_path / "git-1-upload"
+    unmarked.mkdir()
+    half.mkdir()
+    (half / inuse.MARK).touch()
+    fresh = tmp_path / "web-2-upload"
+    fresh.mkdir()
+    long_ago = time.time() - inuse.STALE - 60
+    for path in (unmarked, half / inuse.MARK):
+        os.utime(path, (long_ago, long_ago))
+    assert inuse.abandoned(tmp_path, "*-upload") == [unmarked, half]
