@@ -203,7 +203,7 @@ def test_sigterm_then_kill_9_mid_rollout_then_rerun_converges(lab: Any,
       as a Ctrl-C, waits for that apply to end (no Terraform of this fleet is left running,
       its state lock is free: killed, the apply held it until its session's TTL, and the
       rerun waited for it) and exits 143 with one line;
-    - its rerun, killed with -9 a step further on: nothing runs its `finally`;
+    - its rerun, killed with -9 as step 3's apply begins: nothing runs its `finally`;
     - the last rerun carries the rollout on to its end."""
     fleet_copy.edit("fleet.toml", "count = { canary = 1, staging = 1, production = 2 }\n\n[roles.web.",
                     "count = { canary = 3, staging = 1, production = 2 }\n\n[roles.web.")
@@ -261,7 +261,7 @@ def test_sigterm_then_kill_9_mid_rollout_then_rerun_converges(lab: Any,
         assert held is None, "Terraform's state lock is still held: its apply was cut, not ended"
 
         proc = promote_in_background()
-        wait_for("gate", 3)
+        wait_for("step", 3)  # not its gate: the last step (removals only) follows it at once
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert "carrying on rollout" in said.read_text(), said.read_text()[-600:]
