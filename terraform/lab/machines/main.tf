@@ -139,7 +139,7 @@ resource "terraform_data" "pet" {
 
   provisioner "local-exec" {
     when    = destroy
-    command = "docker stop -t 10 ${self.input.name} >/dev/null 2>&1; docker rm -f ${self.input.name} >/dev/null 2>&1 || true"
+    command = "sh ${path.module}/remove.sh ${self.input.name}" # and out of Consul: see there
   }
 }
 
@@ -172,7 +172,7 @@ resource "terraform_data" "snowflake" {
 
   provisioner "local-exec" {
     when    = destroy
-    command = "docker stop -t 10 ${self.input.name} >/dev/null 2>&1; docker rm -f ${self.input.name} >/dev/null 2>&1 || true"
+    command = "sh ${path.module}/remove.sh ${self.input.name}" # and out of Consul: see there
   }
 }
 
