@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from figures import example_copy, remove_copy  # noqa: E402  (bench/ is the script's dir)
 from node_cpu import Accounting, outside, outside_spent  # noqa: E402
+from node_cpu import busy as busy_seconds  # noqa: E402  (the host's busy CPU-s so far)
 
 from fleet.adapters import docker  # noqa: E402  (after the path is set)
 from fleet.errors import FleetError  # noqa: E402
@@ -130,13 +131,6 @@ class Members:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def busy_seconds() -> float:
-    """CPU-seconds the whole host has spent busy so far (/proc/stat: all but idle and iowait)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(t) for t in stat.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def single_boots(ctx: Context, image: str, repeats: int) -> list[float]:
